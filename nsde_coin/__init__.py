@@ -1,0 +1,41 @@
+"""nsde_coin: neural networks as convection-diffusion equations.
+
+A network is the evolution u(x, T) = E[f(X_T) | X_0 = x] of a base model f under the SDE dX = v dt + σ dW
+(Feynman–Kac). The public API is re-exported here; each idea lives in one module:
+
+* :mod:`nsde_coin.solvers` — the solver registry (SDE, ODE and graph families).
+* :mod:`nsde_coin.fields`, :mod:`nsde_coin.sde`, :mod:`nsde_coin.brownian`, :mod:`nsde_coin.integrate`,
+  :mod:`nsde_coin.model` — the Feynman–Kac SDE network.
+* :mod:`nsde_coin.pde` — finite-difference reference solver for the convection-diffusion equation.
+* :mod:`nsde_coin.graph` — Laplacians, graph diffusion solvers, COIN, data sets, benchmark protocol.
+* :mod:`nsde_coin.apps` — few-shot learning, COVID-19 forecasting, label-scarce tabular classification.
+"""
+
+from nsde_coin.solvers import (
+    GRAD_MODES,
+    NOISE_TYPES,
+    SDE_TYPES,
+    SolverInfo,
+    get_solver,
+    list_solvers,
+    register_solver,
+    validate,
+)
+
+# -- core SDE network (issue 2) --
+# -- finite-difference PDE (issue 4) --
+# -- graph COIN (issue 3) --
+# -- applications (issue 5) --
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRAD_MODES",
+    "NOISE_TYPES",
+    "SDE_TYPES",
+    "SolverInfo",
+    "get_solver",
+    "list_solvers",
+    "register_solver",
+    "validate",
+]

@@ -1,0 +1,45 @@
+"""The ``nsde-coin`` entry point: dispatches to the sub-command modules listed in :mod:`nsde_coin.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional
+
+from nsde_coin.commands import COMMANDS
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Parser with every sub-command; only the module of the requested command is imported."""
+    parser = argparse.ArgumentParser(prog="nsde-coin", description="Networks as convection-diffusion equations.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_) in COMMANDS.items():
+        if name == wanted:
+            mod = importlib.import_module(module)
+            p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+            mod.add_parser(p)
+            p.set_defaults(_run=mod.run)
+        else:
+            sub.add_parser(name, help=help_)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI; returns the process exit code (errors in user input print one line and return 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"nsde-coin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Print the solver registry as a table (or JSON records with ``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nsde_coin.solvers import FAMILIES, list_solvers
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", choices=FAMILIES, help="only this family")
+    p.add_argument("--json", action="store_true", help="print machine-readable records")
+
+
+def _order(info) -> str:
+    if info.family != "sde":
+        return "-"
+    orders = sorted(set(info.strong_order.values()))
+    return "/".join(f"{o:g}" for o in orders)
+
+
+def run(args: argparse.Namespace) -> int:
+    infos = list_solvers(args.family)
+    if args.json:
+        print(json.dumps([i.record() for i in infos], indent=1))
+        return 0
+    head = ("family", "name", "backend", "sde_type", "noise types", "strong", "weak/order", "grad modes", "notes")
+    rows = []
+    for i in infos:
+        notes = []
+        if i.adaptive:
+            notes.append("adaptive")
+        if i.levy_area:
+            notes.append(f"Lévy area: {i.levy_area}")
+        if i.adjoint_capable:
+            notes.append("adjoint method")
+        if i.unconditionally_stable:
+            notes.append("unconditionally stable")
+        if i.stochastic and i.family == "graph":
+            notes.append("Monte Carlo")
+        weak = "-" if i.weak_order is None else f"{i.weak_order:g}"
+        rows.append((i.family, i.name, i.backend, "/".join(i.sde_types) or "-", ",".join(i.noise_types) or "-",
+                     _order(i), weak, ",".join(i.grad_modes), "; ".join(notes)))
+    widths = [max(len(str(r[k])) for r in [head, *rows]) for k in range(len(head))]
+    for r in [head, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0

@@ -1,0 +1,284 @@
+"""The solver registry: one table of every way nsde_coin can compute u(x, T) = E[f(X_T)].
+
+Each entry is a :class:`SolverInfo` record. Three families share the table:
+
+* ``"sde"`` — torchsde methods (names verbatim), integrating dX = v dt + σ dW and averaging f over paths;
+* ``"ode"`` — torchdiffeq methods for the σ = 0 limit, u = f(flow_T(x));
+* ``"graph"`` — diffusion of outputs on a graph, u_t = −σ² L u (registered by :mod:`nsde_coin.graph.diffusion`).
+
+All validation of solver / noise type / SDE type / gradient mode combinations lives in :func:`validate`, so every
+error message that names the valid choices is produced in one place.
+
+Order conventions (as in torchsde): ``strong_order`` maps a noise type to the strong (pathwise) order of
+convergence in dt; ``weak_order`` is the order of E[f(X_T)] in dt. For ODE and graph solvers ``weak_order`` holds the
+ordinary order of accuracy in the step size (``None`` for exact or Monte Carlo solvers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+FAMILIES = ("sde", "ode", "graph")
+SDE_TYPES = ("ito", "stratonovich")
+NOISE_TYPES = ("diagonal", "additive", "scalar", "general")
+GRAD_MODES = ("backprop", "adjoint", "reversible")
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    """Metadata of one registered solver.
+
+    Attributes:
+        name: registry key (torchsde/torchdiffeq method names verbatim).
+        family: ``"sde"``, ``"ode"`` or ``"graph"``.
+        backend: library that runs it (``"torchsde"``, ``"torchdiffeq"``, ``"nsde_coin"``).
+        description: one line for tables.
+        sde_types: SDE interpretations it integrates (empty for ODE/graph).
+        noise_types: torchsde noise types it supports (empty for ODE/graph).
+        strong_order: noise type → strong order (SDE only).
+        weak_order: weak order (SDE) or order of accuracy (ODE/graph); ``None`` for exact / Monte Carlo.
+        grad_modes: gradient modes it supports as the forward solver.
+        adaptive: whether it chooses its own step size (rtol/atol).
+        levy_area: Lévy-area approximation the Brownian motion must provide (``None``, ``"space-time"``, ``"foster"``).
+        adjoint_capable: whether it may be used as the *adjoint* (backward) method of an SDE solve.
+        stochastic: whether the result is a Monte Carlo estimate with a standard error.
+        unconditionally_stable: graph solvers: stable for every step size.
+        impl: callable that runs it (graph solvers); ``None`` when the backend dispatches by name.
+    """
+
+    name: str
+    family: str
+    backend: str
+    description: str
+    sde_types: tuple[str, ...] = ()
+    noise_types: tuple[str, ...] = ()
+    strong_order: dict[str, float] = field(default_factory=dict)
+    weak_order: Optional[float] = None
+    grad_modes: tuple[str, ...] = ("backprop",)
+    adaptive: bool = False
+    levy_area: Optional[str] = None
+    adjoint_capable: bool = False
+    stochastic: bool = False
+    unconditionally_stable: bool = False
+    impl: Optional[Callable[..., Any]] = field(default=None, compare=False, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the metadata (without ``impl``)."""
+        out = asdict(self)
+        out.pop("impl")
+        for key in ("sde_types", "noise_types", "grad_modes"):
+            out[key] = list(out[key])
+        return out
+
+
+_REGISTRY: dict[tuple[str, str], SolverInfo] = {}
+_PLUGINS_LOADED = False
+
+
+def register_solver(info: SolverInfo, *, overwrite: bool = False) -> SolverInfo:
+    """Add ``info`` to the registry, keyed by ``(family, name)``. A new solver is exactly one call of this."""
+    if info.family not in FAMILIES:
+        raise ValueError(f"family={info.family!r} is not one of {FAMILIES}")
+    bad = [g for g in info.grad_modes if g not in GRAD_MODES]
+    if bad:
+        raise ValueError(f"grad_modes {bad} are not among {GRAD_MODES}")
+    key = (info.family, info.name)
+    if key in _REGISTRY and not overwrite:
+        raise ValueError(f"{info.family} solver {info.name!r} is already registered")
+    _REGISTRY[key] = info
+    return info
+
+
+def _load_plugins() -> None:
+    """Import modules that register solvers of their own (graph diffusion)."""
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        import nsde_coin.graph.diffusion  # noqa: F401  (registers the graph family)
+
+
+def _choices(names: list[str]) -> str:
+    return ", ".join(sorted(set(names))) if names else "(none)"
+
+
+def _check_choice(what: str, value: Optional[str], choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"{what}={value!r} is not valid; valid choices: {', '.join(choices)}")
+
+
+def list_solvers(
+    family: Optional[str] = None,
+    *,
+    noise_type: Optional[str] = None,
+    sde_type: Optional[str] = None,
+    grad_mode: Optional[str] = None,
+) -> list[SolverInfo]:
+    """Registered solvers in table order, optionally filtered (each filter value is checked)."""
+    _load_plugins()
+    _check_choice("family", family, FAMILIES)
+    _check_choice("noise_type", noise_type, NOISE_TYPES)
+    _check_choice("sde_type", sde_type, SDE_TYPES)
+    _check_choice("grad_mode", grad_mode, GRAD_MODES)
+    out = []
+    for info in _REGISTRY.values():
+        if family is not None and info.family != family:
+            continue
+        if noise_type is not None and info.family == "sde" and noise_type not in info.noise_types:
+            continue
+        if sde_type is not None and info.family == "sde" and sde_type not in info.sde_types:
+            continue
+        if grad_mode is not None and grad_mode not in info.grad_modes:
+            continue
+        out.append(info)
+    return out
+
+
+def solver_names(family: Optional[str] = None) -> list[str]:
+    """Names of the registered solvers of ``family`` (all families when ``None``)."""
+    return [s.name for s in list_solvers(family)]
+
+
+def get_solver(name: str, family: Optional[str] = None) -> SolverInfo:
+    """Look a solver up by name (and family, needed for names both torchsde and torchdiffeq use: euler, midpoint).
+
+    Unknown names raise ``ValueError`` listing the valid ones; an ambiguous name without ``family`` raises too.
+    """
+    _load_plugins()
+    if not isinstance(name, str):
+        raise TypeError(f"solver name must be a str, got {type(name).__name__} ({name!r})")
+    _check_choice("family", family, FAMILIES)
+    hits = [s for (fam, n), s in _REGISTRY.items() if n == name and (family is None or fam == family)]
+    if not hits:
+        scope = f"{family} " if family else ""
+        raise ValueError(f"unknown {scope}solver {name!r}; valid choices: {_choices(solver_names(family))}")
+    if len(hits) > 1:
+        fams = ", ".join(repr(s.family) for s in hits)
+        raise ValueError(f"solver name {name!r} exists in families {fams}; pass family= to choose one")
+    return hits[0]
+
+
+def validate(
+    name: str,
+    *,
+    family: Optional[str] = None,
+    noise_type: Optional[str] = None,
+    sde_type: Optional[str] = None,
+    grad_mode: str = "backprop",
+    adjoint_method: Optional[str] = None,
+) -> SolverInfo:
+    """Check that a solver can be used in the given combination; return its :class:`SolverInfo`.
+
+    Raises ``ValueError`` naming the offending value and the valid choices, e.g. ``srk`` with general noise,
+    ``reversible_heun`` with an Itô SDE, ``srk`` as the adjoint method, a ``reversible`` gradient with a solver
+    that is not algebraically reversible, or an ODE solver asked to integrate noise (``family="sde"``).
+    """
+    _check_choice("noise_type", noise_type, NOISE_TYPES)
+    _check_choice("sde_type", sde_type, SDE_TYPES)
+    _check_choice("grad_mode", grad_mode, GRAD_MODES)
+    if family == "sde" and not any(s.name == name and s.family == "sde" for s in list_solvers("sde")) and any(
+        s.name == name for s in list_solvers("ode")
+    ):
+        raise ValueError(
+            f"{name!r} is an ODE (torchdiffeq) solver and cannot integrate a diffusion sigma != 0; "
+            f"SDE solvers: {_choices(solver_names('sde'))}, or set the diffusion to zero"
+        )
+    info = get_solver(name, family)
+    if info.family == "sde":
+        if sde_type is not None and sde_type not in info.sde_types:
+            ok = [s.name for s in list_solvers("sde", sde_type=sde_type, noise_type=noise_type)]
+            raise ValueError(
+                f"solver {name!r} integrates {'/'.join(info.sde_types)} SDEs, not sde_type={sde_type!r}; "
+                f"solvers for {sde_type} SDEs" + (f" with {noise_type} noise" if noise_type else "")
+                + f": {_choices(ok)}"
+            )
+        if noise_type is not None and noise_type not in info.noise_types:
+            ok = [s.name for s in list_solvers("sde", sde_type=sde_type, noise_type=noise_type)]
+            raise ValueError(
+                f"solver {name!r} does not support noise_type={noise_type!r} (it supports "
+                f"{', '.join(info.noise_types)}); solvers for {noise_type} noise: {_choices(ok)}"
+            )
+    if grad_mode not in info.grad_modes:
+        ok = [s.name for s in list_solvers(info.family, grad_mode=grad_mode)]
+        raise ValueError(
+            f"{info.family} solver {name!r} does not support grad_mode={grad_mode!r} (it supports "
+            f"{', '.join(info.grad_modes)}); {info.family} solvers with grad_mode={grad_mode!r}: {_choices(ok)}"
+        )
+    if adjoint_method is not None:
+        if grad_mode == "backprop":
+            raise ValueError(f"adjoint_method={adjoint_method!r} given with grad_mode='backprop'; "
+                             f"use grad_mode='adjoint' or drop adjoint_method")
+        if info.family != "sde":
+            raise ValueError(f"adjoint_method applies to SDE solvers only, not to the {info.family} solver {name!r}")
+        fwd_type = sde_type or info.sde_types[0]
+        valid_adj = [s.name for s in list_solvers("sde", sde_type=fwd_type) if s.adjoint_capable]
+        if name == "reversible_heun":
+            valid_adj.append("adjoint_reversible_heun")
+        if adjoint_method not in valid_adj:
+            raise ValueError(f"adjoint_method={adjoint_method!r} cannot integrate the adjoint SDE of {name!r}; "
+                             f"valid adjoint methods: {_choices(valid_adj)}")
+        adj = _REGISTRY.get(("sde", adjoint_method))
+        if adj is not None and noise_type is not None:
+            # the adjoint of an additive-noise SDE has general noise (torchsde's mapping)
+            adj_noise = "general" if noise_type == "additive" else noise_type
+            if adj_noise not in adj.noise_types:
+                ok = [s.name for s in list_solvers("sde", noise_type=adj_noise) if s.adjoint_capable]
+                raise ValueError(f"adjoint_method={adjoint_method!r} does not support the adjoint SDE's "
+                                 f"{adj_noise} noise; valid adjoint methods here: {_choices(ok)}")
+    return info
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The table. SDE orders are torchsde's own (each method's strong_order / weak_order attributes).
+_ALL_NOISE = NOISE_TYPES
+_ONE_EXCEPT_GENERAL = {"diagonal": 1.0, "additive": 1.0, "scalar": 1.0, "general": 0.5}
+_EULER_LIKE = {"diagonal": 0.5, "additive": 1.0, "scalar": 0.5, "general": 0.5}
+_SDE_GRADS = ("backprop", "adjoint")
+
+for _info in (
+    SolverInfo("euler", "sde", "torchsde", "Euler–Maruyama (Itô): a ResNet step plus sqrt(dt)·σ·noise",
+               ("ito",), _ALL_NOISE, _EULER_LIKE, 1.0, _SDE_GRADS, adjoint_capable=True, stochastic=True),
+    SolverInfo("milstein", "sde", "torchsde", "Milstein (derivative-free), Itô or Stratonovich",
+               ("ito", "stratonovich"), ("diagonal", "additive", "scalar"),
+               {"diagonal": 1.0, "additive": 1.0, "scalar": 1.0}, 1.0, _SDE_GRADS,
+               adjoint_capable=True, stochastic=True),
+    SolverInfo("srk", "sde", "torchsde", "stochastic Runge–Kutta (Rößler SRI), uses space-time Lévy area",
+               ("ito",), ("diagonal", "additive", "scalar"),
+               {"diagonal": 1.5, "additive": 1.5, "scalar": 1.5}, 1.5, _SDE_GRADS,
+               levy_area="space-time", stochastic=True),
+    SolverInfo("euler_heun", "sde", "torchsde", "Euler–Heun (Stratonovich)",
+               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
+               adjoint_capable=True, stochastic=True),
+    SolverInfo("heun", "sde", "torchsde", "Heun (Stratonovich)",
+               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
+               adjoint_capable=True, stochastic=True),
+    SolverInfo("midpoint", "sde", "torchsde", "midpoint (Stratonovich); torchsde's default Stratonovich adjoint",
+               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
+               adjoint_capable=True, stochastic=True),
+    SolverInfo("reversible_heun", "sde", "torchsde",
+               "reversible Heun (Stratonovich): exact gradients with adjoint_reversible_heun",
+               ("stratonovich",), _ALL_NOISE, _EULER_LIKE, 1.0, ("backprop", "adjoint", "reversible"),
+               stochastic=True),
+    SolverInfo("log_ode", "sde", "torchsde", "log-ODE midpoint (Stratonovich), uses Foster Lévy area",
+               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
+               levy_area="foster", adjoint_capable=True, stochastic=True),
+):
+    register_solver(_info)
+
+# torchdiffeq, the sigma = 0 limit; weak_order holds the classical order of accuracy.
+for _name, _order, _adaptive, _desc in (
+    ("euler", 1.0, False, "explicit Euler: exactly a ResNet block x + dt·v(x, t)"),
+    ("midpoint", 2.0, False, "explicit midpoint (RK2)"),
+    ("heun3", 3.0, False, "Heun's third-order method"),
+    ("rk4", 4.0, False, "classical Runge–Kutta 4 (3/8 rule)"),
+    ("explicit_adams", 4.0, False, "Adams–Bashforth, fixed step"),
+    ("implicit_adams", 4.0, False, "Adams–Moulton predictor-corrector, fixed step"),
+    ("fehlberg2", 2.0, True, "Runge–Kutta–Fehlberg 2(1), adaptive"),
+    ("adaptive_heun", 2.0, True, "Heun–Euler 2(1), adaptive"),
+    ("bosh3", 3.0, True, "Bogacki–Shampine 3(2), adaptive"),
+    ("dopri5", 5.0, True, "Dormand–Prince 5(4), adaptive (torchdiffeq's default)"),
+    ("dopri8", 8.0, True, "Dormand–Prince 8(7), adaptive"),
+):
+    register_solver(SolverInfo(_name, "ode", "torchdiffeq", _desc, weak_order=_order,
+                               grad_modes=("backprop", "adjoint"), adaptive=_adaptive))
