@@ -1,0 +1,199 @@
+"""A small, reusable fit / evaluate loop for probability models (B, d) -> (B, C).
+
+The models of this toolkit output class *probabilities* (the Monte Carlo mean of softmax(f(X_T)) over sample
+paths), not logits, so the loss is the negative log-likelihood of the clamped probabilities,
+``-log(max(p_y, eps))``: the clamp keeps the loss finite when a Monte Carlo mean underflows to 0. A non-finite loss
+raises instead of training on NaN. Minibatch order is drawn from a ``torch.Generator`` seeded with ``seed``; the
+model's own noise (Brownian paths) is the model's business (its ``seed``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+OUTPUTS = ("probs", "log_probs", "logits")
+
+
+def log_probs_from(out: torch.Tensor, output: str = "probs", eps: float = 1e-6) -> torch.Tensor:
+    """Convert a model's output (B, C) to log-probabilities (B, C).
+
+    ``output="probs"`` clamps below at ``eps`` before the log (so a zero probability costs log(1/eps), not ∞);
+    ``"log_probs"`` is passed through; ``"logits"`` goes through ``log_softmax``.
+    """
+    if output == "probs":
+        return torch.log(out.clamp_min(eps))
+    if output == "log_probs":
+        return out
+    if output == "logits":
+        return torch.log_softmax(out, dim=-1)
+    raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
+
+
+def nll_loss(out: torch.Tensor, y: torch.Tensor, output: str = "probs", eps: float = 1e-6) -> torch.Tensor:
+    """Mean negative log-likelihood of labels ``y`` (B,) under the model output ``out`` (B, C); a scalar."""
+    if out.ndim != 2 or y.ndim != 1 or out.shape[0] != y.shape[0]:
+        raise ValueError(f"expected out (B, C) and y (B,), got {tuple(out.shape)} and {tuple(y.shape)}")
+    return -log_probs_from(out, output, eps).gather(1, y[:, None]).mean()
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``loss`` (mean training NLL), ``train_acc`` (accuracy on the
+            training minibatches as seen during the epoch), ``seconds`` (wall time of the epoch), and ``val_acc`` /
+            ``val_loss`` when validation data were given.
+        train_time_s: total wall time of the optimisation (seconds, validation passes excluded).
+        epochs, batch_size, lr, seed: the settings used.
+    """
+
+    history: list[dict] = field(default_factory=list)
+    train_time_s: float = 0.0
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    seed: int = 0
+
+    def record(self) -> dict:
+        """JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"expected x (N, d) and y (N,) with N > 0, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"labels y must be int64 class indices, got dtype {y.dtype}")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 2048,
+    output: str = "probs",
+    eps: float = 1e-6,
+) -> dict:
+    """Accuracy and mean NLL of ``model`` on (x (N, d), y (N,)), in eval mode, without gradients.
+
+    Returns ``{"accuracy": float in [0, 1], "nll": float, "seconds": wall time}``. The model's training flag is
+    restored afterwards.
+    """
+    _check_data(x, y)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not valid; expected an int >= 1")
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    correct, nll = 0, 0.0
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            out = model(x[i:i + batch_size])
+            lp = log_probs_from(out, output, eps)
+            yb = y[i:i + batch_size]
+            correct += int((lp.argmax(dim=1) == yb).sum())
+            nll += float(-lp.gather(1, yb[:, None]).sum())
+    finally:
+        model.train(was_training)
+    n = x.shape[0]
+    return {"accuracy": correct / n, "nll": nll / n, "seconds": time.perf_counter() - t0}
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 5e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    output: str = "probs",
+    eps: float = 1e-6,
+    x_val: Optional[torch.Tensor] = None,
+    y_val: Optional[torch.Tensor] = None,
+    progress: bool = False,
+    desc: str = "fit",
+    on_epoch: Optional[Callable[[dict], None]] = None,
+) -> FitResult:
+    """Train ``model`` (B, d) -> (B, C) by Adam on the NLL of its output, in shuffled minibatches.
+
+    Args:
+        model: a module whose forward maps (B, d) to probabilities (or ``output`` kind) of shape (B, C).
+        x, y: training inputs (N, d) and int64 labels (N,).
+        epochs, batch_size, lr, weight_decay: optimisation settings (Adam).
+        seed: seeds the generator of the minibatch order (the model's own randomness is not touched).
+        output: what the model returns: ``"probs"`` (clamped at ``eps`` before the log), ``"log_probs"``, ``"logits"``.
+        x_val, y_val: optional validation data, evaluated after each epoch (not counted in ``train_time_s``).
+        progress: show a tqdm bar over epochs on stderr.
+        desc: label of the progress bar.
+        on_epoch: called with each epoch's history dict.
+
+    Returns:
+        A :class:`FitResult`. Raises ``FloatingPointError`` if the loss becomes non-finite.
+    """
+    _check_data(x, y)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr={lr!r} is not valid; expected a float > 0")
+    if output not in OUTPUTS:
+        raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
+    if (x_val is None) != (y_val is None):
+        raise ValueError("give both x_val and y_val, or neither")
+    if x_val is not None:
+        _check_data(x_val, y_val)
+
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    result = FitResult(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed)
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    model.train()
+    for epoch in bar:
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum, correct = 0.0, 0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            out = model(x[idx])
+            lp = log_probs_from(out, output, eps)
+            loss = -lp.gather(1, y[idx, None]).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * idx.numel()
+            correct += int((lp.detach().argmax(dim=1) == y[idx]).sum())
+        seconds = time.perf_counter() - t0
+        result.train_time_s += seconds
+        row = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n, "seconds": seconds}
+        if x_val is not None:
+            ev = evaluate(model, x_val, y_val, output=output, eps=eps)
+            row["val_acc"], row["val_loss"] = ev["accuracy"], ev["nll"]
+        result.history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+        if on_epoch is not None:
+            on_epoch(row)
+    bar.close()
+    return result
