@@ -24,6 +24,8 @@ from nsde_coin.solvers import (
 
 # -- core SDE network (issue 2) --
 # -- finite-difference PDE (issue 4) --
+from nsde_coin._nbsize import by_size, notebook_size, save_figure
+from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
 # -- graph COIN (issue 3) --
 # -- applications (issue 5) --
 
@@ -38,4 +40,12 @@ __all__ = [
     "list_solvers",
     "register_solver",
     "validate",
+    # finite-difference PDE (issue 4)
+    "PDESolution",
+    "by_size",
+    "cfl_limit",
+    "make_grid",
+    "notebook_size",
+    "save_figure",
+    "solve_convection_diffusion",
 ]
