@@ -23,6 +23,21 @@ from nsde_coin.solvers import (
 )
 
 # -- core SDE network (issue 2) --
+from nsde_coin.brownian import FixedGridBrownian
+from nsde_coin.fields import (
+    DiagonalDiffusion,
+    Diffusion,
+    GeneralDiffusion,
+    LinearDrift,
+    MLPDrift,
+    ScalarDiffusion,
+    StateDiagonalDiffusion,
+    ZeroDiffusion,
+    ZeroDrift,
+)
+from nsde_coin.integrate import feynman_kac
+from nsde_coin.model import ConvectionDiffusionNet
+from nsde_coin.sde import FeynmanKacSDE
 # -- finite-difference PDE (issue 4) --
 from nsde_coin._nbsize import by_size, notebook_size, save_figure
 from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
@@ -40,6 +55,20 @@ __all__ = [
     "list_solvers",
     "register_solver",
     "validate",
+    # core SDE network (issue 2)
+    "ConvectionDiffusionNet",
+    "DiagonalDiffusion",
+    "Diffusion",
+    "FeynmanKacSDE",
+    "FixedGridBrownian",
+    "GeneralDiffusion",
+    "LinearDrift",
+    "MLPDrift",
+    "ScalarDiffusion",
+    "StateDiagonalDiffusion",
+    "ZeroDiffusion",
+    "ZeroDrift",
+    "feynman_kac",
     # finite-difference PDE (issue 4)
     "PDESolution",
     "by_size",

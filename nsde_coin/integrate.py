@@ -1,0 +1,280 @@
+"""u(x, T) = E[f(X_T) | X_0 = x] by Monte Carlo over SDE paths (torchsde) or, for σ = 0, one ODE flow (torchdiffeq).
+
+:func:`feynman_kac` is the one entry point. It validates every argument (solver combinations through
+:func:`nsde_coin.solvers.validate`), replicates each input ``samples`` times, integrates dX = v dt + σ dW from 0 to T,
+evaluates f on X_T and returns the Monte Carlo mean and its standard error.
+
+Brownian motion: fixed-step solves use :class:`~nsde_coin.brownian.FixedGridBrownian` (cheap, O(1) memory,
+identical on the adjoint pass, with whatever Lévy area the solver needs); adaptive SDE stepping
+(``adaptive=True``) uses ``torchsde.BrownianInterval`` seeded with the same seed.
+
+Time grid: ``steps`` equal steps of dt = T/steps (a ``dt`` that does not divide T is rounded to the nearest
+dividing step, steps = ceil(T/dt)). Times are passed to torchsde in float64 and its step is inflated by 1e-10
+relative so that float round-off can never add a spurious extra step; the solver's last step ends exactly at T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import Any, Optional, Union
+
+import torch
+import torchdiffeq
+import torchsde
+from torch import Tensor, nn
+
+from nsde_coin.brownian import FixedGridBrownian
+from nsde_coin.fields import ZeroDiffusion, ZeroDrift
+from nsde_coin.sde import FeynmanKacSDE
+from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
+
+_STEP_INFLATION = 1e-10
+
+
+class _ODEFunc(nn.Module):
+    """dx/dt = v(x, t) for torchdiffeq (argument order (t, x) as torchdiffeq calls it)."""
+
+    def __init__(self, drift: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.drift = drift
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.drift(t, x)
+
+
+def draw_seed(generator: Optional[torch.Generator] = None) -> int:
+    """A fresh 62-bit seed from ``generator`` (torch's global generator when None)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def resolve_steps(T: float, steps: Optional[int], dt: Optional[float]) -> int:
+    """The number of equal steps on [0, T] from ``steps`` or ``dt`` (default 20); validated."""
+    if steps is not None and dt is not None:
+        raise ValueError(f"give steps or dt, not both (got steps={steps!r}, dt={dt!r})")
+    if dt is not None:
+        if isinstance(dt, bool) or not isinstance(dt, Real) or not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"dt={dt!r} is not valid; expected a finite float > 0")
+        n = T / float(dt)
+        steps = max(1, math.ceil(n - 1e-9 * n))
+    if steps is None:
+        steps = 20
+    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+        raise ValueError(f"steps={steps!r} is not valid; expected an int >= 1")
+    return int(steps)
+
+
+def _check_inputs(f: Any, x: Any, T: Any, samples: Any, drift: Any, diffusion: Any, sde_type: Any,
+                  grad_mode: Any) -> None:
+    if not callable(f):
+        raise TypeError(f"f must be callable (the base model, (N, d) -> (N, C)), got {type(f).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D of shape (B, d), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"x contains NaN or Inf ({int((~torch.isfinite(x)).sum())} non-finite entries)")
+    if isinstance(T, bool) or not isinstance(T, Real) or not math.isfinite(T) or T <= 0:
+        raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
+    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
+        raise ValueError(f"samples={samples!r} is not valid; expected an int >= 1")
+    if sde_type not in SDE_TYPES:
+        raise ValueError(f"sde_type={sde_type!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(f"grad_mode={grad_mode!r} is not valid; valid choices: {', '.join(GRAD_MODES)}")
+    if not callable(drift):
+        raise TypeError(f"drift must be callable (t, x) -> (B, d) or None, got {type(drift).__name__}")
+    if not callable(diffusion) or not hasattr(diffusion, "noise_type"):
+        raise TypeError("diffusion must be a diffusion module with forward(t, x) and noise_type (see "
+                        f"nsde_coin.fields) or None, got {type(diffusion).__name__}")
+    d = x.shape[1]
+    for name, field in (("drift", drift), ("diffusion", diffusion)):
+        dim = getattr(field, "dim", None)
+        if dim is not None and dim != d:
+            raise ValueError(f"x has {d} features but the {name} expects dim={dim}")
+
+
+def _params(*modules: Any) -> tuple[Tensor, ...]:
+    seen: dict[int, Tensor] = {}
+    for m in modules:
+        if isinstance(m, nn.Module):
+            for p in m.parameters():
+                if p.requires_grad:
+                    seen.setdefault(id(p), p)
+    return tuple(seen.values())
+
+
+def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str = "backprop",
+                  sde_type: str = "ito", adjoint_method: Optional[str] = None) -> tuple[SolverInfo, str]:
+    """Validate the solver for this diffusion and return (info, the SDE convention it will integrate in).
+
+    Defaults: ``"euler"`` (ODE family when σ = 0; Euler–Maruyama for SDEs), ``"reversible_heun"`` for
+    ``grad_mode="reversible"``.
+    """
+    if getattr(diffusion, "is_zero", False):
+        name = "euler" if solver is None else solver
+        return validate(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
+    name = solver if solver is not None else ("reversible_heun" if grad_mode == "reversible" else "euler")
+    info = validate(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
+    integrate_as = sde_type if sde_type in info.sde_types else info.sde_types[0]
+    if grad_mode == "reversible" and adjoint_method not in (None, "adjoint_reversible_heun"):
+        raise ValueError(f"grad_mode='reversible' uses adjoint_method='adjoint_reversible_heun', got "
+                         f"adjoint_method={adjoint_method!r}; use grad_mode='adjoint' for other adjoint methods")
+    info = validate(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
+                    adjoint_method=adjoint_method)
+    return info, integrate_as
+
+
+def feynman_kac(
+    f: Callable[[Tensor], Tensor],
+    x: Tensor,
+    drift: Optional[Callable[..., Tensor]],
+    diffusion: Optional[nn.Module],
+    T: float = 1.0,
+    *,
+    samples: int = 16,
+    steps: Optional[int] = None,
+    dt: Optional[float] = None,
+    solver: Optional[str] = None,
+    grad_mode: str = "backprop",
+    sde_type: str = "ito",
+    adjoint_method: Optional[str] = None,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    return_paths: bool = False,
+    adaptive: bool = False,
+    brownian: Optional[torchsde.BaseBrownian] = None,
+) -> Union[tuple[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """Monte Carlo Feynman–Kac: u(x, T) = E[f(X_T) | X_0 = x], dX = v(X, t) dt + σ(X, t) dW.
+
+    Args:
+        f: base model, (N, d) → (N, C) or (N,).
+        x: initial states, (B, d).
+        drift: v(t, x) → (B, d), or None for v = 0.
+        diffusion: a diffusion field (:mod:`nsde_coin.fields`), or None for σ = 0.
+        T: diffusion time (> 0).
+        samples: K paths per input (forced to 1 when σ = 0).
+        steps / dt: time grid (default 20 steps). Ignored by adaptive ODE solvers except as the first step.
+        solver: registry name (``nsde-coin solvers`` lists them); default ``"euler"`` (``"reversible_heun"`` for
+            ``grad_mode="reversible"``).
+        grad_mode: ``"backprop"`` (through the solver), ``"adjoint"`` (``sdeint_adjoint``/``odeint_adjoint``,
+            O(1) memory in steps), ``"reversible"`` (reversible_heun + adjoint_reversible_heun: exact adjoint).
+        sde_type: the convention the SDE is written in (``"ito"``, Feynman–Kac's; or ``"stratonovich"``). The drift
+            is converted when the solver integrates the other convention, so every solver targets the same u.
+        adjoint_method: the backward solver for ``grad_mode="adjoint"`` (default: torchsde's choice).
+        seed / generator: the Brownian path's seed; with neither, a seed is drawn from torch's global generator.
+        rtol, atol: tolerances of adaptive solvers.
+        return_paths: also return the paths at the grid times, shape (steps + 1, B, K, d).
+        adaptive: adaptive SDE stepping (torchsde; uses BrownianInterval).
+        brownian: a Brownian motion of shape (B·K, m) to use instead of the default one.
+
+    Returns:
+        ``(mean, stderr)``, each (B, C) (or (B,) when f returns (N,)); ``stderr`` = sample std / sqrt(K) — zeros for
+        σ = 0 and +inf when K = 1 with noise (not estimable). With ``return_paths`` a third tensor (see above).
+        Path k of input b is row b·K + k of the replicated batch.
+    """
+    drift = ZeroDrift(None) if drift is None else drift
+    diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
+    _check_inputs(f, x, T, samples, drift, diffusion, sde_type, grad_mode)
+    T = float(T)
+    n_steps = resolve_steps(T, steps, dt)
+    info, integrate_as = choose_solver(diffusion, solver, grad_mode, sde_type, adjoint_method)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
+    B, d = x.shape
+
+    if integrate_as == "ode":
+        K = 1
+        xT, paths = _solve_ode(x, drift, T, n_steps, info, grad_mode, rtol, atol, return_paths)
+    else:
+        K = int(samples)
+        if seed is None:
+            seed = draw_seed(generator)
+        y0 = x.unsqueeze(1).expand(B, K, d).reshape(B * K, d)
+        xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
+                               adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian)
+    if not torch.isfinite(xT).all():
+        raise FloatingPointError(f"the {info.name!r} solve produced NaN/Inf states at T={T}; the dynamics blew up — "
+                                 f"use more steps (now {n_steps}) or a smaller drift/diffusion")
+    out = f(xT)
+    if not isinstance(out, Tensor) or out.dim() not in (1, 2) or out.shape[0] != B * K:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"f must map (N, d) -> (N, C) or (N,) with N = {B * K}, got {shape}")
+    vec = out.dim() == 1
+    out = out.reshape(B, K, -1)
+    mean = out.mean(dim=1)
+    if integrate_as == "ode":
+        stderr = torch.zeros_like(mean)
+    elif K == 1:
+        stderr = torch.full_like(mean, math.inf)
+    else:
+        stderr = out.detach().std(dim=1) / math.sqrt(K)
+    if vec:
+        mean, stderr = mean.squeeze(-1), stderr.squeeze(-1)
+    if return_paths:
+        return mean, stderr, paths.reshape(paths.shape[0], B, K, d)
+    return mean, stderr
+
+
+def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, info: SolverInfo, grad_mode: str,
+               rtol: float, atol: float, return_paths: bool) -> tuple[Tensor, Optional[Tensor]]:
+    func = _ODEFunc(drift)
+    if return_paths:
+        ts = torch.linspace(0.0, T, n_steps + 1, dtype=x.dtype, device=x.device)
+    else:
+        ts = torch.tensor([0.0, T], dtype=x.dtype, device=x.device)
+    if info.adaptive:
+        options: dict[str, Any] = {"first_step": T / n_steps}
+    else:
+        def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:  # the same n equal steps forward and backward
+            return torch.linspace(float(t[0]), float(t[-1]), n_steps + 1, dtype=t.dtype, device=t.device)
+        options = {"grid_constructor": grid}
+    if grad_mode == "adjoint":
+        ys = torchdiffeq.odeint_adjoint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options,
+                                        adjoint_params=_params(drift))
+    else:
+        ys = torchdiffeq.odeint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options)
+    return ys[-1], (ys if return_paths else None)
+
+
+def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T: float, n_steps: int,
+               info: SolverInfo, integrate_as: str, sde_type: str, grad_mode: str, adjoint_method: Optional[str],
+               seed: int, rtol: float, atol: float, return_paths: bool, adaptive: bool,
+               brownian: Optional[torchsde.BaseBrownian]) -> tuple[Tensor, Optional[Tensor]]:
+    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as)
+    size = (y0.shape[0], int(getattr(diffusion, "noise_dim", y0.shape[1])))
+    levy = {None: "none", "space-time": "space-time", "foster": "foster"}.get(info.levy_area, info.levy_area)
+    if brownian is not None:
+        bm = brownian
+    elif adaptive:
+        bm = torchsde.BrownianInterval(t0=0.0, t1=T, size=size, dtype=y0.dtype, device=y0.device, entropy=seed,
+                                       levy_area_approximation=levy)
+    else:
+        bm = FixedGridBrownian(0.0, T, size, steps=n_steps, seed=seed, dtype=y0.dtype, device=y0.device,
+                               levy_area=levy)
+    if return_paths:
+        ts = torch.linspace(0.0, T, n_steps + 1, dtype=torch.float64, device=y0.device)
+    else:
+        ts = torch.tensor([0.0, T], dtype=torch.float64, device=y0.device)
+    step = T / n_steps * (1.0 + _STEP_INFLATION)
+    kwargs: dict[str, Any] = dict(bm=bm, method=info.name, dt=step, adaptive=adaptive, rtol=rtol, atol=atol)
+    sde.prime(y0)
+    try:
+        if grad_mode == "backprop":
+            ys = torchsde.sdeint(sde, y0, ts, **kwargs)
+        else:
+            if grad_mode == "reversible":
+                adjoint_method = "adjoint_reversible_heun"
+            ys = torchsde.sdeint_adjoint(sde, y0, ts, adjoint_method=adjoint_method, adjoint_adaptive=adaptive,
+                                         adjoint_rtol=rtol, adjoint_atol=atol,
+                                         adjoint_params=_params(drift, diffusion), **kwargs)
+    finally:
+        sde.forget()
+    return ys[-1], (ys if return_paths else None)

@@ -1,0 +1,126 @@
+"""ConvectionDiffusionNet: a base model f turned into the network u(x, T) = E[f(X_T) | X_0 = x].
+
+The drift v is the convection (a ResNet's residual branch in the limit), the diffusion σ the noise injection;
+``forward`` returns the Monte Carlo mean over ``samples`` SDE paths (one ODE flow when σ = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Integral
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from nsde_coin.brownian import step_seed
+from nsde_coin.fields import ZeroDiffusion, ZeroDrift
+from nsde_coin.integrate import choose_solver, draw_seed, feynman_kac, resolve_steps
+from nsde_coin.solvers import SolverInfo
+
+OUTPUTS = ("probs", "identity")
+_EVAL_STREAM = 0x5EED_E7A1
+
+
+class ConvectionDiffusionNet(nn.Module):
+    """u(x, T) = E[f(X_T) | X_0 = x] with dX = v(X, t) dt + σ(X, t) dW, as an ``nn.Module``.
+
+    Args:
+        base: the base model f, (N, d) → (N, C) (logits for classifiers).
+        drift: v(t, x) → (B, d) (e.g. :class:`~nsde_coin.fields.MLPDrift`), or None for v = 0.
+        diffusion: a diffusion field (:mod:`nsde_coin.fields`), or None for σ = 0 (an ODE network).
+        T: diffusion time.
+        steps: time steps on [0, T].
+        solver, grad_mode, sde_type, adjoint_method: see :func:`~nsde_coin.integrate.feynman_kac`; checked here.
+        samples: Monte Carlo paths per input in training mode; ``eval_samples`` in eval mode (default ``samples``).
+        seed: None → every call draws a fresh seed from torch's global generator (training sees new noise;
+            reproducible under ``torch.manual_seed``). An int → call n of training mode uses the path
+            seed hash(seed, n) (counter ``calls``), and eval mode always uses one fixed path seed derived from
+            ``seed`` (common random numbers: evaluation is a deterministic function). Same seed ⇒ bit-identical
+            outputs on CPU.
+        output: ``"probs"`` → f = softmax(base logits), the network averages probabilities (the Feynman–Kac
+            solution with a probability-valued base model); ``"identity"`` → averages raw base outputs.
+        **solver_kwargs: passed on to :func:`feynman_kac` (e.g. ``rtol``, ``atol``, ``adaptive``).
+    """
+
+    def __init__(self, base: Callable[[Tensor], Tensor], drift: Optional[nn.Module], diffusion: Optional[nn.Module],
+                 T: float = 1.0, *, steps: int = 20, solver: Optional[str] = None, grad_mode: str = "backprop",
+                 samples: int = 8, eval_samples: Optional[int] = None, sde_type: str = "ito",
+                 adjoint_method: Optional[str] = None, seed: Optional[int] = None, output: str = "probs",
+                 **solver_kwargs: Any) -> None:
+        super().__init__()
+        if not callable(base):
+            raise TypeError(f"base must be callable (N, d) -> (N, C), got {type(base).__name__}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
+        for name, value in (("samples", samples), ("eval_samples", eval_samples)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
+                raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
+        if isinstance(T, bool) or not isinstance(T, (int, float)) or not T > 0 or T == float("inf"):
+            raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
+        self.base = base
+        self.drift = ZeroDrift(None) if drift is None else drift
+        self.diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
+        self.T = float(T)
+        self.steps = resolve_steps(self.T, steps, None)
+        self.grad_mode = grad_mode
+        self.sde_type = sde_type
+        self.adjoint_method = adjoint_method
+        self.samples = int(samples)
+        self.eval_samples = None if eval_samples is None else int(eval_samples)
+        self.seed = None if seed is None else int(seed)
+        self.output = output
+        self.solver_kwargs = solver_kwargs
+        self.calls = 0
+        # validate the combination now (errors at construction, not at the first batch)
+        self._info, self._integrate_as = choose_solver(self.diffusion, solver, grad_mode, sde_type, adjoint_method)
+        self.solver = self._info.name
+
+    @property
+    def family(self) -> str:
+        """``"sde"`` (Monte Carlo over paths) or ``"ode"`` (σ = 0, one flow)."""
+        return self._info.family
+
+    @property
+    def solver_info(self) -> SolverInfo:
+        """The registry record of the solver in use."""
+        return self._info
+
+    @property
+    def current_samples(self) -> int:
+        """Paths per input in the current mode (1 for the ODE family)."""
+        if self.family == "ode":
+            return 1
+        return self.samples if self.training or self.eval_samples is None else self.eval_samples
+
+    def _f(self, z: Tensor) -> Tensor:
+        out = self.base(z)
+        return torch.softmax(out, dim=-1) if self.output == "probs" else out
+
+    def _next_seed(self) -> Optional[int]:
+        if self.family == "ode":
+            return 0
+        if self.seed is None:
+            return draw_seed()
+        if not self.training:
+            return step_seed(self.seed, _EVAL_STREAM)
+        s = step_seed(self.seed, self.calls)
+        self.calls += 1
+        return s
+
+    def forward_with_stderr(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, stderr), each (B, C): the Monte Carlo estimate of u(x, T) and its standard error."""
+        return feynman_kac(self._f, x, self.drift, self.diffusion, self.T, samples=self.current_samples,
+                           steps=self.steps, solver=self.solver, grad_mode=self.grad_mode, sde_type=self.sde_type,
+                           adjoint_method=self.adjoint_method, seed=self._next_seed(), **self.solver_kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The Monte Carlo mean of f(X_T), (B, C) (probabilities when ``output="probs"``)."""
+        return self.forward_with_stderr(x)[0]
+
+    def extra_repr(self) -> str:
+        return (f"T={self.T}, steps={self.steps}, solver={self.solver!r}, family={self.family!r}, "
+                f"grad_mode={self.grad_mode!r}, samples={self.samples}, eval_samples={self.eval_samples}, "
+                f"sde_type={self.sde_type!r}, seed={self.seed}, output={self.output!r}")
