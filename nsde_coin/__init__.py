@@ -42,6 +42,16 @@ from nsde_coin.sde import FeynmanKacSDE
 from nsde_coin._nbsize import by_size, notebook_size, save_figure
 from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
 # -- graph COIN (issue 3) --
+from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, nll_loss
+from nsde_coin.graph.diffusion import PositivityWarning, diffuse, stability_report
+from nsde_coin.graph.laplacian import (
+    GraphOperator,
+    as_operator,
+    graph_operator,
+    lambda_max,
+    laplacian,
+    laplacian_from_weights,
+)
 # -- applications (issue 5) --
 
 __version__ = "0.1.0"
@@ -77,4 +87,18 @@ __all__ = [
     "notebook_size",
     "save_figure",
     "solve_convection_diffusion",
+    # graph COIN (issue 3)
+    "COIN",
+    "COINBase",
+    "COINEnsemble",
+    "GraphOperator",
+    "PositivityWarning",
+    "as_operator",
+    "diffuse",
+    "graph_operator",
+    "lambda_max",
+    "laplacian",
+    "laplacian_from_weights",
+    "nll_loss",
+    "stability_report",
 ]
