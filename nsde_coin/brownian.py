@@ -13,8 +13,9 @@ queries. For adaptive stepping or off-grid queries use ``torchsde.BrownianInterv
 it automatically).
 
 Conventions (torchsde's): W = W(tb) − W(ta); U = ∫_ta^tb (W(s) − W(ta)) ds (``return_U``, "space-time" Lévy area,
-exact); A = the Lévy area matrix (B, m, m) (``return_A``) with A_ij ≈ H_i W_j − W_i H_j + noise, H the
-standardised space-time area, noise variance h²/12 (Davie) or h/10·(h/10 + H_i² + H_j²)·2 (Foster).
+exact); A = the Lévy area matrix ½∫(W_i dW_j − W_j dW_i), shape (B, m, m) (``return_A``), approximated per step
+by Davie's or Foster's Gaussian approximation given (W, H) (see ``_area``; the noise variances are chosen so that
+E[A_ij²] = h²/4 exactly, which torchsde's BrownianInterval constants do not quite give).
 """
 
 from __future__ import annotations
@@ -162,14 +163,19 @@ class FixedGridBrownian(BaseBrownian):
         return self._cache
 
     def _area(self, W: Tensor, H: Tensor, N: Tensor, h: float) -> Tensor:
+        """Approximate Lévy area of one step: E[A | W, H] = H⊗W − W⊗H plus independent Gaussian noise λ.
+
+        λ_ij = s_ij (N_ij − N_ji) with Var λ_ij = h²/12 (Davie) or h²/20 + h/5·(H_i² + H_j²) (Foster, where H
+        here is the standardised space-time area U/h − W/2). Both give the exact total variance E[A_ij²] = h²/4
+        of the Lévy area ½∫(W_i dW_j − W_j dW_i) (the convention torchsde's log_ode uses).
+        """
         A = H.unsqueeze(-1) * W.unsqueeze(-2) - W.unsqueeze(-1) * H.unsqueeze(-2)
-        skew = N - N.transpose(-1, -2)
+        skew = N - N.transpose(-1, -2)  # variance 2 off the diagonal, 0 on it
         if self._levy == "foster":
-            h10 = 0.1 * h
             H2 = H * H
-            std = (h10 * (h10 + H2.unsqueeze(-1) + H2.unsqueeze(-2))).sqrt()
-            return A + std * skew
-        return A + math.sqrt(h * h / 12.0) * skew
+            var = h * h / 20.0 + (h / 5.0) * (H2.unsqueeze(-1) + H2.unsqueeze(-2))
+            return A + (0.5 * var).sqrt() * skew
+        return A + math.sqrt(h * h / 24.0) * skew
 
     def __call__(self, ta: Union[float, Tensor], tb: Union[float, Tensor, None] = None, return_U: bool = False,
                  return_A: bool = False):

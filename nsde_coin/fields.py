@@ -208,7 +208,7 @@ class Diffusion(nn.Module):
         """c_i = ½ Σ_{j,k} σ_kj ∂σ_ij/∂x_k, shape (B, d) (autograd; differentiable when grad is enabled)."""
         if not self.state_dependent:
             return torch.zeros_like(x)
-        create = torch.is_grad_enabled()
+        create = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         with torch.enable_grad():
             y = x if x.requires_grad else x.detach().requires_grad_(True)
             g = self(t, y)
