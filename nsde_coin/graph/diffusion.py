@@ -187,7 +187,7 @@ def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, allow_uns
     lam = op.lambda_max
     if s * lam >= 2.0 and not allow_unstable:
         raise ValueError(
-            f"explicit graph diffusion is unstable: sigma2·lambda_max = {s:g}·{lam:.4g} = {s * lam:.4g} ≥ 2 "
+            f"explicit graph diffusion is unstable: sigma2·lambda_max = {s:.6g}·{lam:.6g} = {s * lam:.8g} ≥ 2 "
             f"(stable iff sigma2 < 2/lambda_max = {2.0 / lam:.4g}); use solver='implicit' or 'exact' (stable for "
             f"every sigma2), a smaller sigma2, or allow_unstable=True to reproduce the original behaviour "
             f"(e.g. the paper's Cora setting sigma2=0.35)")
