@@ -73,17 +73,24 @@ def _as_tensor(name: str, value: object) -> Tensor:
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__} ({value!r})") from err
 
 
+def _fmt(value: Tensor) -> str:
+    """A short, readable rendering of a small tensor's values (for error messages)."""
+    flat = [f"{v:.6g}" for v in value.detach().reshape(-1)[:8].tolist()]
+    more = ", ..." if value.numel() > 8 else ""
+    return flat[0] if value.dim() == 0 else "[" + ", ".join(flat) + more + "]"
+
+
 def _check_finite(name: str, value: Tensor) -> None:
     if not torch.isfinite(value).all():
-        raise ValueError(f"{name} must be finite, got {value.tolist()!r}")
+        raise ValueError(f"{name} must be finite, got {_fmt(value)}")
 
 
 def _check_nonnegative(name: str, value: Tensor, learnable: bool) -> None:
     _check_finite(name, value)
     if (value < 0).any():
-        raise ValueError(f"{name} must be >= 0 (a standard deviation), got {value.tolist()!r}")
+        raise ValueError(f"{name} must be >= 0 (a standard deviation), got {_fmt(value)}")
     if learnable and (value <= 0).any():
-        raise ValueError(f"a learnable {name} must be > 0 (it is stored as inverse softplus), got {value.tolist()!r}")
+        raise ValueError(f"a learnable {name} must be > 0 (it is stored as inverse softplus), got {_fmt(value)}")
 
 
 def _check_x(x: Tensor, dim: Optional[int], who: str) -> None:
