@@ -83,6 +83,35 @@ class _SparseMM(torch.autograd.Function):
             return ctx.xt @ grad.contiguous(), None, None
 
 
+class _SparseResidualBlock(torch.autograd.Function):
+    """``(ReLU(x W1 + b1)) W2ᵀ`` for a constant sparse CSR ``x`` with a hand-written backward.
+
+    Versus autograd it saves three n×d passes per epoch: the bias is added inside the sparse product (``addmm``), the
+    ReLU is applied in place (its input is not needed by the backward), and the ReLU mask is read off ``h`` itself.
+    Shapes: x (n, d), w1 (d, d), b1 (d,), w2 (C, d) → (n, C).
+    """
+
+    @staticmethod
+    def forward(ctx, w1, b1, w2, x, xt):  # noqa: D102
+        with small_work_threads(w1):
+            h = torch.addmm(b1, x, w1).relu_()
+            out = (w2 @ h.t()).t()
+        ctx.save_for_backward(h, w2)
+        ctx.xt = xt
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        h, w2 = ctx.saved_tensors
+        grad = grad.contiguous()
+        with small_work_threads(w2):
+            grad_w2 = grad.t() @ h
+            grad_z = torch.ops.aten.threshold_backward(grad @ w2, h, 0)
+            grad_b1 = grad_z.sum(0)
+            grad_w1 = ctx.xt @ grad_z
+        return grad_w1, grad_b1, grad_w2, None, None
+
+
 def _is_sparse(x: torch.Tensor) -> bool:
     return x.layout in (torch.sparse_csr, torch.sparse_coo)
 
@@ -128,9 +157,15 @@ def base_logits(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.T
     num = w1.shape[0]
     res = _features_mm(x, w2.reshape(-1, w2.shape[-1]).t())  # x W2ᵀ for all members, (n, I·C): the residual branch
     out = []
-    for i in range(num):
-        h = torch.relu(_features_mm(x, w1[i]) + b1[i])  # (n, d)
-        out.append((w2[i] @ h.t()).t())  # (n, C)
+    # unbind, not w1[i]: the backward of unbind stacks the members' gradients once, whereas indexing would allocate
+    # and accumulate a full (I, d, d) gradient per member
+    pair = _sparse_pair(x) if _is_sparse(x) else None
+    for w1_i, b1_i, w2_i in zip(w1.unbind(0), b1.unbind(0), w2.unbind(0)):
+        if pair is not None and pair[0].dtype == w1_i.dtype:
+            out.append(_SparseResidualBlock.apply(w1_i, b1_i, w2_i, *pair))  # (n, C)
+        else:
+            h = torch.relu(_features_mm(x, w1_i) + b1_i)  # (n, d)
+            out.append((w2_i @ h.t()).t())  # (n, C)
     logits = torch.stack(out) + res.view(x.shape[0], num, -1).transpose(0, 1) + b2[:, None, :]
     return logits
 
