@@ -190,3 +190,20 @@ def test_cora_largest_component_lambda_max():
     assert op.lambda_max == pytest.approx(5.78, abs=0.005)
     assert 0.35 * op.lambda_max == pytest.approx(2.02, abs=0.003)  # the paper's Cora setting is past the bound
     np.testing.assert_allclose(np.asarray(op.scipy.sum(1)).ravel(), 0, atol=1e-12)
+
+
+def test_registration_does_not_leak():
+    import gc
+    import weakref
+
+    from nsde_coin.graph import laplacian as lap_mod
+
+    before = len(lap_mod._OPERATORS)
+    refs = []
+    for seed in range(20):
+        t = laplacian(torch.randint(0, N, (2, 30), generator=torch.Generator().manual_seed(seed)), N)
+        refs.append(weakref.ref(as_operator(t)))
+        del t
+    gc.collect()
+    assert all(r() is None for r in refs)  # operators die with their tensors
+    assert len(lap_mod._OPERATORS) == before

@@ -270,7 +270,7 @@ def laplacian(
     :func:`nsde_coin.graph.diffusion.diffuse` called with this tensor reuses it; see :func:`as_operator`.
     """
     op = graph_operator(edge_index, num_nodes, kind, edge_weight, dtype, symmetrize=symmetrize)
-    return op.tensor
+    return op.new_tensor()
 
 
 def laplacian_from_weights(
@@ -293,7 +293,7 @@ def laplacian_from_weights(
     _check_weights(w.data, "weight matrix")
     lap, q = _build(_symmetrize(w, symmetrize), kind)
     op = GraphOperator(lap, kind=kind, symmetric=kind != "rw", similarity=q, dtype=dtype)
-    return op if operator else op.tensor
+    return op if operator else op.new_tensor()
 
 
 # ---------------------------------------------------------------------------------------------------------- λ_max
@@ -381,8 +381,7 @@ class GraphOperator:
         self._lambda_max: Optional[float] = None
         self._tensors: dict[tuple, torch.Tensor] = {}
         self._cache: dict[Any, Any] = {}  # solver-specific (factorisations, walk tables, warnings given)
-        self.tensor = self.csr(dtype)
-        _register(self.tensor, self)
+        self.csr(dtype)
 
     # -- spectra
     @property
@@ -432,6 +431,18 @@ class GraphOperator:
             self._tensors = {k: v for k, v in self._tensors.items() if k[0] != "P"}
         return self._get(("P", float(s), transpose, dtype, dev), make)
 
+    def new_tensor(self) -> torch.Tensor:
+        """A torch CSR tensor of L (sharing memory with the cached one) registered with this operator, so that
+        :func:`as_operator` maps it back here. The operator holds no reference to it: the registration ends when the
+        tensor is garbage-collected (no leak when many graphs are built, e.g. one per few-shot task)."""
+        base = self.csr()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+            t = torch.sparse_csr_tensor(base.crow_indices(), base.col_indices(), base.values(), size=base.shape,
+                                        check_invariants=False)
+        _register(t, self)
+        return t
+
     def __repr__(self) -> str:
         lam = f"{self._lambda_max:.4g}" if self._lambda_max is not None else "not computed"
         return (f"GraphOperator(n={self.n}, nnz={self.scipy.nnz}, kind={self.kind!r}, symmetric={self.symmetric}, "
@@ -459,7 +470,6 @@ def as_operator(L: Any, dtype: Optional[torch.dtype] = None) -> GraphOperator:
         if hit is not None and hit[0]() is L:
             return hit[1]
         op = GraphOperator(L, dtype=dtype or (L.dtype if L.is_floating_point() else torch.float32))
-        op._tensors[("L", L.dtype, L.device)] = L if L.layout == torch.sparse_csr else op.tensor
-        _register(L, op)
+        _register(L, op)  # the operator keeps its own copy, never a reference to L
         return op
     return GraphOperator(L, dtype=dtype or torch.float32)
