@@ -23,6 +23,7 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -160,10 +161,27 @@ class COINNet(GraphNet):
         self.x = x
         self.coin = COIN(x.shape[1], num_classes, layer_num=layer_num, sigma2=sigma2, solver=solver,
                          allow_unstable=allow_unstable, laplacian_kind=laplacian_kind)
-        self.coin.set_graph(edge_index, x.shape[0])
+        self.coin.set_graph(_graph_operator(edge_index, x.shape[0], laplacian_kind))
 
     def forward(self) -> torch.Tensor:
         return self.coin.log_prob(self.x)
+
+
+_OPERATORS: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _graph_operator(edge_index: torch.Tensor, num_nodes: int, kind: str):
+    """The graph's Laplacian operator, built once per (edge_index tensor, kind) and shared by every run on it."""
+    from nsde_coin.graph.laplacian import graph_operator
+
+    hit = _OPERATORS.get(id(edge_index))
+    if hit is None or hit[0]() is not edge_index:
+        hit = _OPERATORS[id(edge_index)] = (weakref.ref(edge_index), {})
+        weakref.finalize(edge_index, _OPERATORS.pop, id(edge_index), None)
+    key = (int(num_nodes), kind)
+    if key not in hit[1]:
+        hit[1][key] = graph_operator(edge_index, int(num_nodes), kind)
+    return hit[1][key]
 
 
 def _coin_checks(hp: dict[str, Any]) -> None:
@@ -177,7 +195,6 @@ def _coin_checks(hp: dict[str, Any]) -> None:
 
 
 def _build_coin(data, num_classes: int, hp: dict[str, Any]) -> GraphNet:
-    _coin_checks(hp)
     return COINNet(csr_features(data), data.edge_index, num_classes, **hp)
 
 
@@ -228,6 +245,8 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]
             valid = ", ".join(hp) or "(none)"
             raise ValueError(f"unknown hyper-parameter {key!r} for model {name!r}; valid: {valid}")
         hp[key] = val
+    if name.lower() == "coin":
+        _coin_checks(hp)
     return hp
 
 

@@ -188,6 +188,20 @@ class _BaseLogits(torch.autograd.Function):
         return gw1, gr.sum(0), gw2, g.sum(0), None
 
 
+class _Readout(torch.autograd.Function):
+    """``P @ u`` for a constant dense read-out ``P`` (m, n) and ``u`` (n, C), computed as wide products
+    ``(uᵀ Pᵀ)ᵀ`` / ``(gᵀ P)ᵀ`` (BLAS is slow on the skinny C-column forms)."""
+
+    @staticmethod
+    def forward(ctx, u, p):  # noqa: D102
+        ctx.p = p
+        return torch.mm(u.t(), p.t()).t()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return torch.mm(g.t(), ctx.p).t(), None
+
+
 def _base_logits(base, feats) -> torch.Tensor:
     """Logits of ``base`` (a COINBase) through :class:`_BaseLogits`; W2 may be stored (C, d) or (d, C)."""
     w2 = base.W2
@@ -246,7 +260,7 @@ class _ReadoutCOINTask(_ModuleTask):
         if self.readout is None:
             lu = F.log_softmax(logits[self.rows], dim=1)
         else:
-            lu = torch.log((self.readout @ logits.softmax(1)).clamp_min(self.coin.eps))
+            lu = torch.log(_Readout.apply(logits.softmax(1), self.readout).clamp_min(self.coin.eps))
         loss = F.nll_loss(lu[: self.ntr], self.ytr)
         return loss, self._metrics(lu.detach()[self.ntr:])
 
@@ -488,10 +502,10 @@ def run_protocol(
     from nsde_coin.graph.datasets import load_dataset
 
     cfg = config or TrainConfig()
+    hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
     data = load_dataset(dataset, root=root, source=source) if isinstance(dataset, str) else dataset
     name = str(getattr(data, "name", "graph"))
     src = str(getattr(data, "source", "arrays"))
-    hp = resolve_hparams(model_name, hparams)
     model = model_name.lower()
     s_seeds = list(range(int(splits))) if split_seeds is None else [int(s) for s in split_seeds]
     i_seeds = list(range(int(inits))) if init_seeds is None else [int(i) for i in init_seeds]
