@@ -1,0 +1,350 @@
+"""Graph benchmark in the paper's protocol: accuracy, epoch time, convergence time and memory of COIN and baselines.
+
+For each data set (Cora, CiteSeer, PubMed) and model (COIN, its layer_num = 0 ablation, MLP, GCN, GAT, APPNP, SGC),
+one worker subprocess runs ``run_protocol`` on the same splits (seeds 0..S-1) and inits (0..I-1), resumably, into
+``benchmarks/results/bench_runs/<dataset>_<model>.jsonl``, and reports
+
+* mean ± std test accuracy (%), mean epochs, mean epoch time (ms) and mean wall time per run (s, "convergence time");
+* peak memory: the worker resets its peak-RSS counter after imports and data loading (Linux ``/proc/self/clear_refs``)
+  and reports the growth of VmHWM during training (``train_peak_mb``) and ``ru_maxrss`` of the whole process.
+
+The "original implementation" reference (``--reference``): COIN exactly as the research code computes it — dense
+features, ``X @ W1`` as a dense ``nn.Linear``, the diffusion ``u ← u − σ² L u`` with a *dense* L, plain autograd,
+Adam — timed for a few epochs in its own subprocess (median epoch time after a warm-up); its time per run is
+estimated as that epoch time × the mean number of epochs of our COIN runs on the same data, and the speed-up ratio
+is measured against our per-run time from the same invocation of this script.
+
+Figures (``bench_graph.png``): per data set, a log-log scatter of epoch time vs convergence time coloured by test
+accuracy (the paper's figure), and bars of training peak memory.
+
+Usage::
+
+    python benchmarks/bench_graph.py                       # 10 splits x 2 inits, all models, 3 data sets
+    python benchmarks/bench_graph.py --datasets cora --models coin gcn --splits 2 --inits 1
+    python benchmarks/bench_graph.py --report-only         # rebuild JSON / table / figure from the run files
+
+Threads: every worker uses ``--threads`` (default 1) intra-op threads. Times on a shared machine are noisy; the
+speed-up ratio compares two measurements of this invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = RESULTS / "bench_runs"
+MODELS = ("coin", "coin_base", "mlp", "gcn", "appnp", "sgc", "gat")
+DATASETS = ("cora", "citeseer", "pubmed")
+# COIN settings: Cora is the paper's; CiteSeer / PubMed are the choices of `nsde-coin graph --grid` (README).
+COIN_HP: dict[str, dict[str, Any]] = {
+    "cora": {"layer_num": 20, "sigma2": 0.35, "solver": "explicit", "allow_unstable": True},
+}
+
+
+def coin_hparams(dataset: str) -> dict[str, Any]:
+    """COIN hyper-parameters for ``dataset``: the paper's for Cora, else the grid's choice if recorded."""
+    if dataset in COIN_HP:
+        return dict(COIN_HP[dataset])
+    grid = RESULTS / f"grid_{dataset}.json"
+    if grid.exists():
+        try:
+            chosen = json.loads(grid.read_text())["chosen"]
+            return {"layer_num": int(chosen["layer_num"]), "sigma2": float(chosen["sigma2"]), "solver": "explicit"}
+        except (ValueError, KeyError):
+            pass
+    return {"layer_num": 20, "sigma2": 0.35, "solver": "explicit", "allow_unstable": True}
+
+
+def _hparams(dataset: str, model: str) -> dict[str, Any]:
+    return coin_hparams(dataset) if model == "coin" else {}
+
+
+# ------------------------------------------------------------------------------------------------ memory helpers
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> Optional[float]:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- workers
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from nsde_coin.graph.datasets import load_dataset
+    from nsde_coin.graph.protocol import TrainConfig, run_protocol
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset, dense=False)  # SGC densifies Â²X itself (counted in its memory)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*non-negativity bound.*")
+    rss0 = _status_mb("VmRSS")
+    reset = _reset_peak()
+    RUNS.mkdir(parents=True, exist_ok=True)
+    out = RUNS / f"{args.dataset}_{args.model}.jsonl"
+    cfg = TrainConfig(max_epochs=args.max_epochs)
+    summary = run_protocol(data, args.model, _hparams(args.dataset, args.model), splits=args.splits,
+                           inits=args.inits, out=out, config=cfg, progress=False)
+    hwm = _status_mb("VmHWM")
+    summary["memory"] = {
+        "train_peak_mb": (hwm - rss0) if (reset and hwm is not None and rss0 is not None) else None,
+        "rss_before_mb": rss0,
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    print(json.dumps(summary))
+
+
+class _Reference:
+    """COIN as the original research code computes it: dense everything, plain autograd (see module doc)."""
+
+    def __init__(self, x, lap, num_classes: int, layer_num: int, sigma2: float):
+        import torch
+        from torch import nn
+
+        self.x, self.lap, self.k, self.s = x, lap, layer_num, sigma2
+        d = x.shape[1]
+        self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, num_classes)
+        self.params = list(self.fc1.parameters()) + list(self.fc2.parameters())
+        self.torch = torch
+
+    def log_prob(self):
+        torch = self.torch
+        h = self.x + torch.relu(self.fc1(self.x))
+        u = torch.softmax(self.fc2(h), dim=1)
+        for _ in range(self.k):
+            u = u - self.s * (self.lap @ u)
+        return torch.log(u)
+
+
+def reference_worker(args: argparse.Namespace) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from nsde_coin.graph.datasets import load_dataset
+    from nsde_coin.graph.laplacian import laplacian
+    from nsde_coin.graph.splits import random_split
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = load_dataset(args.dataset)
+    hp = coin_hparams(args.dataset)
+    lap = laplacian(data.edge_index, int(data.num_nodes), "paper").to_dense().float()
+    ref = _Reference(data.x, lap, int(data.num_classes), hp["layer_num"], hp["sigma2"])
+    split = random_split(data.y, 0)
+    opt = torch.optim.Adam(ref.params, lr=0.01, weight_decay=5e-4)
+    times = []
+    for _ in range(args.reference_epochs + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        out = ref.log_prob()
+        loss = F.nll_loss(out[split.train], data.y[split.train])
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"dataset": args.dataset, "epoch_time_ms": 1e3 * statistics.median(times[1:]),
+                      "epochs_timed": args.reference_epochs, "hparams": hp,
+                      "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
+def _spawn(extra: list[str], threads: int, timeout: float) -> Optional[dict[str, Any]]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *extra, "--threads", str(threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        print(f"  timed out: {' '.join(extra)}", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        print(f"  failed: {' '.join(extra)}\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def _summary_from_runs(dataset: str, model: str, splits: int, inits: int) -> Optional[dict[str, Any]]:
+    """Rebuild a summary from a run file (for --report-only); memory is not re-measured."""
+    from nsde_coin.graph.protocol import ResultsLog, summarize
+
+    path = RUNS / f"{dataset}_{model}.jsonl"
+    if not path.exists():
+        return None
+    recs = [r for r in ResultsLog(path).records if r["split_seed"] < splits and r["init_seed"] < inits]
+    if not recs:
+        return None
+    s = summarize({(r["split_seed"], r["init_seed"]): r for r in recs}.values())
+    s.update(dataset=dataset, model=model, hparams=recs[-1]["hparams"], requested=splits * inits)
+    return s
+
+
+def _markdown(rows: list[dict[str, Any]], refs: dict[str, Any]) -> str:
+    lines = ["| data set | model | runs | test acc (%) | epochs | ms / epoch | s / run | train peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = (r.get("memory") or {}).get("train_peak_mb")
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['runs']} | {r['test_acc_mean']:.2f} ± "
+                     f"{r['test_acc_std']:.2f} | {r['epochs_mean']:.0f} | {r['epoch_time_ms_mean']:.1f} | "
+                     f"{r['run_time_s_mean']:.2f} | {'-' if mem is None else f'{mem:.0f}'} |")
+    if refs:
+        lines += ["", "| data set | original-style COIN ms / epoch | est. s / run | our COIN s / run | speed-up |",
+                  "|---|---|---|---|---|"]
+        for ds, ref in refs.items():
+            if ref.get("speedup_per_run"):
+                lines.append(f"| {ds} | {ref['epoch_time_ms']:.0f} | {ref['run_time_s_est']:.0f} | "
+                             f"{ref['ours_run_time_s']:.2f} | {ref['speedup_per_run']:.0f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    if not datasets:
+        return
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 7.6), squeeze=False)
+    accs = [r["test_acc_mean"] for r in rows]
+    norm = matplotlib.colors.Normalize(vmin=min(accs), vmax=max(accs))
+    for j, ds in enumerate(datasets):
+        sub = [r for r in rows if r["dataset"] == ds]
+        ax = axes[0, j]
+        sc = ax.scatter([r["epoch_time_ms_mean"] for r in sub], [r["run_time_s_mean"] for r in sub],
+                        c=[r["test_acc_mean"] for r in sub], cmap="viridis", norm=norm, s=70, edgecolors="k")
+        for r in sub:
+            ax.annotate(r["model"], (r["epoch_time_ms_mean"], r["run_time_s_mean"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("time per epoch (ms)")
+        ax.set_ylabel("time to convergence per run (s)")
+        ax.set_title(ds)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.colorbar(sc, ax=ax, label="test accuracy (%)")
+        ax = axes[1, j]
+        mem = [((r.get("memory") or {}).get("train_peak_mb") or 0.0) for r in sub]
+        ax.bar([r["model"] for r in sub], mem, color="tab:blue")
+        ax.set_ylabel("training peak memory (MB, CPU RSS)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--inits", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-epochs", type=int, default=10_000)
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the original-style dense COIN for the speed-up ratio")
+    ap.add_argument("--reference-epochs", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per worker")
+    ap.add_argument("--report-only", action="store_true", help="no training: rebuild outputs from the run files")
+    ap.add_argument("--out", default=str(RESULTS / "bench_graph.json"))
+    ap.add_argument("--worker", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--reference-worker", metavar="DATASET", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        args.dataset, args.model = args.worker
+        worker(args)
+        return
+    if args.reference_worker:
+        args.dataset = args.reference_worker
+        reference_worker(args)
+        return
+
+    import torch
+
+    out_path = Path(args.out)
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    prev_rows = {(r["dataset"], r["model"]): r for r in previous.get("rows", [])}
+    rows: list[dict[str, Any]] = []
+    refs: dict[str, Any] = dict(previous.get("reference", {}))
+    common = ["--splits", str(args.splits), "--inits", str(args.inits), "--max-epochs", str(args.max_epochs)]
+    for ds in args.datasets:
+        for model in args.models:
+            if args.report_only:
+                s = _summary_from_runs(ds, model, args.splits, args.inits)
+                if s is not None and (ds, model) in prev_rows:
+                    s["memory"] = prev_rows[(ds, model)].get("memory")
+            else:
+                t0 = time.perf_counter()
+                s = _spawn(["--worker", ds, model, *common], args.threads, args.timeout)
+                print(f"{ds:9s} {model:9s} " + (f"{s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f} "
+                                                 f"({s['runs']} runs, {time.perf_counter() - t0:.0f} s)"
+                                                 if s else "no result"), file=sys.stderr, flush=True)
+            if s is not None and s.get("runs"):
+                rows.append(s)
+        if args.reference and not args.report_only:
+            ref = _spawn(["--reference-worker", ds, "--reference-epochs", str(args.reference_epochs)],
+                         args.threads, args.timeout)
+            if ref is not None:
+                refs[ds] = ref
+    done = {(r["dataset"], r["model"]) for r in rows}
+    rows += [r for k, r in prev_rows.items() if k not in done and not (k[0] in args.datasets
+                                                                        and k[1] in args.models)]
+    rows.sort(key=lambda r: (DATASETS.index(r["dataset"]) if r["dataset"] in DATASETS else 99,
+                             MODELS.index(r["model"]) if r["model"] in MODELS else 99))
+    for ds, ref in refs.items():
+        coin = next((r for r in rows if r["dataset"] == ds and r["model"] == "coin"), None)
+        if coin is not None:
+            est = ref["epoch_time_ms"] * 1e-3 * (coin["epochs_mean"] + 0.0)
+            ref.update(run_time_s_est=est, ours_run_time_s=coin["run_time_s_mean"],
+                       ours_epoch_time_ms=coin["epoch_time_ms_mean"],
+                       speedup_per_run=est / coin["run_time_s_mean"],
+                       speedup_per_epoch=ref["epoch_time_ms"] / coin["epoch_time_ms_mean"])
+    result = {
+        "splits": args.splits, "inits": args.inits, "threads": args.threads, "torch": torch.__version__,
+        "python": platform.python_version(), "cpu": _cpu_model(), "machine_load_1min": os.getloadavg()[0],
+        "rows": rows, "reference": refs,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1))
+    md = _markdown(rows, refs)
+    out_path.with_suffix(".md").write_text(md)
+    _figure(rows, out_path.with_suffix(".png"))
+    print(md)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
