@@ -46,7 +46,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=50)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads (default 1: on a shared or small machine more intra-op threads can "
+                        "make these sparse kernels much slower; raise it on an idle multi-core machine)")
     p.add_argument("--shard", help="K/N: run only every N-th split starting at K (N processes may share --out)")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
