@@ -52,6 +52,11 @@ from nsde_coin.graph.laplacian import (
     laplacian,
     laplacian_from_weights,
 )
+from nsde_coin.graph.baselines import MODELS as GRAPH_MODELS
+from nsde_coin.graph.baselines import build_model
+from nsde_coin.graph.datasets import DATASET_NAMES, load_dataset
+from nsde_coin.graph.protocol import EarlyStopper, TrainConfig, run_protocol
+from nsde_coin.graph.splits import Split, random_split
 # -- applications (issue 5) --
 
 __version__ = "0.1.0"
@@ -101,4 +106,13 @@ __all__ = [
     "laplacian_from_weights",
     "nll_loss",
     "stability_report",
+    "DATASET_NAMES",
+    "EarlyStopper",
+    "GRAPH_MODELS",
+    "Split",
+    "TrainConfig",
+    "build_model",
+    "load_dataset",
+    "random_split",
+    "run_protocol",
 ]
