@@ -279,7 +279,8 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
 
     Keys: ``status`` (``"ok"`` or ``"nonfinite_loss"``), ``message``, ``epochs`` (forward passes run), ``best_epoch``
     (epoch of the last reset, 0-based), ``val_loss``, ``val_acc``, ``test_acc`` (at the saved weights; ``None`` when
-    the loss became non-finite), ``train_time_s``, ``epoch_time_ms``, ``readout`` (whether the COIN shortcut ran).
+    the loss became non-finite), ``train_time_s``, ``epoch_time_ms`` (wall clock), ``train_cpu_s``, ``epoch_cpu_ms``
+    (process CPU time: less sensitive to other load on a shared machine), ``readout`` (whether the COIN shortcut ran).
     """
     task: _ModuleTask
     use_readout = fast and _ReadoutCOINTask.applies(net)
@@ -290,7 +291,7 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
     saved = [p.detach().clone() for p in task.params]
     stopper = EarlyStopper(cfg.patience)
     status, message, epoch = "ok", "", -1
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     for epoch in range(int(cfg.max_epochs)):  # noqa: B007 (epoch used after the loop)
         opt.zero_grad(set_to_none=True)
         loss, val = task.train_forward()
@@ -314,11 +315,13 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
                 _copy(saved, task.params)
             if stopper.stop:
                 break
-    train_s = time.perf_counter() - t1
+    train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     epochs = epoch + 1
     out: dict[str, Any] = {"status": status, "message": message, "epochs": epochs, "best_epoch": stopper.best_epoch,
                            "readout": use_readout, "setup_s": round(setup_s, 6), "train_time_s": round(train_s, 6),
-                           "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4)}
+                           "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4),
+                           "train_cpu_s": round(train_cpu_s, 6),
+                           "epoch_cpu_ms": round(1e3 * train_cpu_s / max(epochs, 1), 4)}
     if status == "ok":
         _copy(task.params, saved)
         vl, va, ta = task.evaluate()
@@ -440,6 +443,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "best_epoch_mean": _mean("best_epoch"),
         "run_time_s_mean": _mean("wall_time_s"),
         "epoch_time_ms_mean": _mean("epoch_time_ms"),
+        "epoch_cpu_ms_mean": _mean("epoch_cpu_ms"),
+        "train_cpu_s_mean": _mean("train_cpu_s"),
         "splits": sorted({r["split_seed"] for r in ok}),
         "failures": [{"split_seed": r.get("split_seed"), "init_seed": r.get("init_seed"),
                       "message": r.get("message")} for r in recs if r not in ok][:10],
