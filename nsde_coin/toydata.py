@@ -3,14 +3,15 @@
 Construction (all randomness from one ``torch.Generator`` seeded with ``seed``, so a seed fixes every tensor):
 
 1. Latent points z ∈ R² on ``classes`` interleaved spiral arms: for class c and t ~ U(0, 1),
-   radius r = 0.15 + 0.85·t and angle θ = 2π·turns·t + 2πc/classes, z = r·(cos θ, sin θ) + ``noise``·N(0, I₂).
+   radius r = radius·(0.15 + 0.85·t) and angle θ = 2π·turns·t + 2πc/classes,
+   z = r·(cos θ, sin θ) + ``noise``·N(0, I₂).
 2. A fixed random embedding x = z Qᵀ + ``noise``·N(0, I_dim), where Q (dim × 2) has orthonormal columns. The map is
    linear, so a linear classifier on x is exactly as weak as one on z (spirals are not linearly separable), while
    the orthonormal columns make ``Qᵀ x`` the 2-D projection used for plots.
 3. A random split into train / test; then exactly ``round(label_noise · n_train)`` training labels are flipped to a
    different class chosen uniformly. Test labels stay clean, so test accuracy measures the true decision regions.
 
-Units: z and x are dimensionless with |z| ≲ 1; ``noise`` is a standard deviation in the same units.
+Units: z and x are dimensionless with |z| ≲ ``radius``; ``noise`` is a standard deviation in the same units.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def make_spirals(
     dim: int = 12,
     classes: int = 3,
     turns: float = 1.0,
-    noise: float = 0.04,
+    radius: float = 2.0,
+    noise: float = 0.08,
     label_noise: float = 0.08,
     test_fraction: float = 0.25,
     seed: int = 0,
@@ -95,6 +97,7 @@ def make_spirals(
         dim: ambient dimension (≥ 2) of the embedded inputs.
         classes: number of spiral arms / classes (≥ 2).
         turns: revolutions of each arm (> 0); 1.0 makes the classes clearly non-linearly-separable.
+        radius: outer radius of the arms (> 0); 2 puts the data where a tanh drift network is not yet linear.
         noise: std of the Gaussian jitter added in the latent plane and again in the ambient space (≥ 0).
         label_noise: fraction of *training* labels flipped to another class, in [0, 0.5).
         test_fraction: fraction of points held out for the test split, in (0, 1).
@@ -107,6 +110,8 @@ def make_spirals(
     _check("n", n, isinstance(n, int) and n >= 4 * classes, f"an int >= 4*classes = {4 * classes}")
     _check("dim", dim, isinstance(dim, int) and dim >= 2, "an int >= 2")
     _check("turns", turns, isinstance(turns, (int, float)) and math.isfinite(turns) and turns > 0, "a float > 0")
+    _check("radius", radius, isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0,
+           "a float > 0")
     _check("noise", noise, isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0, "a float >= 0")
     _check("label_noise", label_noise, isinstance(label_noise, (int, float)) and 0 <= label_noise < 0.5,
            "a float in [0, 0.5)")
@@ -119,9 +124,9 @@ def make_spirals(
     counts = [n // classes + (1 if c < n % classes else 0) for c in range(classes)]
     labels = torch.cat([torch.full((k,), c, dtype=torch.int64) for c, k in enumerate(counts)])
     t = torch.rand(n, generator=g, dtype=dt)
-    radius = 0.15 + 0.85 * t
+    r = radius * (0.15 + 0.85 * t)
     angle = 2 * math.pi * turns * t + 2 * math.pi * labels.to(dt) / classes
-    z = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    z = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=1)
     z = z + noise * torch.randn(n, 2, generator=g, dtype=dt)
 
     q, _ = torch.linalg.qr(torch.randn(dim, 2, generator=g, dtype=dt))
