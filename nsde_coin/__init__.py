@@ -37,7 +37,10 @@ from nsde_coin.fields import (
 )
 from nsde_coin.integrate import feynman_kac
 from nsde_coin.model import ConvectionDiffusionNet
+from nsde_coin.plotting import plot_decision_regions
 from nsde_coin.sde import FeynmanKacSDE
+from nsde_coin.toydata import ToyData, make_spirals
+from nsde_coin.training import FitResult, evaluate, fit
 # -- finite-difference PDE (issue 4) --
 from nsde_coin._nbsize import by_size, notebook_size, save_figure
 from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
@@ -84,6 +87,12 @@ __all__ = [
     "ZeroDiffusion",
     "ZeroDrift",
     "feynman_kac",
+    "FitResult",
+    "ToyData",
+    "evaluate",
+    "fit",
+    "make_spirals",
+    "plot_decision_regions",
     # finite-difference PDE (issue 4)
     "PDESolution",
     "by_size",
