@@ -110,6 +110,6 @@ def plot_decision_regions(
         fig.suptitle(suptitle, fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
