@@ -223,7 +223,8 @@ def validate(
             # the adjoint of an additive-noise SDE has general noise (torchsde's mapping)
             adj_noise = "general" if noise_type == "additive" else noise_type
             if adj_noise not in adj.noise_types:
-                ok = [s.name for s in list_solvers("sde", noise_type=adj_noise) if s.adjoint_capable]
+                ok = [s.name for s in list_solvers("sde", noise_type=adj_noise, sde_type=fwd_type)
+                      if s.adjoint_capable]
                 raise ValueError(f"adjoint_method={adjoint_method!r} does not support the adjoint SDE's "
                                  f"{adj_noise} noise; valid adjoint methods here: {_choices(ok)}")
     return info

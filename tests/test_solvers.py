@@ -55,3 +55,13 @@ def test_valid_combinations():
 def test_type_error_on_non_string():
     with pytest.raises(TypeError, match="must be a str"):
         solvers.get_solver(3)
+
+
+def test_adjoint_method_suggestions_match_sde_type():
+    """Itô euler with additive noise: the adjoint SDE has general noise; milstein cannot, and only Itô solvers fit."""
+    with pytest.raises(ValueError) as err:
+        solvers.validate("euler", family="sde", noise_type="additive", sde_type="ito", grad_mode="adjoint",
+                         adjoint_method="milstein")
+    msg = str(err.value)
+    assert "valid adjoint methods here: euler" in msg
+    assert "heun" not in msg and "midpoint" not in msg
