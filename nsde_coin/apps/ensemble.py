@@ -51,18 +51,16 @@ def module_fn(template: nn.Module) -> Callable[..., Tensor]:
     return fn
 
 
-def forward_copies(fn: Callable[..., Tensor], params: dict[str, Tensor], x: Tensor, *args: Any,
-                   batched_input: bool = False) -> Tensor:
+def forward_copies(fn: Callable[..., Tensor], params: dict[str, Tensor], *inputs: Any,
+                   batched: Sequence[bool] = ()) -> Tensor:
     """Evaluate every copy: returns (R, *out_shape).
 
     Args:
-        fn: ``fn(params_of_one_copy, x, *args) -> Tensor`` — e.g. :func:`module_fn` of the template. It runs
+        fn: ``fn(params_of_one_copy, *inputs) -> Tensor`` — e.g. :func:`module_fn` of the template. It runs
             under :func:`torch.func.vmap`, so it must not branch on tensor values.
         params: ``{name: (R, ...)}`` from :func:`init_copies`.
-        x: input shared by all copies (``batched_input=False``) or one per copy with leading axis R.
-        args: further inputs shared by all copies (e.g. a graph's ``edge_index``).
+        inputs: the module's inputs; input j is shared by all copies unless ``batched[j]`` is true, in which case
+            it has a leading axis R (one slice per copy). Missing entries of ``batched`` mean shared.
     """
-    def one(p: dict[str, Tensor], xi: Tensor) -> Tensor:
-        return fn(p, xi, *args)
-
-    return vmap(one, in_dims=(0, 0 if batched_input else None))(params, x)
+    flags = tuple(batched) + (False,) * (len(inputs) - len(batched))
+    return vmap(fn, in_dims=(0, *(0 if f else None for f in flags)))(params, *inputs)

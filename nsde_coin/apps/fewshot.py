@@ -193,7 +193,7 @@ def coin_head_predict(
     opt = torch.optim.SGD(list(params.values()), lr=lr)
 
     def outputs() -> Tensor:
-        u = torch.softmax(forward_copies(_base_logits_one, params, x, batched_input=True), dim=-1)  # (B, n, N)
+        u = torch.softmax(forward_copies(_base_logits_one, params, x, batched=(True,)), dim=-1)  # (B, n, N)
         if layer_num > 0:
             u = diffuse(u.reshape(b * n, n_way), lap, sigma2, layer_num, solver=solver,
                         allow_unstable=allow_unstable).reshape(b, n, n_way)
