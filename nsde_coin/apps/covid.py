@@ -299,7 +299,8 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
                 pred = xs[split].double() @ w[:-1] + w[-1]
                 acc.append(((pred - ys[split].double()) ** 2).mean().view(1))
         results["lr"] = {"method": f"linear regression ({cfg.lags} lags + bias, least squares)",
-                         "test_mse": _stats(torch.cat(tests)), "val_mse": _stats(torch.cat(vals))}
+                         "test_mse": _stats(torch.cat(tests)), "val_mse": _stats(torch.cat(vals)),
+                         "test_mse_per_mask": torch.cat(tests).tolist()}
 
     for model in trained:
         forward, params, name = _model(model, cfg, xs, graphs, seeds)
@@ -308,7 +309,8 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
             warnings.simplefilter("ignore", PositivityWarning)  # a regression: negative values are fine
             out = _train(forward, params, ys, obs, cfg, g, tick)
         results[model] = {"method": name, "test_mse": _stats(out["test"]), "val_mse": _stats(out["val"]),
-                          "best_epoch_median": int(out["epoch"].median())}
+                          "best_epoch_median": int(out["epoch"].median()),
+                          "test_mse_per_mask": out["test"].view(cfg.masks, cfg.inits).mean(1).tolist()}
     if bar is not None:
         bar.close()
     record: dict[str, Any] = {
@@ -319,7 +321,9 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
         "results": results,
     }
     if "coin" in results and "lr" in results:
-        record["coin_below_lr"] = results["coin"]["test_mse"]["mean"] < results["lr"]["test_mse"]["mean"]
+        diff = torch.tensor(results["lr"]["test_mse_per_mask"]) - torch.tensor(results["coin"]["test_mse_per_mask"])
+        record["lr_minus_coin_per_mask"] = {"mean": float(diff.mean()), "std": float(diff.std(unbiased=False)),
+                                            "masks_coin_better": int((diff > 0).sum()), "masks": cfg.masks}
     return record
 
 
