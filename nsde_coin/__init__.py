@@ -61,6 +61,12 @@ from nsde_coin.graph.datasets import DATASET_NAMES, load_dataset
 from nsde_coin.graph.protocol import EarlyStopper, TrainConfig, run_protocol
 from nsde_coin.graph.splits import Split, random_split
 # -- applications (issue 5) --
+from nsde_coin.apps.covid import CovidConfig, run_covid
+from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
+from nsde_coin.apps.fewshot import FewShotConfig, run_fewshot
+from nsde_coin.apps.fewshot_data import FewShotFeatures, digits_features, load_features_file
+from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph, weighted_laplacian
+from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 
 __version__ = "0.1.0"
 
@@ -124,4 +130,21 @@ __all__ = [
     "load_dataset",
     "random_split",
     "run_protocol",
+    # applications (issue 5)
+    "CovidConfig",
+    "FewShotConfig",
+    "FewShotFeatures",
+    "TabularConfig",
+    "breast_cancer",
+    "covid_snapshots",
+    "digits_features",
+    "gaussian_knn_edges",
+    "gaussian_knn_graph",
+    "load_csv",
+    "load_england_covid",
+    "load_features_file",
+    "run_covid",
+    "run_fewshot",
+    "run_tabular",
+    "weighted_laplacian",
 ]
