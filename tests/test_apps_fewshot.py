@@ -71,7 +71,12 @@ def test_batched_heads_equal_separate_runs():
 
 @pytest.fixture(scope="module")
 def digits():
-    return digits_features(seed=0)
+    before = torch.get_num_threads()  # module fixtures are set up before the autouse one_thread fixture
+    torch.set_num_threads(1)
+    try:
+        return digits_features(seed=0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_digits_backbone_is_deterministic_and_cached(digits, tmp_path):
@@ -85,11 +90,11 @@ def test_digits_backbone_is_deterministic_and_cached(digits, tmp_path):
 
 def test_coin_beats_ablation_on_digits_one_shot(digits):
     """Measured (README): 5-way 1-shot, 600 tasks: COIN 81.9 vs ablation 75.6. Here two seeds of 60 tasks must
-    each show a paired gain whose 95% CI excludes +1 point."""
+    each show a paired gain whose 95% CI lies above +2 points (measured: +6.8 ± 1.8 and +5.7 ± 1.6)."""
     for seed in (0, 1):
         rec = run_fewshot(digits, FewShotConfig(k_shot=1, n_tasks=60, seed=seed))
         gain = rec["coin_minus_ablation"]
-        assert gain["mean"] - gain["ci95"] > 1.0, gain
+        assert gain["mean"] - gain["ci95"] > 2.0, gain
         assert rec["stability"]["explicit_stable"] and rec["stability"]["sigma2_lambda_max"] < 2
 
 

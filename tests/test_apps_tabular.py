@@ -53,7 +53,7 @@ def test_coin_beats_ablation_on_breast_cancer():
     """Measured (README, 30 seeds): accuracy 93.57 ± 1.06 vs 92.58 ± 2.34 (paired gain +0.99, SE 0.53), AUPR
     0.978 vs 0.968 (paired gain +0.010, SE 0.0034). The accuracy gain alone is under 2 SE, so the assertions are
     the ones that hold with margin: the AUPR gain exceeds 2 paired SE, the accuracy gain is positive and COIN's
-    seed-to-seed spread is less than half the ablation's."""
+    seed-to-seed spread is below 3/4 of the ablation's (measured: 0.45)."""
     rec = run_tabular(breast_cancer(), TabularConfig(seeds=30))
     coin = np.array([r["aupr"] for r in rec["per_seed"]["coin"]])
     abl = np.array([r["aupr"] for r in rec["per_seed"]["ablation"]])
@@ -61,7 +61,7 @@ def test_coin_beats_ablation_on_breast_cancer():
     assert d.mean() > 2 * d.std(ddof=1) / np.sqrt(len(d)), d
     assert rec["accuracy_gain"]["mean"] > 0
     res = rec["results"]
-    assert res["coin"]["accuracy"]["std"] < 0.5 * res["ablation"]["accuracy"]["std"]
+    assert res["coin"]["accuracy"]["std"] < 0.75 * res["ablation"]["accuracy"]["std"]
     assert rec["stability"]["sigma2_lambda_max"] < 2
 
 
