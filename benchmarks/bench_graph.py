@@ -7,6 +7,9 @@ one worker subprocess runs ``run_protocol`` on the same splits (seeds 0..S-1) an
 * mean ± std test accuracy (%), mean epochs, mean epoch time (ms) and mean wall time per run (s, "convergence time");
 * peak memory: the worker resets its peak-RSS counter after imports and data loading (Linux ``/proc/self/clear_refs``)
   and reports the growth of VmHWM during training (``train_peak_mb``) and ``ru_maxrss`` of the whole process.
+  With ``--memory`` each configuration is also measured in a separate one-run subprocess (``--memory-epochs``,
+  default 50; the peak is reached in the first epoch) whose result is kept in ``bench_runs/<ds>_<model>.memory.json``
+  — this is the figure the table and the bar chart show when present.
 
 The "original implementation" reference (``--reference``): COIN exactly as the research code computes it — dense
 features, ``X @ W1`` as a dense ``nn.Linear``, the diffusion ``u ← u − σ² L u`` with a *dense* L, plain autograd,
@@ -22,6 +25,8 @@ Usage::
     python benchmarks/bench_graph.py                       # 10 splits x 2 inits, all models, 3 data sets
     python benchmarks/bench_graph.py --datasets cora --models coin gcn --splits 2 --inits 1
     python benchmarks/bench_graph.py --report-only         # rebuild JSON / table / figure from the run files
+    python benchmarks/bench_graph.py --report-only --memory  # ... and (re)measure memory, one run per config
+    python benchmarks/bench_graph.py --datasets cora --reference-only   # only the original-style reference
 
 Threads: every worker uses ``--threads`` (default 1) intra-op threads. Times on a shared machine are noisy; the
 speed-up ratio compares two measurements of this invocation.
@@ -107,15 +112,23 @@ def worker(args: argparse.Namespace) -> None:
     reset = _reset_peak()
     RUNS.mkdir(parents=True, exist_ok=True)
     out = RUNS / f"{args.dataset}_{args.model}.jsonl"
-    cfg = TrainConfig(max_epochs=args.max_epochs)
-    summary = run_protocol(data, args.model, _hparams(args.dataset, args.model), splits=args.splits,
-                           inits=args.inits, out=out, config=cfg, progress=False)
+    hp = _hparams(args.dataset, args.model)
+    if args.memory_run:  # one run, not recorded, only for the memory peak
+        cfg = TrainConfig(max_epochs=args.memory_epochs)
+        summary = run_protocol(data, args.model, hp, split_seeds=[0], init_seeds=[0], config=cfg, progress=False)
+    else:
+        cfg = TrainConfig(max_epochs=args.max_epochs)
+        summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=out, config=cfg,
+                               progress=False)
     hwm = _status_mb("VmHWM")
     summary["memory"] = {
         "train_peak_mb": (hwm - rss0) if (reset and hwm is not None and rss0 is not None) else None,
         "rss_before_mb": rss0,
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "epochs": summary["epochs_mean"],
     }
+    if args.memory_run:
+        (RUNS / f"{args.dataset}_{args.model}.memory.json").write_text(json.dumps(summary["memory"]))
     print(json.dumps(summary))
 
 
@@ -190,12 +203,16 @@ def _spawn(extra: list[str], threads: int, timeout: float) -> Optional[dict[str,
 # ---------------------------------------------------------------------------------------------------- report
 def _summary_from_runs(dataset: str, model: str, splits: int, inits: int) -> Optional[dict[str, Any]]:
     """Rebuild a summary from a run file (for --report-only); memory is not re-measured."""
+    from nsde_coin.graph.baselines import resolve_hparams
     from nsde_coin.graph.protocol import ResultsLog, summarize
 
     path = RUNS / f"{dataset}_{model}.jsonl"
     if not path.exists():
         return None
-    recs = [r for r in ResultsLog(path).records if r["split_seed"] < splits and r["init_seed"] < inits]
+    hp = resolve_hparams(model, _hparams(dataset, model))
+    recs = [r for r in ResultsLog(path).records
+            if r["split_seed"] < splits and r["init_seed"] < inits and r["hparams"] == hp
+            and r["max_epochs"] == 10_000 and r["status"] == "ok"]
     if not recs:
         return None
     s = summarize({(r["split_seed"], r["init_seed"]): r for r in recs}.values())
@@ -277,6 +294,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per worker")
     ap.add_argument("--report-only", action="store_true", help="no training: rebuild outputs from the run files")
     ap.add_argument("--out", default=str(RESULTS / "bench_graph.json"))
+    ap.add_argument("--memory", action="store_true",
+                    help="measure training peak memory of each config in a one-run subprocess (--memory-epochs)")
+    ap.add_argument("--memory-epochs", type=int, default=50)
+    ap.add_argument("--reference-only", action="store_true", help="only time the original-style reference")
+    ap.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--reference-worker", metavar="DATASET", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -294,14 +316,28 @@ def main() -> None:
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     prev_rows = {(r["dataset"], r["model"]): r for r in previous.get("rows", [])}
-    rows: list[dict[str, Any]] = []
     refs: dict[str, Any] = dict(previous.get("reference", {}))
+    if args.report_only:  # also merge the outputs of partial invocations (e.g. --out results/bench_graph_<ds>.json)
+        for other in sorted(RESULTS.glob("bench_graph*.json")):
+            if other.resolve() != out_path.resolve():
+                prev = json.loads(other.read_text())
+                for r in prev.get("rows", []):
+                    prev_rows.setdefault((r["dataset"], r["model"]), r)
+                for ds, ref in prev.get("reference", {}).items():
+                    refs.setdefault(ds, ref)
+    rows: list[dict[str, Any]] = []
     common = ["--splits", str(args.splits), "--inits", str(args.inits), "--max-epochs", str(args.max_epochs)]
     for ds in args.datasets:
-        for model in args.models:
+        for model in [] if args.reference_only else args.models:
+            if args.memory:
+                _spawn(["--worker", ds, model, "--memory-run", "--memory-epochs", str(args.memory_epochs)],
+                       args.threads, args.timeout)
             if args.report_only:
                 s = _summary_from_runs(ds, model, args.splits, args.inits)
-                if s is not None and (ds, model) in prev_rows:
+                mem_file = RUNS / f"{ds}_{model}.memory.json"
+                if s is not None and mem_file.exists():
+                    s["memory"] = json.loads(mem_file.read_text())
+                elif s is not None and (ds, model) in prev_rows:
                     s["memory"] = prev_rows[(ds, model)].get("memory")
             else:
                 t0 = time.perf_counter()
@@ -311,7 +347,7 @@ def main() -> None:
                                                  if s else "no result"), file=sys.stderr, flush=True)
             if s is not None and s.get("runs"):
                 rows.append(s)
-        if args.reference and not args.report_only:
+        if args.reference and (args.reference_only or not args.report_only):
             ref = _spawn(["--reference-worker", ds, "--reference-epochs", str(args.reference_epochs)],
                          args.threads, args.timeout)
             if ref is not None:
