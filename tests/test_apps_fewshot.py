@@ -21,14 +21,6 @@ from nsde_coin.cli import main
 from nsde_coin.graph.coin import COINBase
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_vmapped_base_equals_coinbase_forward():
     base = COINBase(6, 3, generator=torch.Generator().manual_seed(0))
     x = torch.randn(10, 6)
@@ -71,12 +63,7 @@ def test_batched_heads_equal_separate_runs():
 
 @pytest.fixture(scope="module")
 def digits():
-    before = torch.get_num_threads()  # module fixtures are set up before the autouse one_thread fixture
-    torch.set_num_threads(1)
-    try:
-        return digits_features(seed=0)
-    finally:
-        torch.set_num_threads(before)
+    return digits_features(seed=0)  # single-threaded: the session fixture of tests/conftest.py is set up first
 
 
 def test_digits_backbone_is_deterministic_and_cached(digits, tmp_path):

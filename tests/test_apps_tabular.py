@@ -19,14 +19,6 @@ from nsde_coin.apps.tabular import (
 from nsde_coin.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_stratified_labelled_counts():
     y = torch.tensor([0] * 357 + [1] * 212)
     m = stratified_labelled(y, 20, torch.Generator().manual_seed(0))

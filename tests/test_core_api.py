@@ -24,15 +24,6 @@ from nsde_coin import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _args():
     torch.manual_seed(0)
     return torch.randn(3, 2), MLPDrift(2, width=8), ScalarDiffusion(2, 0.3)

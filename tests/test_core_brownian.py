@@ -11,15 +11,6 @@ from nsde_coin.brownian import FixedGridBrownian
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _bm(**kw):
     args = dict(t0=0.0, t1=1.0, size=(4000, 3), steps=8, seed=11, dtype=F64)
     args.update(kw)

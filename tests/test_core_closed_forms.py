@@ -24,13 +24,6 @@ from nsde_coin import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 K_WAVE, SIGMA, T = 2.0, 0.5, 1.0
 D = 2
 

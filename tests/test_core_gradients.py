@@ -9,15 +9,6 @@ from nsde_coin import DiagonalDiffusion, MLPDrift, StateDiagonalDiffusion, ZeroD
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(diffusion="state"):
     torch.manual_seed(0)
     drift = MLPDrift(2, width=16).double()

@@ -20,15 +20,6 @@ N_PATHS, FINE = 1000, 256
 RESOLUTIONS = [8, 16, 32, 64, 128]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class GBMNoise(Diffusion):
     """σ(x) = s·x (diagonal, commutative noise)."""
 

@@ -18,17 +18,12 @@ CFG = {"models": ["base", "ode", "sde"], "seed": 0, "width": 64, "T": 1.0, "step
 
 @pytest.fixture(scope="module")
 def trained():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = make_spirals(900, seed=0)
-        models = build_models(CFG, data.dim, data.classes)
-        acc = {}
-        for name, model in models.items():
-            fit(model, data.x_train, data.y_train, epochs=15, batch_size=64, lr=1e-2, seed=0)
-            acc[name] = evaluate(model, data.x_test, data.y_test)["accuracy"]
-    finally:
-        torch.set_num_threads(threads)
+    data = make_spirals(900, seed=0)
+    models = build_models(CFG, data.dim, data.classes)
+    acc = {}
+    for name, model in models.items():
+        fit(model, data.x_train, data.y_train, epochs=15, batch_size=64, lr=1e-2, seed=0)
+        acc[name] = evaluate(model, data.x_test, data.y_test)["accuracy"]
     return data, models, acc
 
 
