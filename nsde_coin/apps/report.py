@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["format_table", "small_mode", "add_common_arguments", "set_threads", "environment", "emit"]
+__all__ = ["format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads", "environment",
+           "emit"]
 
 
 def small_mode() -> bool:
@@ -43,6 +44,20 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a loaded machine)")
     o.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def add_coin_arguments(g: argparse._ArgumentGroup, *, k: int, m: int, layer_num: int, sigma2: float, epochs: int,
+                       lr: float, optimizer: str) -> None:
+    """The COIN head options shared by the kNN-graph commands (few-shot, tabular), with per-command defaults:
+    ``--k``, ``--m``, ``--layer-num``, ``--sigma2``, ``--solver``, ``--allow-unstable``, ``--epochs``, ``--lr``."""
+    g.add_argument("--k", type=int, default=k, help=f"neighbours per node incl. itself (default {k})")
+    g.add_argument("--m", type=int, default=m, help=f"Gaussian scale = m-th nearest distance, self first (default {m})")
+    g.add_argument("--layer-num", type=int, default=layer_num, help=f"diffusion steps (default {layer_num})")
+    g.add_argument("--sigma2", type=float, default=sigma2, help=f"diffusion step σ² (default {sigma2})")
+    g.add_argument("--solver", default="explicit", help="graph solver: explicit, implicit, exact, random_walk")
+    g.add_argument("--allow-unstable", action="store_true", help="let explicit run past σ²·λ_max ≥ 2")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"{optimizer} steps (default {epochs})")
+    g.add_argument("--lr", type=float, default=lr, help=f"{optimizer} learning rate (default {lr})")
 
 
 def set_threads(threads: Optional[int]) -> int:

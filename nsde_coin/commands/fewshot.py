@@ -13,7 +13,15 @@ import argparse
 import time
 from pathlib import Path
 
-from nsde_coin.apps.report import add_common_arguments, emit, environment, format_table, set_threads, small_mode
+from nsde_coin.apps.report import (
+    add_coin_arguments,
+    add_common_arguments,
+    emit,
+    environment,
+    format_table,
+    set_threads,
+    small_mode,
+)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -31,15 +39,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--queries", type=int, default=15, help="Q queries per class (default 15)")
     t.add_argument("--tasks", type=int, default=None, help="tasks per setting (default 600; 60 in small mode)")
     t.add_argument("--seed", type=int, default=0, help="task sampling / initialisation seed (default 0)")
-    h = p.add_argument_group("COIN head")
-    h.add_argument("--k", type=int, default=8, help="neighbours per node incl. itself (default 8)")
-    h.add_argument("--m", type=int, default=4, help="Gaussian scale = m-th nearest distance, self first (default 4)")
-    h.add_argument("--layer-num", type=int, default=10, help="diffusion steps (default 10)")
-    h.add_argument("--sigma2", type=float, default=0.5, help="diffusion step σ² (default 0.5)")
-    h.add_argument("--solver", default="explicit", help="graph solver: explicit, implicit, exact, random_walk")
-    h.add_argument("--allow-unstable", action="store_true", help="let explicit run past σ²·λ_max ≥ 2")
-    h.add_argument("--epochs", type=int, default=100, help="SGD steps on the support (default 100)")
-    h.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (default 0.1)")
+    h = p.add_argument_group("COIN head (trained on the support)")
+    add_coin_arguments(h, k=8, m=4, layer_num=10, sigma2=0.5, epochs=100, lr=0.1, optimizer="SGD")
     h.add_argument("--task-batch", type=int, default=150, help="tasks trained at once (default 150)")
     add_common_arguments(p)
 

@@ -11,7 +11,15 @@ import argparse
 import time
 from pathlib import Path
 
-from nsde_coin.apps.report import add_common_arguments, emit, environment, format_table, set_threads, small_mode
+from nsde_coin.apps.report import (
+    add_coin_arguments,
+    add_common_arguments,
+    emit,
+    environment,
+    format_table,
+    set_threads,
+    small_mode,
+)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -23,14 +31,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--seeds", type=int, default=None, help="seeds (labelled sets × inits; default 30, 5 small)")
     r.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     m = p.add_argument_group("COIN")
-    m.add_argument("--k", type=int, default=40, help="neighbours per node incl. itself (default 40)")
-    m.add_argument("--m", type=int, default=20, help="Gaussian scale = m-th nearest distance (default 20)")
-    m.add_argument("--layer-num", type=int, default=40, help="diffusion steps (default 40)")
-    m.add_argument("--sigma2", type=float, default=0.2, help="diffusion step σ² (default 0.2)")
-    m.add_argument("--solver", default="explicit", help="graph solver: explicit, implicit, exact, random_walk")
-    m.add_argument("--allow-unstable", action="store_true", help="let explicit run past σ²·λ_max ≥ 2")
-    m.add_argument("--epochs", type=int, default=200, help="Adam steps (default 200)")
-    m.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    add_coin_arguments(m, k=40, m=20, layer_num=40, sigma2=0.2, epochs=200, lr=0.01, optimizer="Adam")
     m.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
     add_common_arguments(p)
 
