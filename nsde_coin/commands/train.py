@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -19,6 +18,9 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
+
+from nsde_coin.apps.report import format_table as _table
+from nsde_coin.apps.report import small_mode
 
 MODEL_NAMES = ("base", "ode", "sde")
 DIFFUSIONS = ("diagonal", "scalar", "state")
@@ -32,10 +34,6 @@ _DEFAULTS = {
     "n": (2400, 900),
     "epochs": (20, 15),
 }
-
-
-def _small() -> bool:
-    return os.environ.get("NSDE_COIN_SMALL", "") not in ("", "0")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -81,7 +79,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     cfg = dict(vars(args))
     cfg.pop("_run", None)
     cfg.pop("command", None)
-    small = _small()
+    small = small_mode()
     for key, (normal, little) in _DEFAULTS.items():
         if cfg[key] is None:
             cfg[key] = little if small else normal
@@ -257,10 +255,7 @@ def format_table(results: dict[str, Any]) -> str:
         samples = "-" if r["model"] != "sde" else f"{r['samples']}/{r['eval_samples']}"
         rows.append((r["model"], f"{r['test_accuracy']:.3f}", f"{r['train_time_s']:.1f}", r["solver"],
                      r["grad_mode"] if r["model"] != "base" else "-", str(r["steps"] or "-"), samples, sig))
-    widths = [max(len(str(x[k])) for x in [head, *rows]) for k in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths)).rstrip()
-             for x in [head, tuple("-" * w for w in widths), *rows]]
-    return "\n".join(lines)
+    return _table(head, rows)
 
 
 def run(args: argparse.Namespace) -> int:
