@@ -294,6 +294,24 @@ class _DiffusionHead(nn.Module):
                              f"smaller sigma2, or on_negative='clamp'")
         return torch.log(u.clamp_min(self.eps))
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Base logits: (n, C) for :class:`COIN`, (I, n, C) for :class:`COINEnsemble`."""
+        raise NotImplementedError
+
+    def _logits_and_u(self, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(x)
+        return logits, self._diffuse(logits.softmax(-1), graph, x.shape[0])
+
+    def forward(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
+        """x (n, d) dense/sparse, graph (edge_index, Laplacian or operator; ``None`` = the one set) → u with the
+        shape of :meth:`logits`: (n, C) for :class:`COIN`, (I, n, C) for :class:`COINEnsemble`."""
+        return self._logits_and_u(x, graph)[1]
+
+    def log_prob(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
+        """Safe ``log u`` (the shape of :meth:`forward`) — the input of ``F.nll_loss`` / :func:`nll_loss`."""
+        logits, u = self._logits_and_u(x, graph)
+        return self._safe_log(u, logits)
+
     def _stats(self, u: torch.Tensor) -> tuple[Any, Any]:
         with torch.no_grad():
             if u.dim() == 3:
@@ -326,18 +344,9 @@ class COIN(_DiffusionHead):
         self.base = COINBase(in_dim, num_classes, generator=generator, dtype=dtype)
         self._setup(layer_num, sigma2, solver, allow_unstable, laplacian_kind, eps, on_negative, solver_options)
 
-    def _logits_and_u(self, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.base(x)
-        return logits, self._diffuse(logits.softmax(-1), graph, x.shape[0])
-
-    def forward(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
-        """x (n, d) dense/sparse, graph (edge_index, Laplacian or operator; ``None`` = the one set) → u (n, C)."""
-        return self._logits_and_u(x, graph)[1]
-
-    def log_prob(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
-        """Safe ``log u`` (n, C) — the input of ``F.nll_loss``."""
-        logits, u = self._logits_and_u(x, graph)
-        return self._safe_log(u, logits)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Base logits (n, C)."""
+        return self.base(x)
 
 
 class COINEnsemble(_DiffusionHead):
@@ -412,18 +421,6 @@ class COINEnsemble(_DiffusionHead):
         _check_features(x, self.in_dim)
         return base_logits(x, self.W1, self.b1, self.W2, self.b2)
 
-    def _logits_and_u(self, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(x)
-        return logits, self._diffuse(logits.softmax(-1), graph, x.shape[0])
-
-    def forward(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
-        """u (I, n, C)."""
-        return self._logits_and_u(x, graph)[1]
-
-    def log_prob(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
-        """Safe ``log u`` (I, n, C)."""
-        logits, u = self._logits_and_u(x, graph)
-        return self._safe_log(u, logits)
 
 
 def nll_loss(log_u: torch.Tensor, y: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
