@@ -16,7 +16,7 @@ relative so that float round-off can never add a spurious extra step; the solver
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any, Optional, Union
 
@@ -99,14 +99,32 @@ def _check_inputs(f: Any, x: Any, T: Any, samples: Any, drift: Any, diffusion: A
             raise ValueError(f"x has {d} features but the {name} expects dim={dim}")
 
 
-def _params(*modules: Any) -> tuple[Tensor, ...]:
+def _params(*modules: Any, extra: Sequence[Tensor] = ()) -> tuple[Tensor, ...]:
     seen: dict[int, Tensor] = {}
     for m in modules:
         if isinstance(m, nn.Module):
             for p in m.parameters():
                 if p.requires_grad:
                     seen.setdefault(id(p), p)
+    for p in extra:
+        seen.setdefault(id(p), p)
     return tuple(seen.values())
+
+
+def check_adjoint_fields(drift: Any, diffusion: Any, grad_mode: str,
+                         adjoint_params: Optional[Sequence[Tensor]] = None) -> None:
+    """Adjoint gradients reach only the tensors handed to the adjoint solver: the parameters of ``drift`` and
+    ``diffusion`` when they are ``nn.Module``s, plus ``adjoint_params``. A plain callable's captured tensors cannot be
+    found, so with ``grad_mode`` ``"adjoint"``/``"reversible"`` a non-module field needs ``adjoint_params`` (``()``
+    when it has no parameters) — otherwise its parameters would silently get no gradient. Raises ``TypeError``."""
+    if grad_mode == "backprop" or adjoint_params is not None:
+        return
+    for name, field in (("drift", drift), ("diffusion", diffusion)):
+        if field is not None and not isinstance(field, nn.Module):
+            raise TypeError(f"grad_mode={grad_mode!r} with a {name} that is not an nn.Module "
+                            f"({type(field).__name__}): the adjoint pass cannot find the tensors it depends on, so "
+                            f"they would get no gradient; make the {name} an nn.Module, pass adjoint_params=(tensors "
+                            f"it uses) (or () if it has none), or use grad_mode='backprop'")
 
 
 def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str = "backprop",
@@ -151,6 +169,7 @@ def feynman_kac(
     return_paths: bool = False,
     adaptive: bool = False,
     brownian: Optional[torchsde.BaseBrownian] = None,
+    adjoint_params: Optional[Sequence[Tensor]] = None,
 ) -> Union[tuple[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """Monte Carlo Feynman–Kac: u(x, T) = E[f(X_T) | X_0 = x], dX = v(X, t) dt + σ(X, t) dW.
 
@@ -174,6 +193,9 @@ def feynman_kac(
         return_paths: also return the paths at the grid times, shape (steps + 1, B, K, d).
         adaptive: adaptive SDE stepping (torchsde; uses BrownianInterval).
         brownian: a Brownian motion of shape (B·K, m) to use instead of the default one.
+        adjoint_params: ``grad_mode`` adjoint/reversible only — tensors besides the parameters of ``drift`` and
+            ``diffusion`` (when those are ``nn.Module``s) that the adjoint pass must differentiate; required (``()``
+            if there are none) when a field is a plain callable (see :func:`check_adjoint_fields`).
 
     Returns:
         ``(mean, stderr)``, each (B, C) (or (B,) when f returns (N,)); ``stderr`` = sample std / sqrt(K) — zeros for
@@ -183,6 +205,8 @@ def feynman_kac(
     drift = ZeroDrift(None) if drift is None else drift
     diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
     _check_inputs(f, x, T, samples, drift, diffusion, sde_type, grad_mode)
+    check_adjoint_fields(drift, diffusion, grad_mode, adjoint_params)
+    extra = tuple(adjoint_params or ())
     T = float(T)
     n_steps = resolve_steps(T, steps, dt)
     info, integrate_as = choose_solver(diffusion, solver, grad_mode, sde_type, adjoint_method)
@@ -192,14 +216,14 @@ def feynman_kac(
 
     if integrate_as == "ode":
         K = 1
-        xT, paths = _solve_ode(x, drift, T, n_steps, info, grad_mode, rtol, atol, return_paths)
+        xT, paths = _solve_ode(x, drift, T, n_steps, info, grad_mode, rtol, atol, return_paths, extra)
     else:
         K = int(samples)
         if seed is None:
             seed = draw_seed(generator)
         y0 = x.unsqueeze(1).expand(B, K, d).reshape(B * K, d)
         xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
-                               adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian)
+                               adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian, extra)
     if not torch.isfinite(xT).all():
         raise FloatingPointError(f"the {info.name!r} solve produced NaN/Inf states at T={T}; the dynamics blew up — "
                                  f"use more steps (now {n_steps}) or a smaller drift/diffusion")
@@ -224,7 +248,8 @@ def feynman_kac(
 
 
 def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, info: SolverInfo, grad_mode: str,
-               rtol: float, atol: float, return_paths: bool) -> tuple[Tensor, Optional[Tensor]]:
+               rtol: float, atol: float, return_paths: bool, extra: tuple[Tensor, ...] = ()
+               ) -> tuple[Tensor, Optional[Tensor]]:
     func = _ODEFunc(drift)
     if return_paths:
         ts = torch.linspace(0.0, T, n_steps + 1, dtype=x.dtype, device=x.device)
@@ -238,7 +263,7 @@ def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, 
         options = {"grid_constructor": grid}
     if grad_mode == "adjoint":
         ys = torchdiffeq.odeint_adjoint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options,
-                                        adjoint_params=_params(drift))
+                                        adjoint_params=_params(drift, extra=extra))
     else:
         ys = torchdiffeq.odeint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options)
     return ys[-1], (ys if return_paths else None)
@@ -247,7 +272,8 @@ def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, 
 def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T: float, n_steps: int,
                info: SolverInfo, integrate_as: str, sde_type: str, grad_mode: str, adjoint_method: Optional[str],
                seed: int, rtol: float, atol: float, return_paths: bool, adaptive: bool,
-               brownian: Optional[torchsde.BaseBrownian]) -> tuple[Tensor, Optional[Tensor]]:
+               brownian: Optional[torchsde.BaseBrownian], extra: tuple[Tensor, ...] = ()
+               ) -> tuple[Tensor, Optional[Tensor]]:
     sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as)
     size = (y0.shape[0], int(getattr(diffusion, "noise_dim", y0.shape[1])))
     levy = {None: "none", "space-time": "space-time", "foster": "foster"}.get(info.levy_area, info.levy_area)
@@ -274,7 +300,7 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                 adjoint_method = "adjoint_reversible_heun"
             ys = torchsde.sdeint_adjoint(sde, y0, ts, adjoint_method=adjoint_method, adjoint_adaptive=adaptive,
                                          adjoint_rtol=rtol, adjoint_atol=atol,
-                                         adjoint_params=_params(drift, diffusion), **kwargs)
+                                         adjoint_params=_params(drift, diffusion, extra=extra), **kwargs)
     finally:
         sde.forget()
     return ys[-1], (ys if return_paths else None)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from nsde_coin.brownian import step_seed
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
-from nsde_coin.integrate import choose_solver, draw_seed, feynman_kac, resolve_steps
+from nsde_coin.integrate import check_adjoint_fields, choose_solver, draw_seed, feynman_kac, resolve_steps
 from nsde_coin.solvers import SolverInfo
 
 OUTPUTS = ("probs", "identity")
@@ -76,6 +76,7 @@ class ConvectionDiffusionNet(nn.Module):
         self.calls = 0
         # validate the combination now (errors at construction, not at the first batch)
         self._info, self._integrate_as = choose_solver(self.diffusion, solver, grad_mode, sde_type, adjoint_method)
+        check_adjoint_fields(drift, diffusion, grad_mode, solver_kwargs.get("adjoint_params"))
         self.solver = self._info.name
 
     @property

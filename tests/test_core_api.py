@@ -257,6 +257,10 @@ def test_net_validates_at_construction():
         ConvectionDiffusionNet(3, None, None)
     with pytest.raises(ValueError, match="T=0"):
         ConvectionDiffusionNet(nn.Linear(2, 2), None, None, 0)
+    with pytest.raises(TypeError, match="drift that is not an nn.Module.*adjoint_params"):
+        ConvectionDiffusionNet(nn.Linear(2, 2), lambda t, x: -x, None, grad_mode="adjoint")
+    assert ConvectionDiffusionNet(nn.Linear(2, 2), lambda t, x: -x, None, grad_mode="adjoint",
+                                  adjoint_params=()).family == "ode"
 
 
 # --------------------------------------------------------------------------------------------------------------
