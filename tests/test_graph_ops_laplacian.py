@@ -84,6 +84,19 @@ def test_lambda_max_matches_dense_eigenvalues(kind):
     assert lambda_max(to_scipy(lap)) == pytest.approx(ref, rel=1e-8)
 
 
+@pytest.mark.parametrize("kind", ["paper", "sym", "rw", "comb"])
+def test_edgeless_graph_has_lambda_max_zero_and_diffusion_is_identity(kind):
+    """No edges: L = 0 for every kind, λ_max = 0 (ARPACK used to fail on the zero operator), u stays unchanged."""
+    from nsde_coin.graph.diffusion import diffuse
+
+    lap = laplacian(torch.empty(2, 0, dtype=torch.long), 6, kind, dtype=torch.float64)
+    assert lambda_max(lap) == 0.0 and as_operator(lap).lambda_max == 0.0
+    u = torch.rand(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for solver in ("explicit", "implicit"):
+        assert torch.equal(diffuse(u, lap, 0.5, 4, solver=solver), u)
+    torch.testing.assert_close(diffuse(u, lap, 0.5, 4, solver="exact"), u, rtol=0, atol=1e-14)
+
+
 def test_row_sums_and_spectra_of_rw_and_sym():
     rw = laplacian(_edge_index(), N, "rw", dtype=torch.float64).to_dense().numpy()
     sym = laplacian(_edge_index(), N, "sym", dtype=torch.float64).to_dense().numpy()

@@ -320,6 +320,8 @@ def _lambda_max_scipy(m: sp.csr_matrix, symmetric: Optional[bool], iters: int, t
         symmetric = True
     if symmetric is None:
         symmetric = _is_symmetric(m)
+    if not np.any(m.data):  # L = 0 (no edges): ARPACK fails on the zero operator ("starting vector is zero")
+        return 0.0
     if n <= 3:
         ev = np.linalg.eigvals(m.toarray())
         return float(np.max(ev.real))
