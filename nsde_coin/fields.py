@@ -29,6 +29,7 @@ under any optimiser step.
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Optional, Union
 
 import torch
@@ -54,9 +55,9 @@ ACTIVATIONS = {
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name}={value!r} is not valid; expected an int >= {minimum}")
-    return value
+    return int(value)
 
 
 def _inv_softplus(y: Tensor) -> Tensor:
@@ -354,14 +355,15 @@ class StateDiagonalDiffusion(Diffusion):
         self.dim = _check_int("dim", dim)
         self.noise_dim = self.dim
         self.width = _check_int("width", width)
-        if sigma_max is not None and not (isinstance(sigma_max, (int, float)) and math.isfinite(sigma_max)
+        if sigma_max is not None and not (isinstance(sigma_max, Real) and math.isfinite(sigma_max)
                                           and sigma_max > 0):
             raise ValueError(f"sigma_max={sigma_max!r} is not valid; expected None or a finite float > 0")
-        if not (isinstance(init_sigma, (int, float)) and init_sigma > 0
+        if not (isinstance(init_sigma, Real) and init_sigma > 0
                 and (sigma_max is None or init_sigma < sigma_max)):
             raise ValueError(f"init_sigma={init_sigma!r} is not valid; expected 0 < init_sigma"
                              + (f" < sigma_max={sigma_max}" if sigma_max is not None else ""))
         self.sigma_max = None if sigma_max is None else float(sigma_max)
+        init_sigma = float(init_sigma)
         self.time_dependent = bool(time_dependent)
         g = torch.Generator().manual_seed(0)
         self.w1 = nn.Parameter(torch.randn(dim, width, generator=g))

@@ -7,7 +7,7 @@ The drift v is the convection (a ResNet's residual branch in the limit), the dif
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Optional
 
 import torch
@@ -58,7 +58,7 @@ class ConvectionDiffusionNet(nn.Module):
                 raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
-        if isinstance(T, bool) or not isinstance(T, (int, float)) or not T > 0 or T == float("inf"):
+        if isinstance(T, bool) or not isinstance(T, Real) or not T > 0 or T == float("inf"):
             raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
         self.base = base
         self.drift = ZeroDrift(None) if drift is None else drift

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from typing import Optional
 
 import torch
@@ -147,10 +148,11 @@ def fit(
     """
     _check_data(x, y)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (isinstance(lr, Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr!r} is not valid; expected a float > 0")
+    epochs, batch_size = int(epochs), int(batch_size)
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
     if (x_val is None) != (y_val is None):

@@ -328,3 +328,18 @@ def test_field_attributes_and_positivity():
     drift = MLPDrift(3, width=8, time_dependent=False)
     assert torch.equal(drift(0.0, x := torch.randn(2, 3)), drift(5.0, x))
     assert not torch.equal(MLPDrift(3, width=8)(0.0, x), MLPDrift(3, width=8)(5.0, x))
+
+
+def test_numpy_scalars_are_valid_numbers():
+    """np.int64 / np.float32 arguments (e.g. from a numpy grid) were rejected as "not an int/float"."""
+    import numpy as np
+
+    from nsde_coin.brownian import FixedGridBrownian
+
+    assert ConvectionDiffusionNet(nn.Linear(2, 2), None, None, np.float32(0.5)).T == 0.5
+    d = MLPDrift(np.int64(3), width=np.int64(4))
+    assert d.dim == 3 and type(d.dim) is int and d.inp.out_features == 4
+    assert StateDiagonalDiffusion(2, init_sigma=np.float32(0.25), sigma_max=np.float64(1.0)).sigma_max == 1.0
+    a = FixedGridBrownian(0.0, 1.0, (3, 2), steps=np.int64(4), seed=np.int64(7), dtype=torch.float64)
+    b = FixedGridBrownian(0.0, 1.0, (3, 2), steps=4, seed=7, dtype=torch.float64)
+    assert a.steps == 4 and torch.equal(a(0.25, 0.75), b(0.25, 0.75))

@@ -201,6 +201,12 @@ def test_bad_settings(kwargs, exc, fragment):
         COIN(D, C, **kwargs)
 
 
+def test_numpy_scalar_settings_are_accepted():
+    """sigma2 from a numpy grid (np.float32/np.float64) and layer_num as np.int64 are valid numbers."""
+    m = COIN(D, C, layer_num=np.int64(3), sigma2=np.float32(0.25))
+    assert m.layer_num == 3 and isinstance(m.sigma2, float) and m.sigma2 == pytest.approx(0.25)
+
+
 def test_bad_features_and_graphs():
     m = COIN(D, C, layer_num=2, sigma2=0.1)
     x = _features().float()

@@ -97,7 +97,8 @@ def test_evaluate_restores_mode_and_counts_correctly():
 
 
 @pytest.mark.parametrize("kwargs, word", [({"epochs": 0}, "epochs=0"), ({"batch_size": 0}, "batch_size=0"),
-                                          ({"lr": -1.0}, "lr=-1.0"), ({"output": "x"}, "valid choices")])
+                                          ({"lr": -1.0}, "lr=-1.0"), ({"output": "x"}, "valid choices"),
+                                          ({"epochs": True}, "epochs=True"), ({"lr": True}, "lr=True")])
 def test_fit_rejects_bad_settings(kwargs, word):
     x, y = torch.randn(8, 3), torch.zeros(8, dtype=torch.long)
     with pytest.raises(ValueError, match=word):
@@ -107,3 +108,20 @@ def test_fit_rejects_bad_settings(kwargs, word):
 def test_fit_rejects_float_labels():
     with pytest.raises(TypeError, match="int64"):
         fit(_linear_probs(3, 2), torch.randn(8, 3), torch.zeros(8), epochs=1)
+
+
+def test_fit_accepts_numpy_scalars_like_python_ones():
+    """Settings read from numpy (e.g. a grid) behave exactly like Python numbers, and the record stays JSON-able."""
+    import json
+
+    import numpy as np
+
+    x, y = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2
+    torch.manual_seed(0)
+    m1 = _linear_probs(3, 2)
+    r1 = fit(m1, x, y, epochs=2, batch_size=4, lr=0.1)
+    torch.manual_seed(0)
+    m2 = _linear_probs(3, 2)
+    r2 = fit(m2, x, y, epochs=np.int64(2), batch_size=np.int64(4), lr=np.float64(0.1))
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    assert json.loads(json.dumps(r2.record()))["epochs"] == 2

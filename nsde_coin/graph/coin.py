@@ -29,6 +29,7 @@ trajectory it would follow alone.
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from collections.abc import Sequence
 from typing import Any, Optional, Union
@@ -225,7 +226,7 @@ class _DiffusionHead(nn.Module):
                eps: float, on_negative: str, solver_options: Optional[dict]) -> None:
         if isinstance(layer_num, bool) or not isinstance(layer_num, (int, np.integer)) or layer_num < 0:
             raise ValueError(f"layer_num must be an int ≥ 0 (0 = base model only), got {layer_num!r}")
-        if isinstance(sigma2, bool) or not isinstance(sigma2, (int, float)) or not math.isfinite(sigma2) \
+        if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not math.isfinite(sigma2) \
                 or sigma2 <= 0:
             raise ValueError(f"sigma2 must be a finite number > 0, got {sigma2!r}")
         get_solver(solver, "graph")  # unknown names: ValueError listing the graph solvers
