@@ -204,7 +204,7 @@ def laplacian_scipy(
     symmetrize: str = "max",
 ) -> sp.csr_matrix:
     """Like :func:`laplacian` but returns the scipy CSR matrix (float64)."""
-    return _operator_from_edges(edge_index, num_nodes, kind, edge_weight, symmetrize, torch.float64).scipy
+    return graph_operator(edge_index, num_nodes, kind, edge_weight, torch.float64, symmetrize=symmetrize).scipy
 
 
 def _adjacency(edge_index: torch.Tensor, num_nodes: int, edge_weight: Optional[torch.Tensor],
@@ -227,9 +227,8 @@ def _adjacency(edge_index: torch.Tensor, num_nodes: int, edge_weight: Optional[t
     return _symmetrize(w, symmetrize)
 
 
-def _operator_from_edges(edge_index, num_nodes, kind, edge_weight, symmetrize, dtype) -> GraphOperator:
-    _check_kind(kind)
-    a = _adjacency(edge_index, num_nodes, edge_weight, symmetrize)
+def _operator(a: sp.csr_matrix, kind: str, dtype: torch.dtype) -> GraphOperator:
+    """The operator of the Laplacian of ``kind`` of the symmetric, loop-free adjacency ``a``."""
     lap, q = _build(a, kind)
     return GraphOperator(lap, kind=kind, symmetric=kind != "rw", similarity=q, dtype=dtype)
 
@@ -244,7 +243,8 @@ def graph_operator(
     symmetrize: str = "max",
 ) -> GraphOperator:
     """The :class:`GraphOperator` of a graph given as a PyG ``edge_index`` (conventions: the module doc)."""
-    return _operator_from_edges(edge_index, num_nodes, kind, edge_weight, symmetrize, dtype)
+    _check_kind(kind)
+    return _operator(_adjacency(edge_index, num_nodes, edge_weight, symmetrize), kind, dtype)
 
 
 def laplacian(
@@ -291,8 +291,7 @@ def laplacian_from_weights(
     if w.shape[0] != w.shape[1]:
         raise ValueError(f"weight matrix must be square, got shape {w.shape}")
     _check_weights(w.data, "weight matrix")
-    lap, q = _build(_symmetrize(w, symmetrize), kind)
-    op = GraphOperator(lap, kind=kind, symmetric=kind != "rw", similarity=q, dtype=dtype)
+    op = _operator(_symmetrize(w, symmetrize), kind, dtype)
     return op if operator else op.new_tensor()
 
 
