@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from nsde_coin.apps.report import format_table
 from nsde_coin.solvers import FAMILIES, list_solvers
 
 
@@ -42,7 +43,5 @@ def run(args: argparse.Namespace) -> int:
         weak = "-" if i.weak_order is None else f"{i.weak_order:g}"
         rows.append((i.family, i.name, i.backend, "/".join(i.sde_types) or "-", ",".join(i.noise_types) or "-",
                      _order(i), weak, ",".join(i.grad_modes), "; ".join(notes)))
-    widths = [max(len(str(r[k])) for r in [head, *rows]) for k in range(len(head))]
-    for r in [head, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(format_table(head, rows))
     return 0
