@@ -72,3 +72,6 @@ def test_bad_inputs():
         gaussian_knn_edges(x, 3, 2)
     with pytest.raises(ValueError, match="output"):
         gaussian_knn_graph(torch.randn(10, 2), 3, 2, output="X")
+    for bad in (0, 2.5, True):  # 2.5 used to fail inside range() with "'float' object cannot be interpreted"
+        with pytest.raises(ValueError, match=f"chunk_size must be None or an int >= 1.*got {bad!r}"):
+            gaussian_knn_edges(torch.randn(10, 2), 3, 2, chunk_size=bad)

@@ -74,9 +74,10 @@ def gaussian_knn_edges(
     """
     batch, n, _ = _check(x, k, m)
     xb = x.unsqueeze(0) if x.dim() == 2 else x
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an int >= 1 (rows per distance block), got {chunk_size!r}")
     rows_per_block = chunk_size if chunk_size is not None else max(1, _DEFAULT_BLOCK // n)
-    if rows_per_block < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     sets_per_block = max(1, rows_per_block // n)
     tiny = torch.finfo(x.dtype).tiny
     rows, cols, vals = [], [], []
