@@ -88,28 +88,30 @@ def plot_decision_regions(
     colors = torch.tensor([to_rgb(_CLASS_COLORS[c % len(_CLASS_COLORS)]) for c in range(n_cls)])
     fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models) + 0.8, 4.6), squeeze=False,
                              constrained_layout=True)
-    zt, yt = data.z_test[:max_points], data.y_test[:max_points]
-    for ax, (name, model) in zip(axes[0], models.items()):
-        probs, extent = grid_probabilities(model, data, resolution=resolution)
-        conf, pred = probs.max(dim=-1)
-        # shade: 0 at chance level (1/C), 1 at certainty
-        shade = ((conf - 1.0 / n_cls) / (1.0 - 1.0 / n_cls)).clamp(0, 1)[..., None]
-        rgb = 1.0 - 0.55 * shade * (1.0 - colors[pred])
-        ax.imshow(rgb.numpy(), origin="lower", extent=extent, aspect="equal", interpolation="nearest")
-        ax.scatter(zt[:, 0].numpy(), zt[:, 1].numpy(), c=[_CLASS_COLORS[int(c) % len(_CLASS_COLORS)] for c in yt],
-                   s=9, edgecolors="k", linewidths=0.3)
-        ax.set_title((titles or {}).get(name, name), fontsize=10)
-        ax.set_xlabel("latent $z_1$ (projection $Q^T x$)")
-        ax.set_ylabel("latent $z_2$")
-    handles = [Patch(facecolor=_CLASS_COLORS[c % len(_CLASS_COLORS)], alpha=0.6, label=f"class {c} region")
-               for c in range(n_cls)]
-    handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="w", markeredgecolor="k",
-                          label="test points (true class)"))
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="pale = unsure", title_fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        zt, yt = data.z_test[:max_points], data.y_test[:max_points]
+        for ax, (name, model) in zip(axes[0], models.items()):
+            probs, extent = grid_probabilities(model, data, resolution=resolution)
+            conf, pred = probs.max(dim=-1)
+            # shade: 0 at chance level (1/C), 1 at certainty
+            shade = ((conf - 1.0 / n_cls) / (1.0 - 1.0 / n_cls)).clamp(0, 1)[..., None]
+            rgb = 1.0 - 0.55 * shade * (1.0 - colors[pred])
+            ax.imshow(rgb.numpy(), origin="lower", extent=extent, aspect="equal", interpolation="nearest")
+            ax.scatter(zt[:, 0].numpy(), zt[:, 1].numpy(), c=[_CLASS_COLORS[int(c) % len(_CLASS_COLORS)] for c in yt],
+                       s=9, edgecolors="k", linewidths=0.3)
+            ax.set_title((titles or {}).get(name, name), fontsize=10)
+            ax.set_xlabel("latent $z_1$ (projection $Q^T x$)")
+            ax.set_ylabel("latent $z_2$")
+        handles = [Patch(facecolor=_CLASS_COLORS[c % len(_CLASS_COLORS)], alpha=0.6, label=f"class {c} region")
+                   for c in range(n_cls)]
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="w", markeredgecolor="k",
+                              label="test points (true class)"))
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, title="pale = unsure", title_fontsize=8)
+        if suptitle:
+            fig.suptitle(suptitle, fontsize=11)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)  # also when a model fails on the grid: no figure leaks
     return path

@@ -101,3 +101,21 @@ def test_bad_model_name_is_an_argparse_error(capsys):
         main(["train", "--models", "resnet"])
     assert exc.value.code == 2
     assert "base" in capsys.readouterr().err
+
+
+def test_failed_plot_closes_its_figure(tmp_path):
+    """A model that fails on the plotting grid raises, and the half-drawn figure is closed (no leak)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from nsde_coin.plotting import plot_decision_regions
+    from nsde_coin.toydata import make_spirals
+
+    class NaNModel(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 3), float("nan"))
+
+    before = set(plt.get_fignums())
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        plot_decision_regions({"nan": NaNModel()}, make_spirals(60, seed=0), tmp_path / "x.png", resolution=4)
+    assert set(plt.get_fignums()) == before and not (tmp_path / "x.png").exists()
