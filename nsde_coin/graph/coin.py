@@ -171,9 +171,12 @@ def base_logits(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.T
     return logits
 
 
-def _init_uniform(t: torch.Tensor, bound: float, generator: Optional[torch.Generator]) -> None:
+def _init_uniform(params: Sequence[torch.Tensor], in_dim: int, generator: Optional[torch.Generator]) -> None:
+    """U(−1/√d, 1/√d) for every tensor, in order (the ``nn.Linear`` default; one generator stream)."""
+    bound = 1.0 / math.sqrt(in_dim)
     with torch.no_grad():
-        t.uniform_(-bound, bound, generator=generator)
+        for t in params:
+            t.uniform_(-bound, bound, generator=generator)
 
 
 # -------------------------------------------------------------------------------------------------------- models
@@ -203,9 +206,7 @@ class COINBase(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
-        bound = 1.0 / math.sqrt(self.in_dim)
-        for p in (self.W1, self.b1, self.W2, self.b2):
-            _init_uniform(p, bound, generator)
+        _init_uniform((self.W1, self.b1, self.W2, self.b2), self.in_dim, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (n, d) dense or sparse → logits (n, C)."""
@@ -377,9 +378,7 @@ class COINEnsemble(_DiffusionHead):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
-        bound = 1.0 / math.sqrt(self.in_dim)
-        for p in (self.W1, self.b1, self.W2, self.b2):
-            _init_uniform(p, bound, generator)
+        _init_uniform((self.W1, self.b1, self.W2, self.b2), self.in_dim, generator)
 
     @classmethod
     def from_models(cls, models: Sequence[COIN]) -> COINEnsemble:
