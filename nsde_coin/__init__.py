@@ -11,18 +11,13 @@ A network is the evolution u(x, T) = E[f(X_T) | X_0 = x] of a base model f under
 * :mod:`nsde_coin.apps` — few-shot learning, COVID-19 forecasting, label-scarce tabular classification.
 """
 
-from nsde_coin.solvers import (
-    GRAD_MODES,
-    NOISE_TYPES,
-    SDE_TYPES,
-    SolverInfo,
-    get_solver,
-    list_solvers,
-    register_solver,
-    validate,
-)
-
-# -- core SDE network (issue 2) --
+from nsde_coin._nbsize import by_size, notebook_size, save_figure
+from nsde_coin.apps.covid import CovidConfig, run_covid
+from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
+from nsde_coin.apps.fewshot import FewShotConfig, run_fewshot
+from nsde_coin.apps.fewshot_data import FewShotFeatures, digits_features, load_features_file
+from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph, weighted_laplacian
+from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.fields import (
     DiagonalDiffusion,
@@ -35,17 +30,10 @@ from nsde_coin.fields import (
     ZeroDiffusion,
     ZeroDrift,
 )
-from nsde_coin.integrate import feynman_kac
-from nsde_coin.model import ConvectionDiffusionNet
-from nsde_coin.plotting import plot_decision_regions
-from nsde_coin.sde import FeynmanKacSDE
-from nsde_coin.toydata import ToyData, make_spirals
-from nsde_coin.training import FitResult, evaluate, fit
-# -- finite-difference PDE (issue 4) --
-from nsde_coin._nbsize import by_size, notebook_size, save_figure
-from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
-# -- graph COIN (issue 3) --
+from nsde_coin.graph.baselines import MODELS as GRAPH_MODELS
+from nsde_coin.graph.baselines import build_model
 from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, nll_loss
+from nsde_coin.graph.datasets import DATASET_NAMES, load_dataset
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse, stability_report
 from nsde_coin.graph.laplacian import (
     GraphOperator,
@@ -55,18 +43,25 @@ from nsde_coin.graph.laplacian import (
     laplacian,
     laplacian_from_weights,
 )
-from nsde_coin.graph.baselines import MODELS as GRAPH_MODELS
-from nsde_coin.graph.baselines import build_model
-from nsde_coin.graph.datasets import DATASET_NAMES, load_dataset
 from nsde_coin.graph.protocol import EarlyStopper, TrainConfig, run_protocol
 from nsde_coin.graph.splits import Split, random_split
-# -- applications (issue 5) --
-from nsde_coin.apps.covid import CovidConfig, run_covid
-from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
-from nsde_coin.apps.fewshot import FewShotConfig, run_fewshot
-from nsde_coin.apps.fewshot_data import FewShotFeatures, digits_features, load_features_file
-from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph, weighted_laplacian
-from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
+from nsde_coin.integrate import feynman_kac
+from nsde_coin.model import ConvectionDiffusionNet
+from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
+from nsde_coin.plotting import plot_decision_regions
+from nsde_coin.sde import FeynmanKacSDE
+from nsde_coin.solvers import (
+    GRAD_MODES,
+    NOISE_TYPES,
+    SDE_TYPES,
+    SolverInfo,
+    get_solver,
+    list_solvers,
+    register_solver,
+    validate,
+)
+from nsde_coin.toydata import ToyData, make_spirals
+from nsde_coin.training import FitResult, evaluate, fit
 
 __version__ = "0.1.0"
 

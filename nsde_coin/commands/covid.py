@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from nsde_coin.apps.report import add_common_arguments, emit, environment, format_table, set_threads, small_mode
+from nsde_coin.commands.common import add_common_arguments, emit, environment, format_table, set_threads, small_mode
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

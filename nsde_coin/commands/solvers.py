@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nsde_coin.apps.report import format_table
+from nsde_coin.commands.common import format_table
 from nsde_coin.solvers import FAMILIES, list_solvers
 
 

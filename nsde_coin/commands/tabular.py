@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from nsde_coin.apps.report import (
+from nsde_coin.commands.common import (
     add_coin_arguments,
     add_common_arguments,
     emit,

@@ -19,8 +19,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from nsde_coin.apps.report import format_table as _table
-from nsde_coin.apps.report import small_mode
+from nsde_coin.commands.common import format_table as _table
+from nsde_coin.commands.common import small_mode
 
 MODEL_NAMES = ("base", "ode", "sde")
 DIFFUSIONS = ("diagonal", "scalar", "state")
