@@ -265,6 +265,8 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
                         xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("time per epoch (ms)")
         ax.set_ylabel("time to convergence per run (s)")
         ax.set_title(ds)
