@@ -22,14 +22,6 @@ needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
                                 reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) is absent")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: with 2 cores shared by several processes, 2 threads can be 100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _sbm(n_per=60, k=3, d=40, seed=0):
     """A small stochastic block model with class-correlated sparse binary features (connected)."""

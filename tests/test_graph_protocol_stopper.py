@@ -13,15 +13,6 @@ from nsde_coin.graph.protocol import EarlyStopper, TrainConfig, train_run
 from nsde_coin.graph.splits import Split
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: with 2 cores shared by several processes, 2 threads can be 100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_resets_on_loss_minimum_or_accuracy_maximum():
     st = EarlyStopper(patience=3)
     script = [  # (loss, acc, expected reset)
