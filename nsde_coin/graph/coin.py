@@ -32,7 +32,7 @@ import math
 import numbers
 import weakref
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -44,90 +44,95 @@ from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_o
 from nsde_coin.graph.sparse import small_work_threads
 from nsde_coin.solvers import get_solver
 
-__all__ = ["COIN", "COINBase", "COINEnsemble", "base_logits", "nll_loss"]
+__all__ = ["COIN", "COINBase", "COINEnsemble", "SparseFeatures", "base_logits", "nll_loss", "sparse_features"]
 
 ON_NEGATIVE = ("clamp", "raise")
 
 
 # ------------------------------------------------------------------------------------------------ sparse features
-_FEATURES: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor]] = {}
+class SparseFeatures(NamedTuple):
+    """A constant sparse feature matrix x (n×d) in the forms the base layer's kernel reads.
+
+    ``cols`` (nnz,) column index of each stored entry, ``offsets`` (n,) start of each row in ``cols`` (CSR row
+    pointers without the last), ``vals`` (nnz,) the entries, ``xt`` ``xᵀ`` (d×n) as a coalesced COO tensor.
+    """
+
+    cols: torch.Tensor
+    offsets: torch.Tensor
+    vals: torch.Tensor
+    xt: torch.Tensor
 
 
-def _sparse_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CSR x, CSR xᵀ) for a sparse feature tensor, validated and cached per tensor (features are fixed data)."""
+_FEATURES: dict[int, tuple[weakref.ref, SparseFeatures]] = {}
+
+
+def sparse_features(x: torch.Tensor) -> SparseFeatures:
+    """:class:`SparseFeatures` of a sparse CSR/COO tensor, validated and cached per tensor (features are fixed data).
+
+    Integer features are converted to float32. Raises ``ValueError`` for NaN/Inf entries.
+    """
     hit = _FEATURES.get(id(x))
     if hit is not None and hit[0]() is x:
-        return hit[1], hit[2]
+        return hit[1]
     m = to_scipy(x)
     if m.nnz and not np.all(np.isfinite(m.data)):
         raise ValueError(f"node features contain NaN or Inf ({int((~np.isfinite(m.data)).sum())} entries)")
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    xs, xt = torch_csr(m, dtype, x.device), torch_csr(m.T.tocsr(), dtype, x.device)
+    xs = torch_csr(m, dtype, x.device)
+    parts = SparseFeatures(xs.col_indices(), xs.crow_indices()[:-1].contiguous(), xs.values(),
+                           xs.to_sparse_coo().t().coalesce())
     key = id(x)
-    _FEATURES[key] = (weakref.ref(x), xs, xt)
+    _FEATURES[key] = (weakref.ref(x), parts)
     weakref.finalize(x, _FEATURES.pop, key, None)
-    return xs, xt
+    return parts
 
 
-class _SparseMM(torch.autograd.Function):
-    """``x @ w`` for a constant sparse CSR ``x`` (n×d) and dense ``w`` (d×m); backward ``xᵀ @ grad`` (cached xᵀ)."""
+class _SparseBase(torch.autograd.Function):
+    """One base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for a constant sparse x, with a hand-written backward.
 
-    @staticmethod
-    def forward(ctx, w: torch.Tensor, x: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ctx.xt = xt
-        with small_work_threads(w):
-            return x @ w
+    The one kernel behind :class:`COINBase`, :class:`COINEnsemble` and the graph protocol's training loop for sparse
+    features. Shapes: x (n, d) as :class:`SparseFeatures`, w1 (d, d), b1 (d,), w2 (C, d), b2 (C,) → logits (n, C).
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        with small_work_threads(grad):
-            return ctx.xt @ grad.contiguous(), None, None
-
-
-class _SparseResidualBlock(torch.autograd.Function):
-    """``(ReLU(x W1 + b1)) W2ᵀ`` for a constant sparse CSR ``x`` with a hand-written backward.
-
-    Versus autograd it saves three n×d passes per epoch: the bias is added inside the sparse product (``addmm``), the
-    ReLU is applied in place (its input is not needed by the backward), and the ReLU mask is read off ``h`` itself.
-    Shapes: x (n, d), w1 (d, d), b1 (d,), w2 (C, d) → (n, C).
+    Performance (CPU, 1 thread, Cora-sized x: 2485×1433, ~18 non-zeros per row, C = 7; medians): ``x W1`` and
+    ``x W2ᵀ`` are ``embedding_bag`` sums over the stored non-zeros (3.6 ms vs 4.9 ms for ``addmm`` on CSR); the
+    weight gradients ``xᵀ G`` use a cached coalesced COO of ``xᵀ`` (a CSR ``xᵀ`` measured ~20% slower per
+    training epoch on Cora, although faster in isolation); the n×d activations are kept once (the ReLU output
+    doubles as the backward's mask) and the
+    output layer is the wide product ``(W2 hᵀ)ᵀ`` (MKL's skinny n×d @ d×C form is ~10× slower).
     """
 
     @staticmethod
-    def forward(ctx, w1, b1, w2, x, xt):  # noqa: D102
+    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures):  # noqa: D102
         with small_work_threads(w1):
-            h = torch.addmm(b1, x, w1).relu_()
-            out = (w2 @ h.t()).t()
+            h = F.embedding_bag(feats.cols, w1, feats.offsets, mode="sum", per_sample_weights=feats.vals)
+            h.add_(b1).relu_()
+            res = F.embedding_bag(feats.cols, w2.t().contiguous(), feats.offsets, mode="sum",
+                                  per_sample_weights=feats.vals)  # x W2ᵀ, the residual branch
+            logits = torch.mm(w2, h.t()).t().add(res).add_(b2)
         ctx.save_for_backward(h, w2)
-        ctx.xt = xt
-        return out
+        ctx.xt = feats.xt
+        return logits
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, g):  # noqa: D102
         h, w2 = ctx.saved_tensors
-        grad = grad.contiguous()
+        g = g.contiguous()
         with small_work_threads(w2):
-            grad_w2 = grad.t() @ h
-            grad_z = torch.ops.aten.threshold_backward(grad @ w2, h, 0)
-            grad_b1 = grad_z.sum(0)
-            grad_w1 = ctx.xt @ grad_z
-        return grad_w1, grad_b1, grad_w2, None, None
+            gw2 = torch.mm(g.t(), h).add_(torch.sparse.mm(ctx.xt, g).t())
+            gz = torch.ops.aten.threshold_backward(torch.mm(g, w2), h, 0)
+            gw1 = torch.sparse.mm(ctx.xt, gz)
+        return gw1, gz.sum(0), gw2, g.sum(0), None
 
 
 def _is_sparse(x: torch.Tensor) -> bool:
     return x.layout in (torch.sparse_csr, torch.sparse_coo)
 
 
-def _features_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (n×d, sparse or dense) @ w (d×m) → dense (n×m)."""
-    if _is_sparse(x):
-        xs, xt = _sparse_pair(x)
-        if xs.dtype != w.dtype:
-            raise TypeError(f"features dtype {xs.dtype} does not match the weights' dtype {w.dtype}")
-        if torch.is_grad_enabled() and w.requires_grad:
-            return _SparseMM.apply(w, xs, xt)
-        with small_work_threads(w):
-            return xs @ w
-    return x @ w
+def _checked_features(x: torch.Tensor, w: torch.Tensor) -> SparseFeatures:
+    feats = sparse_features(x)
+    if feats.vals.dtype != w.dtype:
+        raise TypeError(f"features dtype {feats.vals.dtype} does not match the weights' dtype {w.dtype}")
+    return feats
 
 
 def _check_features(x: Any, in_dim: int) -> None:
@@ -154,21 +159,18 @@ def base_logits(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.T
     Performance (CPU, measured): the output layer is computed as ``(W2 hᵀ)ᵀ`` so that it and its two gradients are
     "wide" matrix products; MKL's skinny n×d @ d×C products (C = 7) are ~10× slower. Members are looped over: one
     sparse product with the stacked (d, I·d) weight is far slower than I products whose d×d weight stays in cache.
+    Sparse x runs each member through the one hand-written kernel :class:`_SparseBase`.
     """
-    num = w1.shape[0]
-    res = _features_mm(x, w2.reshape(-1, w2.shape[-1]).t())  # x W2ᵀ for all members, (n, I·C): the residual branch
-    out = []
-    # unbind, not w1[i]: the backward of unbind stacks the members' gradients once, whereas indexing would allocate
-    # and accumulate a full (I, d, d) gradient per member
-    pair = _sparse_pair(x) if _is_sparse(x) else None
-    for w1_i, b1_i, w2_i in zip(w1.unbind(0), b1.unbind(0), w2.unbind(0)):
-        if pair is not None and pair[0].dtype == w1_i.dtype:
-            out.append(_SparseResidualBlock.apply(w1_i, b1_i, w2_i, *pair))  # (n, C)
-        else:
-            h = torch.relu(_features_mm(x, w1_i) + b1_i)  # (n, d)
-            out.append((w2_i @ h.t()).t())  # (n, C)
-    logits = torch.stack(out) + res.view(x.shape[0], num, -1).transpose(0, 1) + b2[:, None, :]
-    return logits
+    if _is_sparse(x):
+        feats = _checked_features(x, w1)
+        # unbind, not w1[i]: the backward of unbind stacks the members' gradients once, whereas indexing would
+        # allocate and accumulate a full (I, d, d) gradient per member
+        return torch.stack([_SparseBase.apply(*p, feats) for p in zip(w1.unbind(0), b1.unbind(0), w2.unbind(0),
+                                                                       b2.unbind(0))])
+    res = x @ w2.reshape(-1, w2.shape[-1]).t()  # x W2ᵀ for all members, (n, I·C): the residual branch
+    out = [(w2_i @ torch.relu(x @ w1_i + b1_i).t()).t() for w1_i, b1_i, w2_i in zip(w1.unbind(0), b1.unbind(0),
+                                                                                      w2.unbind(0))]  # I × (n, C)
+    return torch.stack(out) + res.view(x.shape[0], w1.shape[0], -1).transpose(0, 1) + b2[:, None, :]
 
 
 def _init_uniform(params: Sequence[torch.Tensor], in_dim: int, generator: Optional[torch.Generator]) -> None:
@@ -211,6 +213,8 @@ class COINBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (n, d) dense or sparse → logits (n, C)."""
         _check_features(x, self.in_dim)
+        if _is_sparse(x):  # the kernel directly: no stacking of one member's weights and gradients
+            return _SparseBase.apply(self.W1, self.b1, self.W2, self.b2, _checked_features(x, self.W1))
         return base_logits(x, self.W1[None], self.b1[None], self.W2[None], self.b2[None])[0]
 
 

@@ -159,35 +159,6 @@ class _ModuleTask:
         return vl, va, ta
 
 
-class _BaseLogits(torch.autograd.Function):
-    """COIN's base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` with a hand-written backward for a constant sparse x.
-
-    Same maths as :class:`nsde_coin.graph.coin.COINBase` (tests compare both to 1e-5); faster on CPU because
-    ``x W1`` is an ``embedding_bag`` over the stored non-zeros, ``xᵀ G`` a COO product, and the n×d activations are
-    kept once (the ReLU output doubles as the mask). Shapes: x (n, d) sparse, W1 (d, d), W2 (C, d) → logits (n, C).
-    """
-
-    @staticmethod
-    def forward(ctx, w1, b1, w2, b2, feats):  # noqa: D102
-        idx, offsets, vals, xt = feats
-        r = F.embedding_bag(idx, w1, offsets, mode="sum", per_sample_weights=vals)
-        r.add_(b1).relu_()
-        res = F.embedding_bag(idx, w2.t().contiguous(), offsets, mode="sum", per_sample_weights=vals)  # x W2ᵀ
-        logits = torch.mm(w2, r.t()).t().add(res).add_(b2)
-        ctx.save_for_backward(r, w2)
-        ctx.xt = xt
-        return logits
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        r, w2 = ctx.saved_tensors
-        g = g.contiguous()
-        gw2 = torch.mm(g.t(), r) + torch.sparse.mm(ctx.xt, g).t()
-        gr = torch.ops.aten.threshold_backward(torch.mm(g, w2), r, 0)
-        gw1 = torch.sparse.mm(ctx.xt, gr)
-        return gw1, gr.sum(0), gw2, g.sum(0), None
-
-
 class _Readout(torch.autograd.Function):
     """``P @ u`` for a constant dense read-out ``P`` (m, n) and ``u`` (n, C), computed as wide products
     ``(uᵀ Pᵀ)ᵀ`` / ``(gᵀ P)ᵀ`` (BLAS is slow on the skinny C-column forms)."""
@@ -202,22 +173,6 @@ class _Readout(torch.autograd.Function):
         return torch.mm(g.t(), ctx.p).t(), None
 
 
-def _base_logits(base, feats) -> torch.Tensor:
-    """Logits of ``base`` (a COINBase) through :class:`_BaseLogits`; W2 may be stored (C, d) or (d, C)."""
-    w2 = base.W2
-    c = int(base.b2.shape[0])
-    if w2.shape[0] != c:  # (d, C) storage
-        w2 = w2.t()
-    return _BaseLogits.apply(base.W1, base.b1, w2, base.b2, feats)
-
-
-def _sparse_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(column indices, row offsets, values, xᵀ as coalesced COO) of a sparse feature matrix."""
-    csr = x if x.layout == torch.sparse_csr else x.to_sparse_csr()
-    xt = csr.to_sparse_coo().t().coalesce()
-    return csr.col_indices(), csr.crow_indices()[:-1].contiguous(), csr.values(), xt
-
-
 class _ReadoutCOINTask(_ModuleTask):
     """COIN trained through the m×n read-out rows of its (linear, symmetric) diffusion map (see module doc)."""
 
@@ -225,8 +180,6 @@ class _ReadoutCOINTask(_ModuleTask):
         super().__init__(net, y, split)
         coin = net.coin
         self.coin, self.x = coin, net.x
-        sparse = net.x.layout in (torch.sparse_csr, torch.sparse_coo)
-        self.feats = _sparse_parts(net.x) if sparse and net.x.dtype == coin.base.W1.dtype else None
         rows = torch.cat([split.train, split.val])
         self.ntr = int(split.train.numel())
         op = coin.operator
@@ -252,11 +205,7 @@ class _ReadoutCOINTask(_ModuleTask):
         return coin.layer_num == 0 or (coin.solver in LINEAR_SOLVERS and coin.operator.symmetric)
 
     def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
-        b = self.coin.base
-        if self.feats is not None:
-            logits = _base_logits(b, self.feats)
-        else:
-            logits = b(self.x)
+        logits = self.coin.base(self.x)  # sparse x: coin.py's hand-written kernel
         if self.readout is None:
             lu = F.log_softmax(logits[self.rows], dim=1)
         else:
