@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from nsde_coin.commands.common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = RESULTS / "bench_runs"
@@ -372,7 +374,7 @@ def main() -> None:
                            speedup_per_epoch_cpu=ref["epoch_cpu_ms"] / coin["epoch_cpu_ms_mean"])
     result = {
         "splits": args.splits, "inits": args.inits, "threads": args.threads, "torch": torch.__version__,
-        "python": platform.python_version(), "cpu": _cpu_model(), "machine_load_1min": os.getloadavg()[0],
+        "python": platform.python_version(), "cpu": cpu_model(), "machine_load_1min": os.getloadavg()[0],
         "rows": rows, "reference": refs,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,16 +384,6 @@ def main() -> None:
     _figure(rows, out_path.with_suffix(".png"))
     print(md)
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

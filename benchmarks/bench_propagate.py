@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nsde_coin.commands.common import cpu_model
 from nsde_coin.graph.coin import COIN, COINEnsemble, nll_loss
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
@@ -182,12 +182,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     a, graph = cora_adjacency()
     out = {"graph": graph, "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0],
-           "cpu": platform.processor() or platform.machine(), "propagation": bench_propagation(a, args.repeats)}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            out["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+           "cpu": cpu_model(), "propagation": bench_propagation(a, args.repeats)}
     if not args.skip_epochs:
         out["epoch"] = bench_epochs(a, args.repeats, args.ensemble)
     text = json.dumps(out, indent=2)

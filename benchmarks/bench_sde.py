@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nsde_coin.commands.common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 B, D, WIDTH, STEPS, T, SIGMA = 1000, 16, 64, 20, 1.0, 0.3
 
@@ -188,15 +190,6 @@ def bench_memory(steps_list: list[int], threads: int, reps: int) -> dict:
     return result
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def _plot(res: dict, path: Path) -> None:
     import matplotlib
@@ -244,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "torchsde": __import__("torchsde").__version__,
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
         "quick": args.quick,

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads", "environment",
-           "emit"]
+__all__ = ["cpu_model", "format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads",
+           "environment", "emit"]
 
 
 def small_mode() -> bool:
@@ -69,7 +69,8 @@ def set_threads(threads: Optional[int]) -> int:
     return torch.get_num_threads()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo where available), for benchmark and run records."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -83,7 +84,7 @@ def _cpu_model() -> str:
 def environment(wall_s: float) -> dict[str, Any]:
     """Run metadata for the JSON record."""
     return {"wall_s": round(wall_s, 2), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": _cpu_model(), "command": " ".join(sys.argv)}
+            "python": platform.python_version(), "cpu": cpu_model(), "command": " ".join(sys.argv)}
 
 
 def emit(record: dict[str, Any], table: str, args: argparse.Namespace) -> None:
