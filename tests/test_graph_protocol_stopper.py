@@ -101,6 +101,14 @@ def test_nonfinite_loss_stops_the_run_with_a_flag():
     assert "epoch 3" in res["message"] and res["test_acc"] is None and res["epochs"] == 4
 
 
+@pytest.mark.parametrize("kw", [{"lr": math.inf}, {"lr": math.nan}, {"lr": 0.0}, {"weight_decay": math.inf},
+                                {"weight_decay": math.nan}, {"weight_decay": -1e-4}])
+def test_train_config_rejects_non_finite_or_out_of_range_lr_and_weight_decay(kw):
+    # lr = inf used to be accepted: every run then "failed" with a NaN loss and was recorded as done
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} must be a finite number"):
+        TrainConfig(**kw)
+
+
 def test_loss_function_is_nll_of_log_probs():
     lp = torch.log(torch.tensor([[0.25, 0.75]]))
     assert F.nll_loss(lp, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
