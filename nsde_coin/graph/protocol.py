@@ -456,6 +456,8 @@ def run_protocol(
     from nsde_coin.graph.datasets import load_dataset
 
     cfg = config or TrainConfig()
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be an int >= 1 (or None: leave torch's setting), got {threads!r}")
     hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
     data = load_dataset(dataset, root=root, source=source) if isinstance(dataset, str) else dataset
     name = str(getattr(data, "name", "graph"))
