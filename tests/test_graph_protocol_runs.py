@@ -81,6 +81,10 @@ def test_unknown_model_and_bad_hparams():
         run_protocol(data, "coin", {"layer_num": -1}, splits=1, inits=1, progress=False)
     with pytest.raises(ValueError, match="unknown graph solver 'rk4'"):
         run_protocol(data, "coin", {"solver": "rk4"}, splits=1, inits=1, progress=False)
+    with pytest.raises(ValueError, match="inits must be an int >= 1, got -1"):  # the message said inits=0
+        run_protocol(data, "mlp", splits=1, inits=-1, progress=False)
+    with pytest.raises(ValueError, match="splits must be an int >= 1, got -2"):
+        run_protocol(data, "mlp", splits=-2, inits=1, progress=False)
     for bad in (0, -1):  # used to reach torch.set_num_threads: RuntimeError traceback (or 0 silently ignored)
         with pytest.raises(ValueError, match=f"threads must be an int >= 1 .*got {bad}"):
             run_protocol(data, "mlp", splits=1, inits=1, threads=bad, progress=False)

@@ -463,6 +463,9 @@ def run_protocol(
     name = str(getattr(data, "name", "graph"))
     src = str(getattr(data, "source", "arrays"))
     model = model_name.lower()
+    for what, count, given in (("splits", splits, split_seeds), ("inits", inits, init_seeds)):
+        if given is None and (isinstance(count, bool) or int(count) < 1):
+            raise ValueError(f"{what} must be an int >= 1, got {count!r}")
     s_seeds = list(range(int(splits))) if split_seeds is None else [int(s) for s in split_seeds]
     i_seeds = list(range(int(inits))) if init_seeds is None else [int(i) for i in init_seeds]
     if not s_seeds or not i_seeds:
