@@ -109,6 +109,18 @@ def test_train_config_rejects_non_finite_or_out_of_range_lr_and_weight_decay(kw)
         TrainConfig(**kw)
 
 
+def test_a_split_without_test_or_val_nodes_is_an_error_not_a_nan():
+    net = _Scripted([0.5] * 10, [0.3] * 10)
+    y = torch.zeros(20, dtype=torch.long)
+    empty = torch.zeros(0, dtype=torch.long)
+    no_test = Split(torch.arange(10), torch.arange(10, 20), empty, 0)  # used to give test_acc = NaN
+    with pytest.raises(ValueError, match=r"split 0 has no test nodes \(sizes train/val/test = \(10, 10, 0\)\)"):
+        train_run(net, y, no_test, TrainConfig(max_epochs=5))
+    no_val = Split(torch.arange(10), empty, torch.arange(10, 20), 0)  # NaN metrics: never a reset
+    with pytest.raises(ValueError, match="has no val nodes"):
+        train_run(net, y, no_val, TrainConfig(max_epochs=5))
+
+
 def test_loss_function_is_nll_of_log_probs():
     lp = torch.log(torch.tensor([[0.25, 0.75]]))
     assert F.nll_loss(lp, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))

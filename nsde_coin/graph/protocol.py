@@ -128,6 +128,10 @@ class _ModuleTask:
     """Generic task: ``net()`` gives log-probabilities of all nodes."""
 
     def __init__(self, net: GraphNet, y: torch.Tensor, split: Split):
+        for part in ("train", "val", "test"):
+            if getattr(split, part).numel() == 0:  # the mean over no nodes would be a silent NaN loss/accuracy
+                raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()}); "
+                                 f"every class needs more than train_per_class + val_per_class nodes")
         self.net, self.y, self.split = net, y, split
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.deterministic = bool(net.deterministic)
