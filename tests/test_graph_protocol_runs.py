@@ -69,6 +69,18 @@ def test_resume_skips_finished_runs_and_reports_corrupt_lines(tmp_path):
     assert s4["new_runs"] == 1
 
 
+def test_resume_key_tells_apart_two_graphs_built_from_arrays_with_the_same_name(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    a, b = _sbm(seed=0), _sbm(seed=1)
+    assert a.name == b.name == "sbm"
+    sa = run_protocol(a, "mlp", splits=1, inits=1, out=out, config=CFG, progress=False)
+    sb = run_protocol(b, "mlp", splits=1, inits=1, out=out, config=CFG, progress=False)
+    assert sb["new_runs"] == 1  # used to be 0: graph b was "resumed" from graph a's record
+    assert run_protocol(a, "mlp", splits=1, inits=1, out=out, config=CFG, progress=False)["new_runs"] == 0
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert len(recs) == 2 and recs[0]["key"] != recs[1]["key"] and sa["runs"] == sb["runs"] == 1
+
+
 def test_unknown_model_and_bad_hparams():
     data = _sbm()
     with pytest.raises(ValueError, match="unknown model 'gnn'; valid models: coin, coin_base, mlp, gcn"):

@@ -479,7 +479,8 @@ def run_protocol(
 
     log = ResultsLog(out)
     done = log.keys()
-    keys = {(s, i): run_key(name, src, model, hp, cfg, s, i) for s in s_seeds for i in i_seeds}
+    key_src = src if src != "arrays" else f"arrays:{_fingerprint(data)}"  # user graphs share the default name
+    keys = {(s, i): run_key(name, key_src, model, hp, cfg, s, i) for s in s_seeds for i in i_seeds}
     pending = [(s, i) for s in todo_splits for i in i_seeds if keys[(s, i)] not in done]
     old_threads = torch.get_num_threads()
     if threads:
@@ -514,6 +515,20 @@ def run_protocol(
                    requested=len(keys), new_runs=new, corrupt_lines=log.corrupt_lines,
                    out=str(out) if out is not None else None)
     return summary
+
+
+def _fingerprint(data) -> str:
+    """Hash of a graph's nodes, edges, labels and features: graphs built from arrays (source ``"arrays"``) are
+    told apart in the resume key even when they share a name (``preprocess`` defaults every name to ``"graph"``)."""
+    h = hashlib.sha1(str(int(data.num_nodes)).encode())
+    x = getattr(data, "x_csr", None)
+    x = data.x if x is None else x
+    parts = [data.edge_index, data.y]
+    parts += [x.crow_indices(), x.col_indices(), x.values()] if x.layout == torch.sparse_csr else [x]
+    for t in parts:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _one_run(data, name: str, src: str, model: str, hp: dict[str, Any], cfg: TrainConfig, split: Split,
