@@ -91,6 +91,8 @@ def test_unknown_model_and_bad_hparams():
         run_protocol(data, "coin", {"sigma2": 0.0}, splits=1, inits=1, progress=False)
     with pytest.raises(ValueError, match="layer_num must be an int >= 0"):
         run_protocol(data, "coin", {"layer_num": -1}, splits=1, inits=1, progress=False)
+    with pytest.raises(ValueError, match="sigma2 must be > 0 .*got 'abc'"):  # was "could not convert string..."
+        run_protocol(data, "coin", {"sigma2": "abc"}, splits=1, inits=1, progress=False)
     with pytest.raises(ValueError, match="unknown graph solver 'rk4'"):
         run_protocol(data, "coin", {"solver": "rk4"}, splits=1, inits=1, progress=False)
     with pytest.raises(ValueError, match="inits must be an int >= 1, got -1"):  # the message said inits=0

@@ -23,6 +23,7 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -187,7 +188,8 @@ def _graph_operator(edge_index: torch.Tensor, num_nodes: int, kind: str):
 def _coin_checks(hp: dict[str, Any]) -> None:
     if not isinstance(hp["layer_num"], int) or isinstance(hp["layer_num"], bool) or hp["layer_num"] < 0:
         raise ValueError(f"layer_num must be an int >= 0, got {hp['layer_num']!r}")
-    if not float(hp["sigma2"]) > 0:
+    sigma2 = hp["sigma2"]
+    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not float(sigma2) > 0:
         raise ValueError(f"sigma2 must be > 0 (it is the diffusion coefficient σ²), got {hp['sigma2']!r}")
     from nsde_coin.solvers import get_solver
 
