@@ -81,6 +81,18 @@ def test_resume_key_tells_apart_two_graphs_built_from_arrays_with_the_same_name(
     assert len(recs) == 2 and recs[0]["key"] != recs[1]["key"] and sa["runs"] == sb["runs"] == 1
 
 
+def test_numpy_scalar_hparams_are_recorded_as_python_numbers(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    # used to fail: np.int64 layer_num was rejected as "not an int", np.float32 sigma2 broke json.dumps of the record
+    hp = {"layer_num": np.int64(2), "sigma2": np.float32(0.25)}
+    s1 = run_protocol(_sbm(), "coin", hp, splits=1, inits=1, out=out, config=CFG, progress=False)
+    rec = json.loads(out.read_text())
+    assert rec["hparams"]["layer_num"] == 2 and rec["hparams"]["sigma2"] == pytest.approx(0.25)
+    s2 = run_protocol(_sbm(), "coin", {"layer_num": 2, "sigma2": 0.25}, splits=1, inits=1, out=out, config=CFG,
+                      progress=False)
+    assert s1["new_runs"] == 1 and s2["new_runs"] == 0  # same run, same key
+
+
 def test_unknown_model_and_bad_hparams():
     data = _sbm()
     with pytest.raises(ValueError, match="unknown model 'gnn'; valid models: coin, coin_base, mlp, gcn"):

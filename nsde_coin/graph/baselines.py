@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -246,7 +247,7 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]
         if key not in hp:
             valid = ", ".join(hp) or "(none)"
             raise ValueError(f"unknown hyper-parameter {key!r} for model {name!r}; valid: {valid}")
-        hp[key] = val
+        hp[key] = val.item() if isinstance(val, np.generic) else val  # JSON-able records, stable resume keys
     if name.lower() == "coin":
         _coin_checks(hp)
     return hp
