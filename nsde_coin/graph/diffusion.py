@@ -189,8 +189,8 @@ def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, allow_uns
         raise ValueError(
             f"explicit graph diffusion is unstable: sigma2·lambda_max = {s:.6g}·{lam:.6g} = {s * lam:.8g} ≥ 2 "
             f"(stable iff sigma2 < 2/lambda_max = {2.0 / lam:.4g}); use solver='implicit' or 'exact' (stable for "
-            f"every sigma2), a smaller sigma2, or allow_unstable=True to reproduce the original behaviour "
-            f"(e.g. the paper's Cora setting sigma2=0.35)")
+            f"every sigma2), a smaller sigma2, or allow_unstable=True (CLI: --allow-unstable) to reproduce the "
+            f"original behaviour (e.g. the paper's Cora setting sigma2=0.35)")
     if op.nonpositive_offdiag and s * op.max_diag > 1.0 and not op._cache.get(("pos_warned", s)):
         op._cache[("pos_warned", s)] = True
         warnings.warn(
