@@ -21,12 +21,13 @@ E[A_ij²] = h²/4 exactly, which torchsde's BrownianInterval constants do not qu
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 from torchsde import BaseBrownian
+
+from nsde_coin._checks import is_int, is_real
 
 LEVY_AREAS = ("none", "space-time", "davie", "foster")
 _MASK64 = (1 << 64) - 1
@@ -69,14 +70,14 @@ class FixedGridBrownian(BaseBrownian):
         if (dt is None) == (steps is None):
             raise ValueError(f"give exactly one of dt and steps, got dt={dt!r}, steps={steps!r}")
         if steps is None:
-            if not (isinstance(dt, Real) and not isinstance(dt, bool) and dt > 0):
+            if not (is_real(dt) and dt > 0):
                 raise ValueError(f"dt={dt!r} is not valid; expected a float > 0")
             n = (t1 - t0) / dt
             steps = round(n)
             if steps < 1 or abs(n - steps) > 1e-6 * max(1.0, n):
                 raise ValueError(f"(t1 - t0)/dt = {n!r} is not an integer; FixedGridBrownian needs a grid that "
                                  f"ends at t1 (pass steps= instead)")
-        if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+        if not is_int(steps) or steps < 1:
             raise ValueError(f"steps={steps!r} is not valid; expected an int >= 1")
         size = tuple(int(s) for s in size)
         if len(size) != 2 or min(size) < 1:
@@ -84,7 +85,7 @@ class FixedGridBrownian(BaseBrownian):
         levy_area = "none" if levy_area is None else levy_area
         if levy_area not in LEVY_AREAS:
             raise ValueError(f"levy_area={levy_area!r} is not valid; valid choices: None, {', '.join(LEVY_AREAS)}")
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
+        if not is_int(seed):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
         steps, seed = int(steps), int(seed)
         self._t0, self._t1, self._steps = t0, t1, steps

@@ -29,13 +29,14 @@ under any optimiser step.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nsde_coin._checks import is_int
 from nsde_coin.solvers import NOISE_TYPES
 
 TimeLike = Union[float, Tensor]
@@ -55,7 +56,7 @@ ACTIVATIONS = {
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name}={value!r} is not valid; expected an int >= {minimum}")
     return int(value)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
 from typing import Any, Optional, Union
 
 import torch
@@ -25,6 +24,7 @@ import torchdiffeq
 import torchsde
 from torch import Tensor, nn
 
+from nsde_coin._checks import is_int, is_real
 from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
 from nsde_coin.sde import FeynmanKacSDE
@@ -54,13 +54,13 @@ def resolve_steps(T: float, steps: Optional[int], dt: Optional[float]) -> int:
     if steps is not None and dt is not None:
         raise ValueError(f"give steps or dt, not both (got steps={steps!r}, dt={dt!r})")
     if dt is not None:
-        if isinstance(dt, bool) or not isinstance(dt, Real) or not math.isfinite(dt) or dt <= 0:
+        if not is_real(dt) or not math.isfinite(dt) or dt <= 0:
             raise ValueError(f"dt={dt!r} is not valid; expected a finite float > 0")
         n = T / float(dt)
         steps = max(1, math.ceil(n - 1e-9 * n))
     if steps is None:
         steps = 20
-    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps={steps!r} is not valid; expected an int >= 1")
     return int(steps)
 
@@ -79,9 +79,9 @@ def _check_inputs(f: Any, x: Any, T: Any, samples: Any, drift: Any, diffusion: A
         raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"x contains NaN or Inf ({int((~torch.isfinite(x)).sum())} non-finite entries)")
-    if isinstance(T, bool) or not isinstance(T, Real) or not math.isfinite(T) or T <= 0:
+    if not is_real(T) or not math.isfinite(T) or T <= 0:
         raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
-    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
+    if not is_int(samples) or samples < 1:
         raise ValueError(f"samples={samples!r} is not valid; expected an int >= 1")
     if sde_type not in SDE_TYPES:
         raise ValueError(f"sde_type={sde_type!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
@@ -210,7 +210,7 @@ def feynman_kac(
     T = float(T)
     n_steps = resolve_steps(T, steps, dt)
     info, integrate_as = choose_solver(diffusion, solver, grad_mode, sde_type, adjoint_method)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+    if seed is not None and not is_int(seed):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
     B, d = x.shape
 

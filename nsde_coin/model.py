@@ -7,12 +7,12 @@ The drift v is the convection (a ResNet's residual branch in the limit), the dif
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral, Real
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
+from nsde_coin._checks import is_int, is_real
 from nsde_coin.brownian import step_seed
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
 from nsde_coin.integrate import check_adjoint_fields, choose_solver, draw_seed, feynman_kac, resolve_steps
@@ -54,11 +54,11 @@ class ConvectionDiffusionNet(nn.Module):
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
         for name, value in (("samples", samples), ("eval_samples", eval_samples)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+        if seed is not None and not is_int(seed):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__} ({seed!r})")
-        if isinstance(T, bool) or not isinstance(T, Real) or not T > 0 or T == float("inf"):
+        if not is_real(T) or not T > 0 or T == float("inf"):
             raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
         self.base = base
         self.drift = ZeroDrift(None) if drift is None else drift

@@ -54,6 +54,8 @@ import scipy.sparse.linalg as spla
 import torch
 from scipy.interpolate import RegularGridInterpolator
 
+from nsde_coin._checks import is_int
+
 __all__ = ["PDESolution", "cfl_limit", "convection_diffusion_operator", "make_grid", "solve_convection_diffusion"]
 
 METHODS = ("explicit", "implicit", "cn")
@@ -90,7 +92,7 @@ def _check_n(n: Union[int, Sequence[int]], dim: int) -> tuple[int, ...]:
     if len(ns) != dim:
         raise ValueError(f"n={n!r} gives {len(ns)} grid sizes for a {dim}-dimensional box")
     for k, nk in enumerate(ns):
-        if isinstance(nk, bool) or not isinstance(nk, (int, np.integer)) or nk < 3:
+        if not is_int(nk) or nk < 3:
             raise ValueError(f"n[{k}]={nk!r} is not a valid grid size; need an integer >= 3 points per dimension")
     return tuple(int(nk) for nk in ns)
 
@@ -427,7 +429,7 @@ def solve_convection_diffusion(
         raise ValueError(f"give dt={dt!r} or steps={steps!r}, not both")
     if dt is not None and not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt={dt!r} must be a finite number > 0")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+    if steps is not None and (not is_int(steps) or steps < 1):
         raise ValueError(f"steps={steps!r} must be an integer >= 1")
 
     axes, x = make_grid(box, n)

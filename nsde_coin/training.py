@@ -13,11 +13,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from numbers import Integral, Real
 from typing import Optional
 
 import torch
 from torch import nn
+
+from nsde_coin._checks import is_int, is_real
 
 OUTPUTS = ("probs", "log_probs", "logits")
 
@@ -148,9 +149,9 @@ def fit(
     """
     _check_data(x, y)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
-    if not (isinstance(lr, Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+    if not (is_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr!r} is not valid; expected a float > 0")
     epochs, batch_size = int(epochs), int(batch_size)
     if output not in OUTPUTS:

@@ -23,7 +23,6 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 
 from __future__ import annotations
 
-import numbers
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsde_coin._checks import is_real
 from nsde_coin.graph.datasets import csr_features, dense_features
 
 __all__ = ["MODELS", "GraphNet", "build_model", "default_hparams", "model_names", "resolve_hparams", "sparse_dropout"]
@@ -190,7 +190,7 @@ def _coin_checks(hp: dict[str, Any]) -> None:
     if not isinstance(hp["layer_num"], int) or isinstance(hp["layer_num"], bool) or hp["layer_num"] < 0:
         raise ValueError(f"layer_num must be an int >= 0, got {hp['layer_num']!r}")
     sigma2 = hp["sigma2"]
-    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not float(sigma2) > 0:
+    if not is_real(sigma2) or not float(sigma2) > 0:
         raise ValueError(f"sigma2 must be > 0 (it is the diffusion coefficient σ²), got {hp['sigma2']!r}")
     from nsde_coin.solvers import get_solver
 

@@ -29,7 +29,6 @@ trajectory it would follow alone.
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional, Union
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsde_coin._checks import is_int, is_real
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_operator, to_scipy, torch_csr
 from nsde_coin.graph.sparse import small_work_threads
@@ -220,7 +220,7 @@ class COINBase(nn.Module):
 
 def _check_dims(in_dim: Any, num_classes: Any) -> None:
     for name, v in (("in_dim", in_dim), ("num_classes", num_classes)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not is_int(v) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
@@ -229,9 +229,9 @@ class _DiffusionHead(nn.Module):
 
     def _setup(self, layer_num: int, sigma2: float, solver: str, allow_unstable: bool, laplacian_kind: str,
                eps: float, on_negative: str, solver_options: Optional[dict]) -> None:
-        if isinstance(layer_num, bool) or not isinstance(layer_num, (int, np.integer)) or layer_num < 0:
+        if not is_int(layer_num) or layer_num < 0:
             raise ValueError(f"layer_num must be an int ≥ 0 (0 = base model only), got {layer_num!r}")
-        if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not math.isfinite(sigma2) \
+        if not is_real(sigma2) or not math.isfinite(sigma2) \
                 or sigma2 <= 0:
             raise ValueError(f"sigma2 must be a finite number > 0, got {sigma2!r}")
         get_solver(solver, "graph")  # unknown names: ValueError listing the graph solvers
@@ -370,7 +370,7 @@ class COINEnsemble(_DiffusionHead):
                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32):
         super().__init__()
         _check_dims(in_dim, num_classes)
-        if isinstance(num_models, bool) or not isinstance(num_models, (int, np.integer)) or num_models < 1:
+        if not is_int(num_models) or num_models < 1:
             raise ValueError(f"num_models must be a positive int, got {num_models!r}")
         self.num_models, self.in_dim, self.num_classes = int(num_models), int(in_dim), int(num_classes)
         d, i, c = self.in_dim, self.num_models, self.num_classes

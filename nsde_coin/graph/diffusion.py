@@ -31,7 +31,6 @@ Shapes: ``u`` is (n,), (n, C) or (B, n, C) (B independent signals, e.g. a model 
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Optional, Union
 
@@ -41,6 +40,7 @@ import scipy.sparse.linalg as spla
 import torch
 from scipy.special import ive
 
+from nsde_coin._checks import is_int, is_real
 from nsde_coin.graph.laplacian import GraphOperator, as_operator, torch_csr
 from nsde_coin.graph.sparse import apply_linear, from_columns, propagate, to_columns
 from nsde_coin.solvers import SolverInfo, get_solver, register_solver
@@ -71,7 +71,7 @@ def _resolve_time(sigma2, layer_num, t, steps) -> tuple[float, int]:
         if t is None or steps is None:
             raise ValueError(f"t and steps go together; got t={t!r}, steps={steps!r}")
         steps_i = _check_layers(steps, "steps")
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+        if not is_real(t) or not math.isfinite(t) or t < 0:
             raise ValueError(f"t must be a finite number ≥ 0, got {t!r}")
         if steps_i == 0:
             if t != 0:
@@ -80,13 +80,13 @@ def _resolve_time(sigma2, layer_num, t, steps) -> tuple[float, int]:
         return float(t) / steps_i, steps_i
     if sigma2 is None or layer_num is None:
         raise ValueError(f"sigma2 and layer_num are required (got sigma2={sigma2!r}, layer_num={layer_num!r})")
-    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not math.isfinite(sigma2) or sigma2 <= 0:
+    if not is_real(sigma2) or not math.isfinite(sigma2) or sigma2 <= 0:
         raise ValueError(f"sigma2 must be a finite number > 0, got {sigma2!r}")
     return float(sigma2), _check_layers(layer_num, "layer_num")
 
 
 def _check_layers(k: Any, what: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+    if not is_int(k) or k < 0:
         raise ValueError(f"{what} must be an int ≥ 0 (0 = identity), got {k!r}")
     return int(k)
 
@@ -358,7 +358,7 @@ def _random_walk(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, genera
                  **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if walk not in WALKS:
         raise ValueError(f"walk={walk!r} is not valid; valid choices: {', '.join(WALKS)}")
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 2:
+    if not is_int(samples) or samples < 2:
         raise ValueError(f"samples must be an int ≥ 2 (needed for a standard error), got {samples!r}")
     if not op.markov:
         raise ValueError(f"solver='random_walk' needs a Laplacian that generates a Markov chain (zero row sums and "

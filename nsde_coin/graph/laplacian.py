@@ -37,6 +37,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from nsde_coin._checks import is_int
+
 KINDS = ("paper", "sym", "rw", "comb")
 SYMMETRIZE = ("max", "mean", "none")
 
@@ -112,7 +114,7 @@ def _check_edge_index(edge_index: Any, num_nodes: Any) -> None:
     if not isinstance(edge_index, torch.Tensor):
         raise TypeError(f"edge_index must be a torch.Tensor of shape (2, E) and dtype torch.long, "
                         f"got {type(edge_index).__name__}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
+    if not is_int(num_nodes) or num_nodes < 1:
         raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
     if edge_index.dtype != torch.long:
         raise TypeError(f"edge_index must have dtype torch.long (int64), got {edge_index.dtype}")
