@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from nsde_coin._threads import torch_threads
 from nsde_coin.commands.common import format_table as _table
 from nsde_coin.commands.common import small_mode
 
@@ -192,12 +193,8 @@ def run_training(cfg: dict[str, Any], *, progress: bool = True) -> dict[str, Any
 
     Sets ``torch.set_num_threads(cfg["threads"])`` for the run and restores the previous value afterwards.
     """
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg["threads"])
-    try:
+    with torch_threads(cfg["threads"]):
         return _run_training(cfg, progress)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run_training(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:

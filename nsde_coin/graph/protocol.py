@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nsde_coin._threads import torch_threads
 from nsde_coin.graph.baselines import GraphNet, build_model, resolve_hparams
 from nsde_coin.graph.splits import Split, random_split
 
@@ -482,32 +483,29 @@ def run_protocol(
     key_src = src if src != "arrays" else f"arrays:{_fingerprint(data)}"  # user graphs share the default name
     keys = {(s, i): run_key(name, key_src, model, hp, cfg, s, i) for s in s_seeds for i in i_seeds}
     pending = [(s, i) for s in todo_splits for i in i_seeds if keys[(s, i)] not in done]
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
     bar = _progress(len(todo_splits) * len(i_seeds), len(todo_splits) * len(i_seeds) - len(pending),
                     f"{name}/{model}", progress)
     new = 0
     try:
-        by_split: dict[int, list[int]] = {}
-        for s, i in pending:
-            by_split.setdefault(s, []).append(i)
-        for s, inits_todo in by_split.items():
-            split = random_split(data.y, s, num_classes=int(getattr(data, "num_classes", int(data.y.max()) + 1)))
-            for i in inits_todo:
-                rec = _one_run(data, name, src, model, hp, cfg, split, s, i, keys[(s, i)], fast)
-                log.append(rec)
-                new += 1
-                if rec["status"] != "ok":
-                    _say(bar, f"run split={s} init={i}: {rec['message']}")
-                bar.update(1)
-                acc = [r["test_acc"] for r in log.records if r.get("test_acc") is not None and r["key"] in
-                       keys.values()]
-                if acc:
-                    bar.set_postfix(acc=f"{100 * np.mean(acc):.2f}%")
+        with torch_threads(threads):
+            by_split: dict[int, list[int]] = {}
+            for s, i in pending:
+                by_split.setdefault(s, []).append(i)
+            for s, inits_todo in by_split.items():
+                split = random_split(data.y, s, num_classes=int(getattr(data, "num_classes", int(data.y.max()) + 1)))
+                for i in inits_todo:
+                    rec = _one_run(data, name, src, model, hp, cfg, split, s, i, keys[(s, i)], fast)
+                    log.append(rec)
+                    new += 1
+                    if rec["status"] != "ok":
+                        _say(bar, f"run split={s} init={i}: {rec['message']}")
+                    bar.update(1)
+                    acc = [r["test_acc"] for r in log.records if r.get("test_acc") is not None and r["key"] in
+                           keys.values()]
+                    if acc:
+                        bar.set_postfix(acc=f"{100 * np.mean(acc):.2f}%")
     finally:
         bar.close()
-        torch.set_num_threads(old_threads)
     wanted = set(keys.values())
     mine = {r["key"]: r for r in log.records if r.get("key") in wanted}  # last record per key wins
     summary = summarize(mine.values())

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from nsde_coin._threads import torch_threads
+
 __all__ = ["SMALL_WORK", "LinearMap", "apply_linear", "from_columns", "propagate", "small_work_threads", "to_columns"]
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -30,15 +32,9 @@ SMALL_WORK = 1 << 20  # entries of the (n, m) input below which CPU maps run sin
 @contextlib.contextmanager
 def small_work_threads(u: torch.Tensor) -> Iterator[None]:
     """Run the block with one intra-op thread when ``u`` is a small CPU tensor (see the module doc)."""
-    before = torch.get_num_threads()
-    if u.device.type != "cpu" or u.numel() > SMALL_WORK or before == 1:
+    small = u.device.type == "cpu" and u.numel() <= SMALL_WORK
+    with torch_threads(1 if small else None):
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class LinearMap(torch.autograd.Function):
