@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -18,13 +17,15 @@ from typing import Any, Optional
 
 import torch
 
+from nsde_coin._nbsize import notebook_size
+
 __all__ = ["cpu_model", "format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads",
            "environment", "emit"]
 
 
 def small_mode() -> bool:
-    """True when ``NSDE_COIN_SMALL`` is set (pytest sets it; commands then default to reduced sizes)."""
-    return os.environ.get("NSDE_COIN_SMALL", "") not in ("", "0")
+    """True in small mode (env ``NSDE_COIN_SMALL``, set under pytest; the same rule as the notebooks' switch)."""
+    return notebook_size() == "small"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
