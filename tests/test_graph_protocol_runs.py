@@ -187,3 +187,43 @@ def test_diffusion_adds_tens_of_points_over_the_base_on_cora():
     assert 50.0 < base["test_acc_mean"] < 70.0
     assert coin["test_acc_mean"] > 75.0
     assert coin["test_acc_mean"] - base["test_acc_mean"] >= 10.0
+
+
+def test_workers_write_the_same_records_as_one_process(tmp_path):
+    data = _sbm()
+    hp = {"layer_num": 5, "sigma2": 0.2}
+    one = run_protocol(data, "coin", hp, splits=3, inits=2, out=tmp_path / "one.jsonl", config=CFG, progress=False)
+    two = run_protocol(data, "coin", hp, splits=3, inits=2, out=tmp_path / "two.jsonl", config=CFG, progress=False,
+                       workers=2)
+    assert two["runs"] == two["new_runs"] == 6 and two["failed"] == 0
+    recs = {}
+    for name in ("one", "two"):
+        for line in (tmp_path / f"{name}.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            recs.setdefault(r["key"], []).append((r["test_acc"], r["val_acc"], r["epochs"]))
+    assert len(recs) == 6 and all(len(v) == 2 and v[0] == v[1] for v in recs.values())  # run by run, bit for bit
+    assert two["test_acc_mean"] == one["test_acc_mean"]
+    # in memory (temporary file) and resuming with workers: nothing left to run
+    mem = run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2)
+    assert mem["runs"] == 2 and mem["out"] is None
+    again = run_protocol(data, "coin", hp, splits=3, inits=2, out=tmp_path / "two.jsonl", config=CFG,
+                         progress=False, workers=2)
+    assert again["new_runs"] == 0 and again["test_acc_mean"] == one["test_acc_mean"]
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, workers=0)
+    with pytest.raises(ValueError, match="not both"):
+        run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2, shard="0/2")
+
+
+def test_resume_key_separates_full_graph_from_its_largest_component_and_int_from_float(tmp_path):
+    data = _sbm()
+    out = tmp_path / "runs.jsonl"
+    a = run_protocol(data, "coin", {"layer_num": 3, "sigma2": 1}, splits=1, inits=1, out=out, config=CFG,
+                     progress=False)
+    b = run_protocol(data, "coin", {"layer_num": 3, "sigma2": 1.0}, splits=1, inits=1, out=out, config=CFG,
+                     progress=False)
+    assert a["new_runs"] == 1 and b["new_runs"] == 0 and isinstance(a["hparams"]["sigma2"], float)
+    data.lcc = False  # same arrays flagged as the uncut graph: a different experiment, so not resumed
+    c = run_protocol(data, "coin", {"layer_num": 3, "sigma2": 1.0}, splits=1, inits=1, out=out, config=CFG,
+                     progress=False)
+    assert c["new_runs"] == 1

@@ -247,7 +247,10 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]
         if key not in hp:
             valid = ", ".join(hp) or "(none)"
             raise ValueError(f"unknown hyper-parameter {key!r} for model {name!r}; valid: {valid}")
-        hp[key] = val.item() if isinstance(val, np.generic) else val  # JSON-able records, stable resume keys
+        val = val.item() if isinstance(val, np.generic) else val  # JSON-able records, stable resume keys
+        if isinstance(hp[key], float) and isinstance(val, int) and not isinstance(val, bool):
+            val = float(val)  # sigma2=1 and sigma2=1.0 are one setting: one record key
+        hp[key] = val
     if name.lower() == "coin":
         _coin_checks(hp)
     return hp

@@ -266,6 +266,7 @@ def preprocess(
     data.num_classes = int(num_classes)
     data.name = name
     data.source = source
+    data.lcc = bool(lcc)
     data.node_map = torch.from_numpy(nodes.astype(np.int64))
     validate_graph(data)
     return data

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nsde_coin._checks import is_int
+from nsde_coin._heap import keep_large_blocks
 from nsde_coin._threads import torch_threads
 from nsde_coin.graph.baselines import GraphNet, build_model, resolve_hparams
 from nsde_coin.graph.splits import Split, random_split
@@ -438,6 +440,7 @@ def run_protocol(
     progress: bool = True,
     fast: bool = True,
     shard: Optional[Union[str, tuple[int, int]]] = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``splits × inits`` trainings of ``model_name`` on ``dataset`` and summarise them.
 
@@ -454,6 +457,9 @@ def run_protocol(
         progress: show a tqdm bar on stderr.
         fast: use the COIN read-out shortcut where it applies (see module doc).
         shard: ``"K/N"`` — run only the splits with index ≡ K (mod N); N processes can share one ``out`` file.
+        workers: run the pending splits in this many spawned processes (each a shard with ``threads`` threads,
+            default 1) writing to ``out`` (a temporary file when ``out`` is ``None``); the parent shows the
+            progress. Records are identical to a one-process run (each run is seeded by its split and init).
 
     Returns the summary (see :func:`summarize`) of all requested runs found in ``out`` after the call, with
     ``dataset``, ``model``, ``hparams``, ``requested``, ``new_runs``, ``corrupt_lines`` and ``out``.
@@ -476,16 +482,27 @@ def run_protocol(
     if not s_seeds or not i_seeds:
         raise ValueError(f"need at least one split and one init, got splits={len(s_seeds)}, inits={len(i_seeds)}")
     sh = _parse_shard(shard)
+    if not is_int(workers) or int(workers) < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if int(workers) > 1 and sh is not None:
+        raise ValueError(f"give either workers={workers} or shard={shard!r}, not both (workers shards by itself)")
     todo_splits = [s for k, s in enumerate(s_seeds) if sh is None or k % sh[1] == sh[0]]
 
     log = ResultsLog(out)
     done = log.keys()
     key_src = src if src != "arrays" else f"arrays:{_fingerprint(data)}"  # user graphs share the default name
+    if getattr(data, "lcc", True) is False:
+        key_src += ":full-graph"  # the whole graph, not its largest component: other runs (default keys unchanged)
     keys = {(s, i): run_key(name, key_src, model, hp, cfg, s, i) for s in s_seeds for i in i_seeds}
     pending = [(s, i) for s in todo_splits for i in i_seeds if keys[(s, i)] not in done]
     bar = _progress(len(todo_splits) * len(i_seeds), len(todo_splits) * len(i_seeds) - len(pending),
                     f"{name}/{model}", progress)
     new = 0
+    if int(workers) > 1 and pending:
+        return _run_in_workers(dataset, model_name, hparams, int(workers), pending, i_seeds, keys, bar, out,
+                               dict(root=root, source=source, config=cfg, threads=threads or 1, fast=fast),
+                               (name, src, model, hp))
+    keep_large_blocks()  # per-epoch n×d tensors reuse heap blocks instead of page-faulting (nsde_coin._heap)
     try:
         with torch_threads(threads):
             by_split: dict[int, list[int]] = {}
@@ -506,12 +523,97 @@ def run_protocol(
                         bar.set_postfix(acc=f"{100 * np.mean(acc):.2f}%")
     finally:
         bar.close()
+    return _summary(log, keys, name, src, model, hp, cfg, new, out)
+
+
+def _summary(log: ResultsLog, keys: dict[tuple[int, int], str], name: str, src: str, model: str,
+             hp: dict[str, Any], cfg: TrainConfig, new: int, out: Optional[Union[str, os.PathLike]]
+             ) -> dict[str, Any]:
     wanted = set(keys.values())
     mine = {r["key"]: r for r in log.records if r.get("key") in wanted}  # last record per key wins
     summary = summarize(mine.values())
     summary.update(dataset=name, source=src, model=model, hparams=hp, train=asdict(cfg),
                    requested=len(keys), new_runs=new, corrupt_lines=log.corrupt_lines,
                    out=str(out) if out is not None else None)
+    return summary
+
+
+def _shard_worker(dataset: Any, model_name: str, hparams: Optional[dict[str, Any]], kwargs: dict[str, Any]) -> None:
+    run_protocol(dataset, model_name, hparams, progress=False, **kwargs)
+
+
+def _finished(path: Path, wanted: set[str]) -> list[dict[str, Any]]:
+    """Records of ``wanted`` keys in ``path``, read without warnings (a worker may be mid-write)."""
+    found: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and rec.get("key") in wanted:
+                    found[rec["key"]] = rec
+    return list(found.values())
+
+
+def _run_in_workers(dataset: Any, model_name: str, hparams: Optional[dict[str, Any]], workers: int,
+                    pending: list[tuple[int, int]], i_seeds: list[int], keys: dict[tuple[int, int], str], bar,
+                    out: Optional[Union[str, os.PathLike]], kwargs: dict[str, Any],
+                    meta: tuple[str, str, str, dict[str, Any]]) -> dict[str, Any]:
+    """``run_protocol`` over the pending splits in ``workers`` spawned shard processes sharing one results file."""
+    import multiprocessing
+    import tempfile
+
+    splits = sorted({s for s, _ in pending})
+    workers = min(workers, len(splits))
+    tmp = tempfile.TemporaryDirectory(prefix="nsde_coin_runs_") if out is None else None
+    path = Path(tmp.name) / "runs.jsonl" if tmp is not None else Path(out)  # type: ignore[arg-type]
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds OpenMP / MKL threads
+    procs = [ctx.Process(target=_shard_worker, name=f"nsde-coin-shard-{k}-of-{workers}",
+                         args=(dataset, model_name, hparams,
+                               {**kwargs, "split_seeds": splits, "init_seeds": i_seeds, "out": path,
+                                "shard": (k, workers)}))
+             for k in range(workers)]
+    pending_keys = {keys[p] for p in pending}
+    wanted = set(keys.values())
+    done = 0
+    # torch warns about beta sparse CSR support when a worker unpickles a graph's features: not the user's concern
+    quiet = ",".join(f"ignore:{m}:UserWarning" for m in ("Sparse CSR tensor support", "Sparse invariant checks"))
+    env_before = os.environ.get("PYTHONWARNINGS")
+    try:
+        os.environ["PYTHONWARNINGS"] = quiet if env_before is None else f"{env_before},{quiet}"
+        try:
+            for proc in procs:
+                proc.start()
+        finally:
+            if env_before is None:
+                del os.environ["PYTHONWARNINGS"]
+            else:
+                os.environ["PYTHONWARNINGS"] = env_before
+        while True:
+            alive = any(proc.is_alive() for proc in procs)
+            recs = _finished(path, wanted)
+            now = sum(r["key"] in pending_keys for r in recs)
+            bar.update(now - done)
+            done = now
+            acc = [r["test_acc"] for r in recs if r.get("test_acc") is not None]
+            if acc:
+                bar.set_postfix(acc=f"{100 * np.mean(acc):.2f}%")
+            if not alive:
+                break
+            time.sleep(1.0)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        bar.close()
+    bad = [f"{proc.name} (exit code {proc.exitcode})" for proc in procs if proc.exitcode != 0]
+    if bad:
+        where = f"kept in {path}; re-run to resume" if tmp is None else "lost with the temporary file (pass out=)"
+        raise RuntimeError(f"{len(bad)} worker process(es) failed: {', '.join(bad)}; finished runs are {where}")
+    log = ResultsLog(path)
+    summary = _summary(log, keys, *meta, kwargs["config"], done, out)
+    if tmp is not None:
+        tmp.cleanup()
     return summary
 
 
