@@ -93,6 +93,27 @@ def test_train_run_stops_after_patience_and_restores_the_weights_of_the_last_res
     assert res["val_acc"] == pytest.approx(0.8)
 
 
+class _ScriptedDropout(_Scripted):
+    """The same script, flagged stochastic: the protocol then steps first and evaluates the stepped weights."""
+
+    deterministic = False
+
+
+def test_dropout_branch_evaluates_after_the_step_and_restores_the_evaluated_weights():
+    # epoch k steps to w = -(k+1) and then evaluates script index k+1: resets at k = 0 (first), 2 (acc 0.7),
+    # 3 (acc 0.8); nothing improves after, so 5 more epochs and the stop; the restored w = -4 gives acc 0.8
+    accs = [0.5, 0.6, 0.6, 0.7, 0.8] + [0.3] * 100
+    losses = [0.3] + [0.4] * 200
+    net = _ScriptedDropout(accs, losses)
+    cfg = TrainConfig(lr=1.0, weight_decay=0.0, max_epochs=1000, patience=5)
+    res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg)
+    assert res["status"] == "ok" and res["readout"] is False
+    assert res["best_epoch"] == 3 and res["epochs"] == 3 + 5 + 1
+    assert float(net.w) == pytest.approx(-4.0, abs=1e-4)  # the evaluated weights, not the ones of the last step
+    nll = (8 * 0.4 - 2 * math.log(1 - math.exp(-0.4))) / 10  # 8 right val nodes at p = e^-0.4, 2 wrong
+    assert res["val_acc"] == pytest.approx(0.8) and res["val_loss"] == pytest.approx(nll, abs=1e-5)
+
+
 def test_nonfinite_loss_stops_the_run_with_a_flag():
     net = _Scripted([0.5] * 10, [0.3] * 10, nan_at=3)
     cfg = TrainConfig(lr=1.0, weight_decay=0.0, max_epochs=100, patience=50)
