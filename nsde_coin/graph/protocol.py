@@ -16,7 +16,10 @@ Speed (the protocol runs thousands of trainings):
   product instead of ``layer_num`` sparse steps (or CG solves) forward and backward. The test accuracy is computed
   with the model's own full forward pass at the saved weights, so the reported numbers never depend on the shortcut.
   ``fast=False`` turns it off.
-* Saved weights are copied into pre-allocated buffers (no allocation per reset); Adam uses the fused CPU kernel.
+* Saved weights are copied into pre-allocated buffers (no allocation per reset); Adam uses the fused CPU kernel;
+  freed n×d blocks stay in the C heap (:mod:`nsde_coin._heap`) instead of page-faulting again every epoch.
+* ``workers=N`` runs the splits in N spawned processes that share the results file (one per core: the kernels are
+  single-threaded at these sizes, so processes scale better than intra-op threads).
 
 Records: every run appends one JSON object to the results file (flushed per record) with the dataset, model,
 hyper-parameters, training settings, split and init seeds, status, epochs, best epoch, validation/test accuracy,
