@@ -227,3 +227,21 @@ def test_resume_key_separates_full_graph_from_its_largest_component_and_int_from
     c = run_protocol(data, "coin", {"layer_num": 3, "sigma2": 1.0}, splits=1, inits=1, out=out, config=CFG,
                      progress=False)
     assert c["new_runs"] == 1
+
+
+def test_device_choice_is_validated_and_cpu_is_the_default(tmp_path):
+    data = _sbm()
+    hp = {"layer_num": 5, "sigma2": 0.2}
+    a = run_protocol(data, "coin", hp, splits=1, inits=2, out=tmp_path / "a.jsonl", config=CFG, progress=False)
+    b = run_protocol(data, "coin", hp, splits=1, inits=2, out=tmp_path / "b.jsonl", config=CFG, progress=False,
+                     device="cpu")
+    assert a["test_acc_mean"] == b["test_acc_mean"]
+    rec = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])
+    assert rec["device"] == "cpu" and "cuda_peak_mb" not in rec
+    with pytest.raises(ValueError, match=r"unknown device 'gpu0'; valid: 'cpu', 'cuda', 'cuda:N'"):
+        run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, device="gpu0")
+    with pytest.raises(ValueError, match="not supported; valid: 'cpu', 'cuda', 'cuda:N'"):
+        run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, device="cuda")

@@ -53,6 +53,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="run the splits in this many processes (each --threads threads; default 1). On an idle "
                         "N-core machine --workers N is the fastest way through a long protocol")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary record as JSON")
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(dataset, root=args.root, source=args.source)
     summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
                            threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
-                           shard=args.shard, workers=args.workers)
+                           shard=args.shard, workers=args.workers, device=args.device)
     _report_corrupt(summary)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -187,7 +188,8 @@ def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -
                 continue
             s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
                              inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
-                             progress=not args.no_progress, fast=not args.no_fast)
+                             progress=not args.no_progress, fast=not args.no_fast, workers=args.workers,
+                             device=args.device)
             _report_corrupt(s)
             point.update(status="ok" if s["runs"] else "failed", val_acc_mean=s["val_acc_mean"],
                          val_acc_std=s["val_acc_std"], test_acc_mean=s["test_acc_mean"], runs=s["runs"],

@@ -61,6 +61,7 @@ __all__ = [
     "ResultsLog",
     "TrainConfig",
     "run_key",
+    "resolve_device",
     "run_protocol",
     "summarize",
     "train_run",
@@ -200,8 +201,9 @@ class _ReadoutCOINTask(_ModuleTask):
         else:
             from nsde_coin.graph.diffusion import diffuse
 
-            eye = torch.zeros(op.n, rows.numel(), dtype=dtype)
-            eye[rows, torch.arange(rows.numel())] = 1.0
+            device = coin.base.W1.device
+            eye = torch.zeros(op.n, rows.numel(), dtype=dtype, device=device)
+            eye[rows, torch.arange(rows.numel(), device=device)] = 1.0
             with torch.no_grad():
                 cols = diffuse(eye, op, coin.sigma2, coin.layer_num, solver=coin.solver,
                                allow_unstable=coin.allow_unstable, **coin.solver_options)
@@ -444,6 +446,7 @@ def run_protocol(
     fast: bool = True,
     shard: Optional[Union[str, tuple[int, int]]] = None,
     workers: int = 1,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> dict[str, Any]:
     """Run ``splits × inits`` trainings of ``model_name`` on ``dataset`` and summarise them.
 
@@ -463,6 +466,9 @@ def run_protocol(
         workers: run the pending splits in this many spawned processes (each a shard with ``threads`` threads,
             default 1) writing to ``out`` (a temporary file when ``out`` is ``None``); the parent shows the
             progress. Records are identical to a one-process run (each run is seeded by its split and init).
+        device: where to train (``"cpu"`` default, ``"cuda"``, ``"cuda:1"`` ...). Initial weights are drawn on the
+            CPU under the run's seed, so a run starts from the same weights on every device; the records name the
+            device, and GPU runs add ``cuda_peak_mb``. The resume key does not include it (same experiment).
 
     Returns the summary (see :func:`summarize`) of all requested runs found in ``out`` after the call, with
     ``dataset``, ``model``, ``hparams``, ``requested``, ``new_runs``, ``corrupt_lines`` and ``out``.
@@ -473,6 +479,7 @@ def run_protocol(
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be an int >= 1 (or None: leave torch's setting), got {threads!r}")
     hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
+    dev = resolve_device(device)
     data = load_dataset(dataset, root=root, source=source) if isinstance(dataset, str) else dataset
     name = str(getattr(data, "name", "graph"))
     src = str(getattr(data, "source", "arrays"))
@@ -503,9 +510,11 @@ def run_protocol(
     new = 0
     if int(workers) > 1 and pending:
         return _run_in_workers(dataset, model_name, hparams, int(workers), pending, i_seeds, keys, bar, out,
-                               dict(root=root, source=source, config=cfg, threads=threads or 1, fast=fast),
+                               dict(root=root, source=source, config=cfg, threads=threads or 1, fast=fast,
+                                    device=str(dev)),
                                (name, src, model, hp))
     keep_large_blocks()  # per-epoch n×d tensors reuse heap blocks instead of page-faulting (nsde_coin._heap)
+    on_dev = data if dev.type == "cpu" else data.clone().to(dev)
     try:
         with torch_threads(threads):
             by_split: dict[int, list[int]] = {}
@@ -514,7 +523,7 @@ def run_protocol(
             for s, inits_todo in by_split.items():
                 split = random_split(data.y, s, num_classes=int(getattr(data, "num_classes", int(data.y.max()) + 1)))
                 for i in inits_todo:
-                    rec = _one_run(data, name, src, model, hp, cfg, split, s, i, keys[(s, i)], fast)
+                    rec = _one_run(on_dev, name, src, model, hp, cfg, split.to(dev), s, i, keys[(s, i)], fast)
                     log.append(rec)
                     new += 1
                     if rec["status"] != "ok":
@@ -620,6 +629,26 @@ def _run_in_workers(dataset: Any, model_name: str, hparams: Optional[dict[str, A
     return summary
 
 
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """``torch.device`` of a protocol run; ``ValueError`` naming the valid choices for a bad or unusable one."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); "
+                             f"valid: 'cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: only {count} CUDA device(s); valid: 'cuda:0'..'cuda:{count - 1}'")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported; valid: 'cpu', 'cuda', 'cuda:N'")
+    return dev
+
+
 def _fingerprint(data) -> str:
     """Hash of a graph's nodes, edges, labels and features: graphs built from arrays (source ``"arrays"``) are
     told apart in the resume key even when they share a name (``preprocess`` defaults every name to ``"graph"``)."""
@@ -636,16 +665,23 @@ def _fingerprint(data) -> str:
 
 def _one_run(data, name: str, src: str, model: str, hp: dict[str, Any], cfg: TrainConfig, split: Split,
              s: int, i: int, key: str, fast: bool) -> dict[str, Any]:
+    dev = data.y.device
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[dev] if cuda else []):
         torch.manual_seed(1_000_003 * s + i)
-        net = build_model(model, data, hp)
-        res = train_run(net, data.y, split, cfg, fast=fast)
+        net = build_model(model, data, hp)  # parameters are created and drawn on the CPU: same start on any device
+        res = train_run(net.to(dev), data.y, split, cfg, fast=fast)
+    extra = {"device": str(dev)}
+    if cuda:
+        extra["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 3)
     rec: dict[str, Any] = {
         "key": key, "dataset": name, "source": src, "nodes": int(data.num_nodes), "model": model, "hparams": hp,
         **asdict(cfg), "split_seed": s, "init_seed": i, **res,
         "wall_time_s": round(time.perf_counter() - t0, 6), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
     }
     return rec
 

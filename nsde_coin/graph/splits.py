@@ -25,6 +25,10 @@ class Split:
         """``(n_train, n_val, n_test)``."""
         return int(self.train.numel()), int(self.val.numel()), int(self.test.numel())
 
+    def to(self, device: torch.device | str) -> Split:
+        """The same split with its index tensors on ``device``."""
+        return Split(self.train.to(device), self.val.to(device), self.test.to(device), self.seed)
+
     def masks(self, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Boolean masks ``(train, val, test)`` of length ``num_nodes``."""
         out = []
