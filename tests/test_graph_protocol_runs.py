@@ -215,6 +215,7 @@ def test_workers_write_the_same_records_as_one_process(tmp_path):
         run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2, shard="0/2")
 
 
+@pytest.mark.filterwarnings("ignore:explicit step sigma2")  # sigma2 = 1 is past the positivity bound here
 def test_resume_key_separates_full_graph_from_its_largest_component_and_int_from_float(tmp_path):
     data = _sbm()
     out = tmp_path / "runs.jsonl"

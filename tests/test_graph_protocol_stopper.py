@@ -109,7 +109,7 @@ def test_dropout_branch_evaluates_after_the_step_and_restores_the_evaluated_weig
     res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg)
     assert res["status"] == "ok" and res["readout"] is False
     assert res["best_epoch"] == 3 and res["epochs"] == 3 + 5 + 1
-    assert float(net.w) == pytest.approx(-4.0, abs=1e-4)  # the evaluated weights, not the ones of the last step
+    assert float(net.w.detach()) == pytest.approx(-4.0, abs=1e-4)  # the evaluated weights, not the last step's
     nll = (8 * 0.4 - 2 * math.log(1 - math.exp(-0.4))) / 10  # 8 right val nodes at p = e^-0.4, 2 wrong
     assert res["val_acc"] == pytest.approx(0.8) and res["val_loss"] == pytest.approx(nll, abs=1e-5)
 
