@@ -326,21 +326,8 @@ class ResultsLog:
             self.reload()
 
     def reload(self) -> None:
-        self.records, self.corrupt_lines = [], []
         assert self.path is not None
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                text = line.strip()
-                if not text:
-                    continue
-                try:
-                    rec = json.loads(text)
-                    if not isinstance(rec, dict) or "key" not in rec:
-                        raise ValueError("not a run record")
-                except ValueError:
-                    self.corrupt_lines.append(lineno)
-                    continue
-                self.records.append(rec)
+        self.records, self.corrupt_lines = _read_records(self.path)
         if self.corrupt_lines:
             lines = ", ".join(map(str, self.corrupt_lines[:10])) + (" ..." if len(self.corrupt_lines) > 10 else "")
             warnings.warn(f"{self.path}: skipped {len(self.corrupt_lines)} corrupt line(s) (line {lines}); kept "
@@ -366,6 +353,26 @@ class ResultsLog:
                 fh.write(line.encode())
                 fh.flush()
                 os.fsync(fh.fileno())
+
+
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The run records of a JSONL file and the 1-based numbers of its corrupt lines (blank lines are skipped)."""
+    records: list[dict[str, Any]] = []
+    corrupt: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                rec = json.loads(text)
+                if not isinstance(rec, dict) or "key" not in rec:
+                    raise ValueError("not a run record")
+            except ValueError:
+                corrupt.append(lineno)
+                continue
+            records.append(rec)
+    return records, corrupt
 
 
 @contextlib.contextmanager
@@ -514,7 +521,7 @@ def run_protocol(
                                     device=str(dev)),
                                (name, src, model, hp))
     keep_large_blocks()  # per-epoch n×d tensors reuse heap blocks instead of page-faulting (nsde_coin._heap)
-    on_dev = data if dev.type == "cpu" else data.clone().to(dev)
+    on_dev = data if dev.type == "cpu" or not pending else data.clone().to(dev)  # one copy, only if runs are left
     try:
         with torch_threads(threads):
             by_split: dict[int, list[int]] = {}
@@ -522,8 +529,9 @@ def run_protocol(
                 by_split.setdefault(s, []).append(i)
             for s, inits_todo in by_split.items():
                 split = random_split(data.y, s, num_classes=int(getattr(data, "num_classes", int(data.y.max()) + 1)))
+                split = split.to(dev)  # once per split, not per init
                 for i in inits_todo:
-                    rec = _one_run(on_dev, name, src, model, hp, cfg, split.to(dev), s, i, keys[(s, i)], fast)
+                    rec = _one_run(on_dev, name, src, model, hp, cfg, split, s, i, keys[(s, i)], fast)
                     log.append(rec)
                     new += 1
                     if rec["status"] != "ok":
@@ -555,15 +563,12 @@ def _shard_worker(dataset: Any, model_name: str, hparams: Optional[dict[str, Any
 
 
 def _finished(path: Path, wanted: set[str]) -> list[dict[str, Any]]:
-    """Records of ``wanted`` keys in ``path``, read without warnings (a worker may be mid-write)."""
-    found: dict[str, dict[str, Any]] = {}
-    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if isinstance(rec, dict) and rec.get("key") in wanted:
-                    found[rec["key"]] = rec
-    return list(found.values())
+    """Records of ``wanted`` keys in ``path`` (last per key), without warnings: a worker may be mid-write."""
+    try:
+        records, _ = _read_records(path)
+    except FileNotFoundError:
+        return []
+    return list({r["key"]: r for r in records if r["key"] in wanted}.values())
 
 
 def _run_in_workers(dataset: Any, model_name: str, hparams: Optional[dict[str, Any]], workers: int,
