@@ -221,6 +221,8 @@ class Diffusion(nn.Module):
         with torch.enable_grad():
             y = x if x.requires_grad else x.detach().requires_grad_(True)
             g = self(t, y)
+            if not g.requires_grad:  # sigma does not depend on x after all (state_dependent left True): c = 0
+                return torch.zeros_like(x)
             if self.noise_type == "diagonal":
                 # σ_i depends on x_i only, so J^T σ = diag(J) σ = (σ_i ∂σ_i/∂x_i)_i
                 (out,) = torch.autograd.grad(g, y, grad_outputs=g.detach() if not create else g,

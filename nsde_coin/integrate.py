@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.brownian import FixedGridBrownian
+from nsde_coin.errors import NonFiniteError, invalid_choice
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
-from nsde_coin.sde import FeynmanKacSDE
+from nsde_coin.sde import FeynmanKacSDE, check_shape, field_call
 from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
 
 _STEP_INFLATION = 1e-10
@@ -41,7 +42,7 @@ class _ODEFunc(nn.Module):
         self.drift = drift
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.drift(t, x)
+        return check_shape("drift", t, field_call("drift", self.drift, x, t, x), x.shape)
 
 
 def draw_seed(generator: Optional[torch.Generator] = None) -> int:
@@ -65,10 +66,45 @@ def resolve_steps(T: float, steps: Optional[int], dt: Optional[float]) -> int:
     return int(steps)
 
 
-def _check_inputs(f: Any, x: Any, T: Any, samples: Any, drift: Any, diffusion: Any, sde_type: Any,
-                  grad_mode: Any) -> None:
+def check_settings(f: Any, drift: Any, diffusion: Any, T: Any, samples: Any, sde_type: Any, grad_mode: Any,
+                   rtol: Any = 1e-3, atol: Any = 1e-4, adaptive: Any = False, brownian: Any = None,
+                   adjoint_params: Any = None) -> None:
+    """Check every argument of :func:`feynman_kac` that does not depend on x (``drift``/``diffusion`` already with
+    None replaced by the zero fields). :class:`~nsde_coin.model.ConvectionDiffusionNet` calls it at construction.
+    Raises a one-line ``ValueError``/``TypeError`` naming the value and the valid choices."""
     if not callable(f):
         raise TypeError(f"f must be callable (the base model, (N, d) -> (N, C)), got {type(f).__name__}")
+    if not is_real(T) or not math.isfinite(T) or T <= 0:
+        raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
+    if not is_int(samples) or samples < 1:
+        raise ValueError(f"samples={samples!r} is not valid; expected an int >= 1")
+    if sde_type not in SDE_TYPES:
+        raise ValueError(invalid_choice("sde_type", sde_type, SDE_TYPES))
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if not is_real(tol) or not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"{name}={tol!r} is not valid; expected a finite float >= 0 (adaptive solver tolerance)")
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} ({adaptive!r})")
+    if brownian is not None and not isinstance(brownian, torchsde.BaseBrownian):
+        raise TypeError(f"brownian must be a torchsde Brownian motion (e.g. nsde_coin.FixedGridBrownian) or None, "
+                        f"got {type(brownian).__name__}")
+    if adjoint_params is not None and (isinstance(adjoint_params, Tensor) or not all(
+            isinstance(p, Tensor) for p in adjoint_params)):
+        raise TypeError("adjoint_params must be a sequence of tensors (the ones a plain-callable field uses) or None")
+    if not callable(drift):
+        raise TypeError(f"drift must be callable (t, x) -> (B, d) or None, got {type(drift).__name__}")
+    if not callable(diffusion) or not hasattr(diffusion, "noise_type"):
+        raise TypeError("diffusion must be a diffusion module with forward(t, x) and noise_type (see "
+                        f"nsde_coin.fields) or None, got {type(diffusion).__name__}")
+    dims = {name: getattr(field, "dim", None) for name, field in (("drift", drift), ("diffusion", diffusion))}
+    if None not in dims.values() and dims["drift"] != dims["diffusion"]:
+        raise ValueError(f"the drift has dim={dims['drift']} but the diffusion has dim={dims['diffusion']}; "
+                         f"both fields must act on the same d features")
+
+
+def _check_x(x: Any, drift: Any, diffusion: Any) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
     if x.dim() != 2:
@@ -79,24 +115,22 @@ def _check_inputs(f: Any, x: Any, T: Any, samples: Any, drift: Any, diffusion: A
         raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"x contains NaN or Inf ({int((~torch.isfinite(x)).sum())} non-finite entries)")
-    if not is_real(T) or not math.isfinite(T) or T <= 0:
-        raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
-    if not is_int(samples) or samples < 1:
-        raise ValueError(f"samples={samples!r} is not valid; expected an int >= 1")
-    if sde_type not in SDE_TYPES:
-        raise ValueError(f"sde_type={sde_type!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(f"grad_mode={grad_mode!r} is not valid; valid choices: {', '.join(GRAD_MODES)}")
-    if not callable(drift):
-        raise TypeError(f"drift must be callable (t, x) -> (B, d) or None, got {type(drift).__name__}")
-    if not callable(diffusion) or not hasattr(diffusion, "noise_type"):
-        raise TypeError("diffusion must be a diffusion module with forward(t, x) and noise_type (see "
-                        f"nsde_coin.fields) or None, got {type(diffusion).__name__}")
     d = x.shape[1]
     for name, field in (("drift", drift), ("diffusion", diffusion)):
         dim = getattr(field, "dim", None)
         if dim is not None and dim != d:
             raise ValueError(f"x has {d} features but the {name} expects dim={dim}")
+
+
+SOLVER_KWARGS = ("rtol", "atol", "adaptive", "brownian", "adjoint_params")
+
+
+def check_solver_kwargs(kwargs: dict[str, Any]) -> None:
+    """Keywords a model passes on to :func:`feynman_kac` unchanged must be among :data:`SOLVER_KWARGS`."""
+    for key in kwargs:
+        if key not in SOLVER_KWARGS:
+            raise TypeError(f"unexpected keyword argument {key!r} (passed on to feynman_kac); valid keywords: "
+                            f"{', '.join(SOLVER_KWARGS)}")
 
 
 def _params(*modules: Any, extra: Sequence[Tensor] = ()) -> tuple[Tensor, ...]:
@@ -134,6 +168,10 @@ def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str =
     Defaults: ``"euler"`` (ODE family when σ = 0; Euler–Maruyama for SDEs), ``"reversible_heun"`` for
     ``grad_mode="reversible"``.
     """
+    if sde_type not in SDE_TYPES:
+        raise ValueError(invalid_choice("sde_type", sde_type, SDE_TYPES))
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
     if getattr(diffusion, "is_zero", False):
         name = "euler" if solver is None else solver
         return validate(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
@@ -197,6 +235,14 @@ def feynman_kac(
             ``diffusion`` (when those are ``nn.Module``s) that the adjoint pass must differentiate; required (``()``
             if there are none) when a field is a plain callable (see :func:`check_adjoint_fields`).
 
+    Checks: every drift/diffusion evaluation (forward, adjoint, every solver) must return exactly (B, d) (drift,
+    diagonal σ) or (B, d, m) (other σ): a broadcastable shape such as (B, 1) raises ``ValueError`` naming the field,
+    t and both shapes. NaN/Inf states X_T or outputs f(X_T) raise :class:`~nsde_coin.errors.NonFiniteError`.
+
+    Dtypes: nothing is cast implicitly. x, the fields' parameters and f must share one floating dtype (constant σ
+    buffers of the built-in diffusions are the exception: they are cast to x's dtype); a mismatch raises
+    ``TypeError`` naming both dtypes and the fix (``net.double()``/``net.to(x.dtype)`` or ``x.float()``).
+
     Returns:
         ``(mean, stderr)``, each (B, C) (or (B,) when f returns (N,)); ``stderr`` = sample std / sqrt(K) — zeros for
         σ = 0 and +inf when K = 1 with noise (not estimable). With ``return_paths`` a third tensor (see above).
@@ -204,7 +250,9 @@ def feynman_kac(
     """
     drift = ZeroDrift(None) if drift is None else drift
     diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
-    _check_inputs(f, x, T, samples, drift, diffusion, sde_type, grad_mode)
+    check_settings(f, drift, diffusion, T, samples, sde_type, grad_mode, rtol, atol, adaptive, brownian,
+                   adjoint_params)
+    _check_x(x, drift, diffusion)
     check_adjoint_fields(drift, diffusion, grad_mode, adjoint_params)
     extra = tuple(adjoint_params or ())
     T = float(T)
@@ -225,12 +273,16 @@ def feynman_kac(
         xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
                                adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian, extra)
     if not torch.isfinite(xT).all():
-        raise FloatingPointError(f"the {info.name!r} solve produced NaN/Inf states at T={T}; the dynamics blew up — "
-                                 f"use more steps (now {n_steps}) or a smaller drift/diffusion")
-    out = f(xT)
+        raise NonFiniteError(f"the {info.name!r} solve produced NaN/Inf states X_T at T={T}; the dynamics blew up — "
+                             f"use more steps (now {n_steps}) or a smaller drift/diffusion")
+    out = field_call("base model f", f, xT, xT)
     if not isinstance(out, Tensor) or out.dim() not in (1, 2) or out.shape[0] != B * K:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"f must map (N, d) -> (N, C) or (N,) with N = {B * K}, got {shape}")
+    if not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out)).sum())
+        raise NonFiniteError(f"the base model f returned NaN/Inf on finite states X_T ({bad} of {out.numel()} "
+                             f"outputs f(X_T)); check f's parameters and inputs (e.g. log of a non-positive value)")
     vec = out.dim() == 1
     out = out.reshape(B, K, -1)
     mean = out.mean(dim=1)

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.brownian import step_seed
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
-from nsde_coin.integrate import check_adjoint_fields, choose_solver, draw_seed, feynman_kac, resolve_steps
+from nsde_coin.integrate import (
+    check_adjoint_fields,
+    check_settings,
+    check_solver_kwargs,
+    choose_solver,
+    draw_seed,
+    feynman_kac,
+    resolve_steps,
+)
 from nsde_coin.solvers import SolverInfo
 
 OUTPUTS = ("probs", "identity")
@@ -40,7 +48,13 @@ class ConvectionDiffusionNet(nn.Module):
             outputs on CPU.
         output: ``"probs"`` → f = softmax(base logits), the network averages probabilities (the Feynman–Kac
             solution with a probability-valued base model); ``"identity"`` → averages raw base outputs.
-        **solver_kwargs: passed on to :func:`feynman_kac` (e.g. ``rtol``, ``atol``, ``adaptive``).
+        **solver_kwargs: passed on to :func:`feynman_kac`: ``rtol``, ``atol``, ``adaptive``, ``brownian``,
+            ``adjoint_params``.
+
+    Every argument is validated here, at construction (a bad value raises a one-line ``ValueError``/``TypeError``
+    naming it and the valid choices), not at the first forward. Dtypes are not cast: inputs must have the dtype of
+    the base model's and fields' parameters (``net.double()`` for float64 inputs); see
+    :func:`~nsde_coin.integrate.feynman_kac`.
     """
 
     def __init__(self, base: Callable[[Tensor], Tensor], drift: Optional[nn.Module], diffusion: Optional[nn.Module],
@@ -75,6 +89,8 @@ class ConvectionDiffusionNet(nn.Module):
         self.solver_kwargs = solver_kwargs
         self.calls = 0
         # validate the combination now (errors at construction, not at the first batch)
+        check_solver_kwargs(solver_kwargs)
+        check_settings(base, self.drift, self.diffusion, self.T, self.samples, sde_type, grad_mode, **solver_kwargs)
         self._info, self._integrate_as = choose_solver(self.diffusion, solver, grad_mode, sde_type, adjoint_method)
         check_adjoint_fields(drift, diffusion, grad_mode, solver_kwargs.get("adjoint_params"))
         self.solver = self._info.name

@@ -8,18 +8,70 @@ integrate ∘dW instead, so :class:`FeynmanKacSDE` hands them the converted drif
 
 which makes every solver approximate the SAME u(x, T). c = 0 for constant (additive) noise. If the user's model is
 itself Stratonovich (``sde_type="stratonovich"``), Itô solvers get v_ito = v_strat + c instead.
+
+Every evaluation is shape-checked (not only torchsde's probe at t0): the drift must return exactly the state's shape
+(B, d), a diagonal diffusion (B, d), any other diffusion (B, d, m). A field that returns a broadcastable shape such as
+(B, 1) raises a one-line ``ValueError`` naming the field, t, the expected and the received shape (:func:`check_shape`)
+instead of being silently broadcast. A field that fails on a dtype mismatch (float64 x, float32 parameters) raises a
+``TypeError`` naming both dtypes and the fix (:func:`field_call`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from nsde_coin.fields import Diffusion
 from nsde_coin.solvers import NOISE_TYPES, SDE_TYPES
+
+_DTYPE_WORDS = ("dtype", "scalar type", "should be the same")
+
+
+def shape_error(field: str, t: Any, value: Any, expected: tuple[int, ...], layout: str) -> ValueError:
+    """The one-line error for a field evaluation of the wrong shape (or not a tensor)."""
+    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+    try:
+        when = f"{float(t):.6g}"
+    except (TypeError, ValueError, RuntimeError):
+        when = repr(t)
+    return ValueError(f"the {field} returned shape {got} at t={when}, expected {tuple(expected)} ({layout}); "
+                      f"it must return exactly this shape, no broadcasting")
+
+
+def check_shape(field: str, t: Any, value: Any, expected: tuple[int, ...], layout: str = "B, d") -> Tensor:
+    """``value`` if it is a tensor of shape ``expected``; otherwise raise :func:`shape_error` (one comparison)."""
+    if not isinstance(value, Tensor) or value.shape != expected:
+        raise shape_error(field, t, value, expected, layout)
+    return value
+
+
+def dtype_error(field: str, module: Any, x: Tensor, err: RuntimeError) -> Optional[TypeError]:
+    """A ``TypeError`` naming x's dtype, the field's parameter dtypes and the fix, when ``err`` is torch's dtype
+    mismatch (e.g. "mat1 and mat2 must have the same dtype"); ``None`` for any other error."""
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if not any(w in msg for w in _DTYPE_WORDS):
+        return None
+    held: set[str] = set()
+    module = getattr(module, "__self__", module)  # a bound method's module
+    if isinstance(module, nn.Module):
+        held = {str(p.dtype) for p in (*module.parameters(), *module.buffers()) if p.is_floating_point()}
+    theirs = f"its parameters are {', '.join(sorted(held))}" if held else "a tensor it uses has another dtype"
+    return TypeError(f"the {field} got x of dtype {x.dtype} but {theirs} (torch: {msg}); use one dtype: convert the "
+                     f"model (e.g. net.to({x.dtype}), net.double() for float64) or the input (x.float() for float32)")
+
+
+def field_call(field: str, fn: Callable[..., Tensor], x: Tensor, *args: Any) -> Tensor:
+    """``fn(*args)``, turning torch's bare dtype-mismatch ``RuntimeError`` into :func:`dtype_error`."""
+    try:
+        return fn(*args)
+    except RuntimeError as err:
+        better = dtype_error(field, fn, x, err)
+        if better is None:
+            raise
+        raise better from err
 
 
 class FeynmanKacSDE(nn.Module):
@@ -67,7 +119,13 @@ class FeynmanKacSDE(nn.Module):
             self.correction_sign = 0
         else:
             self.correction_sign = -1 if sde_type == "ito" else 1
-        self._prod = getattr(diffusion, "prod", None) or (lambda t, x, v: Diffusion.prod(diffusion, t, x, v))
+        self._diagonal = noise_type == "diagonal"
+        self._noise_dim: Optional[int] = getattr(diffusion, "noise_dim", None)
+        prod = getattr(type(diffusion), "prod", None)
+        # the generic product (and, for diagonal noise, any product: it is g * v) goes through the checked g, so a
+        # wrongly shaped sigma cannot hide behind broadcasting in g * v; constant fields keep their fast products
+        self._prod = (self._generic_prod if self._diagonal or prod is None or prod is Diffusion.prod
+                      else diffusion.prod)
         self._correction = getattr(diffusion, "ito_correction", None) or (
             lambda t, x: Diffusion.ito_correction(diffusion, t, x))
         self._memo: Optional[tuple[Tensor, float, bool, Tensor]] = None
@@ -101,24 +159,34 @@ class FeynmanKacSDE(nn.Module):
 
     def _drift(self, t: Tensor, y: Tensor) -> Tensor:
         self.drift_evals += 1
-        v = self.drift(t, y)
+        v = check_shape("drift", t, field_call("drift", self.drift, y, t, y), y.shape)
         if self.correction_sign:
-            v = v + self.correction_sign * self._correction(t, y)
+            c = check_shape("diffusion's ito_correction", t, self._correction(t, y), y.shape)
+            v = v + self.correction_sign * c
         return v
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         """Diffusion in torchsde's layout: (B, d) for diagonal noise, (B, d, m) otherwise."""
-        return self.diffusion(t, y)
+        g = field_call("diffusion", self.diffusion, y, t, y)
+        if self._diagonal:
+            return check_shape("diffusion", t, g, y.shape, "diagonal noise: B, d")
+        m = y.shape[1] if self._noise_dim is None else self._noise_dim
+        return check_shape("diffusion", t, g, (y.shape[0], y.shape[1], m), f"{self.noise_type} noise: B, d, m")
+
+    def _generic_prod(self, t: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        g = self.g(t, y)
+        return g * v if self._diagonal else torch.bmm(g, v.unsqueeze(-1)).squeeze(-1)
 
     def g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """σ(y, t) v, (B, d)."""
-        return self._prod(t, y, v)
+        return check_shape("diffusion's product sigma·dW", t, field_call("diffusion", self._prod, y, t, y, v),
+                           y.shape)
 
     def f_and_g(self, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return self.f(t, y), self.g(t, y)
 
     def f_and_g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return self.f(t, y), self._prod(t, y, v)
+        return self.f(t, y), self.g_prod(t, y, v)
 
     def extra_repr(self) -> str:
         return (f"model_sde_type={self.model_sde_type!r}, integrate_as={self.sde_type!r}, "
