@@ -34,7 +34,7 @@ def shape_error(field: str, t: Any, value: Any, expected: tuple[int, ...], layou
     """The one-line error for a field evaluation of the wrong shape (or not a tensor)."""
     got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
     try:
-        when = f"{float(t):.6g}"
+        when = f"{float(t.detach() if isinstance(t, Tensor) else t):.6g}"
     except (TypeError, ValueError, RuntimeError):
         when = repr(t)
     return ValueError(f"the {field} returned shape {got} at t={when}, expected {tuple(expected)} ({layout}); "

@@ -1,0 +1,115 @@
+"""Cost of the per-evaluation field checks (shape of every drift/diffusion value, dtype-error naming, NaN check of
+f(X_T)): this checkout's ``feynman_kac`` against a baseline git ref (default ``main``), in the same run.
+
+Workload: a 50-step Euler solve on [0, 1], forward + backward of a linear read-out of X_T, batch 256, d = 64,
+MLPDrift(64, width 64, depth 2), for three paths: ``ode`` (σ = 0, torchdiffeq euler), ``sde-additive`` (constant
+ScalarDiffusion, its fast σ·dW product) and ``sde-diagonal`` (StateDiagonalDiffusion: every σ evaluation checked).
+Each (implementation, round) is its own subprocess with one torch thread (warm-up, then ``--calls`` timed calls);
+baseline and candidate subprocesses alternate round by round so machine load hits both alike. Reported: the median
+call time of each, and candidate/baseline ratios of medians (goal: within noise, ≲ 1.02).
+
+Usage: ``python benchmarks/bench_checks.py [--baseline main] [--rounds 6] [--calls 10]``; writes
+benchmarks/results/bench_checks.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CASES = ("ode", "sde-additive", "sde-diagonal")
+B, D, WIDTH, STEPS = 256, 64, 64, 50
+
+WORKER = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from nsde_coin import MLPDrift, ScalarDiffusion, StateDiagonalDiffusion, feynman_kac
+B, D, WIDTH, STEPS, calls, warmup = (int(a) for a in sys.argv[1:7])
+out = {}
+for case in sys.argv[7].split(","):
+    torch.manual_seed(0)
+    drift = MLPDrift(D, width=WIDTH, depth=2)
+    diffusion = {"ode": None, "sde-additive": ScalarDiffusion(D, 0.3),
+                 "sde-diagonal": StateDiagonalDiffusion(D, width=8)}[case]
+    x = torch.randn(B, D)
+    head = torch.randn(D, 3) / D ** 0.5
+    def call():
+        mean, _ = feynman_kac(lambda z: z @ head, x, drift, diffusion, 1.0, samples=1, steps=STEPS, solver="euler",
+                              seed=1)
+        mean.sum().backward()
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    out[case] = times
+print(json.dumps(out))
+"""
+
+
+def _export(ref: str, dest: Path) -> None:
+    """The package ``nsde_coin`` as of git ``ref``, unpacked under ``dest``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "nsde_coin"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def _run(pythonpath: Path, calls: int, warmup: int) -> dict[str, list[float]]:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = [str(a) for a in (B, D, WIDTH, STEPS, calls, warmup)] + [",".join(CASES)]
+    proc = subprocess.run([sys.executable, "-c", WORKER, *args], env=env, check=True, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir())
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="main", help="git ref of the baseline package (default main)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from nsde_coin.commands.common import cpu_model
+
+    start = time.perf_counter()
+    times: dict[str, dict[str, list[float]]] = {impl: {c: [] for c in CASES} for impl in ("baseline", "candidate")}
+    with tempfile.TemporaryDirectory() as tmp:
+        _export(args.baseline, Path(tmp))
+        paths = {"baseline": Path(tmp), "candidate": ROOT}
+        for r in range(args.rounds):
+            order = ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline")
+            for impl in order:
+                for case, ts in _run(paths[impl], args.calls, args.warmup).items():
+                    times[impl][case].extend(ts)
+    result: dict[str, object] = {
+        "workload": {"batch": B, "d": D, "width": WIDTH, "steps": STEPS, "solver": "euler", "pass": "fwd+bwd"},
+        "baseline_ref": args.baseline, "rounds": args.rounds, "calls_per_round": args.calls,
+        "cpu": cpu_model(), "threads": 1, "wall_s": round(time.perf_counter() - start, 1),
+        "command": " ".join(sys.argv), "cases": {},
+    }
+    for case in CASES:
+        base = statistics.median(times["baseline"][case])
+        cand = statistics.median(times["candidate"][case])
+        result["cases"][case] = {"baseline_ms": round(1e3 * base, 3), "candidate_ms": round(1e3 * cand, 3),
+                                 "ratio": round(cand / base, 4)}
+        print(f"{case:14s} baseline {1e3 * base:8.3f} ms   candidate {1e3 * cand:8.3f} ms   ratio {cand / base:.4f}")
+    out = HERE / "results" / "bench_checks.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out} ({result['cpu']})")
+
+
+if __name__ == "__main__":
+    main()
