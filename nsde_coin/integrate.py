@@ -269,6 +269,8 @@ def feynman_kac(
         K = int(samples)
         if seed is None:
             seed = draw_seed(generator)
+        if brownian is not None:
+            _check_brownian(brownian, (B * K, int(getattr(diffusion, "noise_dim", d))), x.dtype)
         y0 = x.unsqueeze(1).expand(B, K, d).reshape(B * K, d)
         xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
                                adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian, extra)
@@ -297,6 +299,15 @@ def feynman_kac(
     if return_paths:
         return mean, stderr, paths.reshape(paths.shape[0], B, K, d)
     return mean, stderr
+
+
+def _check_brownian(bm: torchsde.BaseBrownian, size: tuple[int, int], dtype: torch.dtype) -> None:
+    """A user-supplied Brownian motion must have this solve's size (B·samples, noise_dim) and x's dtype."""
+    if tuple(bm.shape) != size:
+        raise ValueError(f"brownian has shape {tuple(bm.shape)} but this solve needs {size} = (B*samples, the "
+                         f"diffusion's noise_dim); build it with size={size}")
+    if bm.dtype != dtype:
+        raise TypeError(f"brownian has dtype {bm.dtype} but x has dtype {dtype}; build it with dtype={dtype}")
 
 
 def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, info: SolverInfo, grad_mode: str,

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from nsde_coin import (
     ConvectionDiffusionNet,
+    FixedGridBrownian,
     MLPDrift,
     ScalarDiffusion,
     feynman_kac,
@@ -26,6 +27,7 @@ from nsde_coin.fields import Diffusion
 
 D = 4
 X = torch.ones(2, D)
+F64 = torch.float64
 
 
 def _late(t: Any) -> bool:
@@ -127,8 +129,6 @@ def _unbiased_mean() -> bool:
     return bool(((mean - X).abs() <= 5 * se).all()) and float(se.max()) < 0.01
 
 
-F64 = torch.float64
-
 # (id, call, exception type or None for "returns True", words the one-line message must contain)
 ROWS: list[tuple[str, Callable[[], Any], Optional[type], tuple[str, ...]]] = [
     # --- wrong shapes: ODE (torchdiffeq), fixed and adaptive steps
@@ -159,6 +159,15 @@ ROWS: list[tuple[str, Callable[[], Any], Optional[type], tuple[str, ...]]] = [
      ("drift", "(6, 1)", "(6, 4)")),
     ("sde-diffusion-adjoint-pass", _adjoint(None, AdjointOnlyBadDiffusion(), "euler"), ValueError,
      ("diffusion", "(6, 1)", "(6, 4)")),
+    # --- a user-supplied Brownian motion that does not fit the solve (6 = B*samples paths, 4 channels)
+    ("brownian-batch-mismatch", _sde(None, ScalarDiffusion(D, 0.1), brownian=FixedGridBrownian(0, 1, (3, D), steps=4)),
+     ValueError, ("brownian", "(3, 4)", "(6, 4)")),
+    ("brownian-channels-mismatch",
+     _sde(None, ScalarDiffusion(D, 0.1), brownian=FixedGridBrownian(0, 1, (6, 3), steps=4)), ValueError,
+     ("brownian", "(6, 3)", "(6, 4)", "noise_dim")),
+    ("brownian-float64-on-float32-x",
+     _sde(None, ScalarDiffusion(D, 0.1), brownian=FixedGridBrownian(0, 1, (6, D), steps=4, dtype=F64)), TypeError,
+     ("brownian", "torch.float64", "torch.float32")),
     # --- non-finite values
     ("base-f-returns-nan",
      lambda: feynman_kac(NaNBase(), X, None, ScalarDiffusion(D, 0.1), T=1.0, steps=4, samples=3, seed=0),
