@@ -25,10 +25,11 @@ import torchsde
 from torch import Tensor, nn
 
 from nsde_coin._checks import is_int, is_real
+from nsde_coin._field_checks import check_shape, field_call
 from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.errors import NonFiniteError, invalid_choice
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
-from nsde_coin.sde import FeynmanKacSDE, check_shape, field_call
+from nsde_coin.sde import FeynmanKacSDE
 from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
 
 _STEP_INFLATION = 1e-10

@@ -11,67 +11,22 @@ itself Stratonovich (``sde_type="stratonovich"``), Itô solvers get v_ito = v_st
 
 Every evaluation is shape-checked (not only torchsde's probe at t0): the drift must return exactly the state's shape
 (B, d), a diagonal diffusion (B, d), any other diffusion (B, d, m). A field that returns a broadcastable shape such as
-(B, 1) raises a one-line ``ValueError`` naming the field, t, the expected and the received shape (:func:`check_shape`)
+(B, 1) raises a one-line ``ValueError`` naming the field, t, the expected and the received shape
 instead of being silently broadcast. A field that fails on a dtype mismatch (float64 x, float32 parameters) raises a
-``TypeError`` naming both dtypes and the fix (:func:`field_call`).
+``TypeError`` naming both dtypes and the fix (both checks live in :mod:`nsde_coin._field_checks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from nsde_coin._field_checks import check_shape, field_call
 from nsde_coin.fields import Diffusion
 from nsde_coin.solvers import NOISE_TYPES, SDE_TYPES
-
-_DTYPE_WORDS = ("dtype", "scalar type", "should be the same")
-
-
-def shape_error(field: str, t: Any, value: Any, expected: tuple[int, ...], layout: str) -> ValueError:
-    """The one-line error for a field evaluation of the wrong shape (or not a tensor)."""
-    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-    try:
-        when = f"{float(t.detach() if isinstance(t, Tensor) else t):.6g}"
-    except (TypeError, ValueError, RuntimeError):
-        when = repr(t)
-    return ValueError(f"the {field} returned shape {got} at t={when}, expected {tuple(expected)} ({layout}); "
-                      f"it must return exactly this shape, no broadcasting")
-
-
-def check_shape(field: str, t: Any, value: Any, expected: tuple[int, ...], layout: str = "B, d") -> Tensor:
-    """``value`` if it is a tensor of shape ``expected``; otherwise raise :func:`shape_error` (one comparison)."""
-    if not isinstance(value, Tensor) or value.shape != expected:
-        raise shape_error(field, t, value, expected, layout)
-    return value
-
-
-def dtype_error(field: str, module: Any, x: Tensor, err: RuntimeError) -> Optional[TypeError]:
-    """A ``TypeError`` naming x's dtype, the field's parameter dtypes and the fix, when ``err`` is torch's dtype
-    mismatch (e.g. "mat1 and mat2 must have the same dtype"); ``None`` for any other error."""
-    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    if not any(w in msg for w in _DTYPE_WORDS):
-        return None
-    held: set[str] = set()
-    module = getattr(module, "__self__", module)  # a bound method's module
-    if isinstance(module, nn.Module):
-        held = {str(p.dtype) for p in (*module.parameters(), *module.buffers()) if p.is_floating_point()}
-    theirs = f"its parameters are {', '.join(sorted(held))}" if held else "a tensor it uses has another dtype"
-    return TypeError(f"the {field} got x of dtype {x.dtype} but {theirs} (torch: {msg}); use one dtype: convert the "
-                     f"model (e.g. net.to({x.dtype}), net.double() for float64) or the input (x.float() for float32)")
-
-
-def field_call(field: str, fn: Callable[..., Tensor], x: Tensor, *args: Any) -> Tensor:
-    """``fn(*args)``, turning torch's bare dtype-mismatch ``RuntimeError`` into :func:`dtype_error`."""
-    try:
-        return fn(*args)
-    except RuntimeError as err:
-        better = dtype_error(field, fn, x, err)
-        if better is None:
-            raise
-        raise better from err
 
 
 class FeynmanKacSDE(nn.Module):
