@@ -60,6 +60,10 @@ print(json.dumps(out))
 """
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def _export(ref: str, dest: Path) -> None:
     """The package ``nsde_coin`` as of git ``ref``, unpacked under ``dest``."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "nsde_coin"], check=True,
@@ -97,7 +101,10 @@ def main() -> None:
                     times[impl][case].extend(ts)
     result: dict[str, object] = {
         "workload": {"batch": B, "d": D, "width": WIDTH, "steps": STEPS, "solver": "euler", "pass": "fwd+bwd"},
-        "baseline_ref": args.baseline, "rounds": args.rounds, "calls_per_round": args.calls,
+        "baseline_ref": args.baseline, "baseline_commit": _git("rev-parse", args.baseline),
+        "candidate_commit": _git("rev-parse", "HEAD") + (" (+ uncommitted changes)" if _git("status", "--porcelain",
+                                                                                             "nsde_coin") else ""),
+        "rounds": args.rounds, "calls_per_round": args.calls,
         "cpu": cpu_model(), "threads": 1, "clock": "process CPU time", "wall_s": round(time.perf_counter() - start, 1),
         "command": " ".join(sys.argv), "cases": {},
     }
