@@ -50,7 +50,8 @@ def _integer_labels(y) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"labels must be integer class ids, got dtype {arr.dtype} with {int(bad.sum())} "
-                         f"non-integer value(s), e.g. y[{i}] = {float(arr[i])!r}; whole-number floats (2.0) are accepted")
+                         f"non-integer value(s), e.g. y[{i}] = {float(arr[i])!r}; whole-number floats (2.0) are "
+                         f"accepted")
     return arr.astype(np.int64)
 
 
