@@ -28,6 +28,12 @@ Sources: ``cora``/``citeseer`` default to ``source="npz"`` (the gnn-benchmark np
 LCC 2485 nodes / 5069 edges and 2110 / 3668); ``source="planetoid"`` loads the Planetoid release instead (LCC 2485 /
 5069 and 2120 / 3679). PubMed comes from Planetoid. Amazon / Coauthor come from the graphgallery npz copies (pickled
 SciPy CSR matrices read with a restricted unpickler) or from PyG when those are absent.
+
+Damaged files (see :mod:`nsde_coin.datafiles`): a truncated or corrupt file, or one whose sparse arrays are
+inconsistent (an index out of range, a decreasing ``indptr``), raises one :class:`~nsde_coin.errors.DataFileError`
+line naming the file, what is wrong and how to restore it; every index is checked before SciPy sees it. Downloads
+and the Planetoid cache copy are written atomically, and a cache copy whose file sizes differ from the source is
+copied again.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from numpy.lib import format as npy_format
 from scipy.sparse.csgraph import connected_components
 
 from nsde_coin.datafiles import READ_ERRORS, check_csr, csr_from_parts, damaged, read_npz, restore_hint
+from nsde_coin.errors import DataFileError
 
 PathLike = Union[str, os.PathLike]
 
@@ -370,9 +377,10 @@ def _copy_raw(raw_src: Path, raw_dst: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _planetoid_damage(exc: BaseException, key: str, raw_dst: Path, raw_src: Optional[Path]):
+def _planetoid_damage(exc: BaseException, key: str, raw_dst: Path,
+                      raw_src: Optional[Path]) -> Optional[DataFileError]:
     """The DataFileError for a Planetoid raw file PyG could not read: which file (from the reader's frame), and
-    whether the cache copy or the original is bad."""
+    whether the cache copy or the original is bad. ``None`` for an ``OSError`` raised outside the reader."""
     bad = None
     tb = exc.__traceback__
     while tb is not None:  # PyG's read_file(folder, prefix, name) holds the path it was reading
@@ -381,8 +389,10 @@ def _planetoid_damage(exc: BaseException, key: str, raw_dst: Path, raw_src: Opti
         tb = tb.tb_next
     detail = " ".join(f"{type(exc).__name__}: {exc}".split())
     if bad is None:
-        return damaged(raw_dst, f"a Planetoid raw file ind.{key}.* cannot be read (truncated or corrupt? "
-                                f"{detail})", f"delete {raw_dst.parent} so it is copied or downloaded again")
+        if isinstance(exc, OSError):  # not raised while reading a raw file: a download/permission problem
+            return None
+        return damaged(raw_dst.parent, f"the Planetoid files ind.{key}.* cannot be read (truncated or corrupt? "
+                                       f"{detail})", "delete this folder so it is copied or downloaded again")
     src = raw_src / bad.name if raw_src is not None else None
     if src is not None and src.is_file() and not filecmp.cmp(src, bad, shallow=False):
         restore = f"delete {raw_dst.parent} so it is copied again from {raw_src}"
@@ -407,8 +417,9 @@ def _load_planetoid(key: str, display: str, root: Optional[Path], cache: Path):
     try:
         ds = Planetoid(root=str(dest), name=display)
     except (urllib.error.URLError, OSError) as exc:
-        if not isinstance(exc, (urllib.error.URLError, FileNotFoundError, PermissionError)):
-            raise _planetoid_damage(exc, key, raw_dst, raw_src) from None
+        err = _planetoid_damage(exc, key, raw_dst, raw_src)
+        if err is not None and not isinstance(exc, (urllib.error.URLError, FileNotFoundError, PermissionError)):
+            raise err from None
         where = (root / "planetoid" / display / "raw") if root is not None else dest / display / "raw"
         raise _missing(f"Planetoid raw files ind.{key}.*", where, str(exc)) from None
     except READ_ERRORS as exc:

@@ -24,6 +24,10 @@ Solvers (``solver=``):
   generator (zero row sums, non-positive off-diagonals: kinds ``"paper"``, ``"rw"``, ``"comb"``; ``"sym"`` raises).
   Returns the mean and, with ``return_stderr=True``, its standard error per entry.
 
+``L`` must be a graph Laplacian (non-positive off-diagonal, non-negative diagonal, symmetric or zero row sums; the
+rule is in :mod:`nsde_coin.graph.laplacian_checks`): anything else raises ``ValueError`` instead of returning a
+plausible wrong answer. The check runs once per operator (cached); ``check_laplacian=False`` skips it.
+
 Shapes: ``u`` is (n,), (n, C) or (B, n, C) (B independent signals, e.g. a model ensemble). Gradients flow to ``u``
 (never to L) through one custom autograd call per solve (see :mod:`nsde_coin.graph.sparse`).
 """
