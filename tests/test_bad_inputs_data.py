@@ -217,6 +217,21 @@ def test_damaged_data_file_is_one_line_naming_file_problem_and_fix(build, phrase
         assert phrase in line, (phrase, line)
 
 
+def test_damaged_digits_feature_cache_is_recomputed_not_an_error(tmp_path, monkeypatch):
+    from nsde_coin.apps import fewshot_data
+
+    monkeypatch.setattr(fewshot_data, "_MEMO", {})
+    first = fewshot_data.digits_features(epochs=2, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("digits_features_*.npz")
+    _truncate(cache)
+    monkeypatch.setattr(fewshot_data, "_MEMO", {})
+    again = fewshot_data.digits_features(epochs=2, cache_dir=tmp_path)
+    # same seed, same process: the recomputed features match (float32 training; measured difference 0)
+    torch.testing.assert_close(again.features, first.features, rtol=1e-5, atol=1e-6)
+    assert again.source == "sklearn digits (backbone trained here)"
+    assert fewshot_data.read_npz(cache, "-")["features"].shape == tuple(first.features.shape)  # rewritten
+
+
 def test_damaged_file_error_type_is_data_file_error(tmp_path):
     from nsde_coin.graph.datasets import load_dataset
 

@@ -176,12 +176,16 @@ def digits_features(
         return _MEMO[key]
     cache_file = Path(cache_dir) / f"digits_features_{key}.npz" if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file) as z:
+        try:
+            z = read_npz(cache_file, "it is a cache file", what="a digits feature cache")
             out = FewShotFeatures(torch.from_numpy(z["features"]), torch.from_numpy(z["labels"]),
                                   torch.from_numpy(z["base_mean"]), "sklearn digits (cached backbone)",
                                   json.loads(str(z["info"])))
-        _MEMO[key] = out
-        return out
+        except (KeyError, ValueError):  # DataFileError is a ValueError
+            out = None  # a damaged cache is not an error: the features are recomputed and the file rewritten
+        if out is not None:
+            _MEMO[key] = out
+            return out
 
     digits = load_digits()
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 16.0
