@@ -195,8 +195,9 @@ def _train(forward: Callable[..., Tensor], params: dict[str, Tensor], ys: dict[s
         pred = forward(params, "train", True, gen)
         loss = (((pred - ys["train"]) ** 2 * obs).sum(1) / count).sum()
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite training loss {float(loss)} at epoch {epoch} (COVID regression): the "
-                                 f"training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 (now {cfg.sigma2:g})")
+            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (COVID "
+                                 f"regression): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 "
+                                 f"(now {cfg.sigma2:g})")
         loss.backward()
         opt.step()
         with torch.no_grad():

@@ -206,8 +206,8 @@ def coin_head_predict(
         logp = torch.log(u[:, :ns].clamp_min(_LOG_FLOOR))
         loss = -torch.gather(logp, 2, y.unsqueeze(-1)).mean(dim=(1, 2)).sum()
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite training loss {float(loss)} at epoch {epoch} (few-shot COIN head): "
-                                 f"with solver={solver!r}, sigma2={sigma2} the diffusion is unstable — use "
+            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (few-shot COIN "
+                                 f"head): with solver={solver!r}, sigma2={sigma2} the diffusion is unstable — use "
                                  f"solver='implicit' or a smaller sigma2")
         loss.backward()
         opt.step()

@@ -220,8 +220,8 @@ def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, prog
             nll = -logp.gather(-1, data.y.expand(cfg.seeds, n).unsqueeze(-1)).squeeze(-1)
             loss = ((nll * lab_f).sum(1) / lab_f.sum(1)).sum()
             if not torch.isfinite(loss):
-                raise NonFiniteError(f"non-finite training loss {float(loss)} at epoch {epoch} (tabular COIN): "
-                                     f"the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 (now "
+                raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (tabular "
+                                     f"COIN): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 (now "
                                      f"{cfg.sigma2:g}), or solver='implicit'")
             loss.backward()
             opt.step()
