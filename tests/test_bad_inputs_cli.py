@@ -171,6 +171,15 @@ def test_graph_out_that_cannot_be_appended_to_fails_before_any_work(tmp_path, mo
     assert "cannot be appended to" in line and "PermissionError" in line
 
 
+def test_read_only_existing_result_file_is_not_replaced(tmp_path, monkeypatch, capsys, no_work):
+    out = tmp_path / "r.json"
+    out.write_text("keep me\n")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if os.fspath(p) == str(out) else real(p, mode, **k))
+    assert main([*COMMANDS["tabular"], "--out", str(out)]) == 2
+    assert "the file is read-only" in _one_error_line(capsys, "tabular") and out.read_text() == "keep me\n"
+
+
 # ---------------------------------------------------------------------- results lost: atomic writes and the fallback
 def test_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     from nsde_coin._files import atomic_write

@@ -102,10 +102,11 @@ def check_output(path: Optional[Union[str, os.PathLike]], *, folder: bool = Fals
                  option: str = "--out") -> Optional[Path]:
     """Check, before any work, that results can be written to ``path`` (``None``: nothing to check).
 
-    ``folder=False``: ``path`` is a file to create or replace (``append=True``: a file appended to, which must then be
-    writable itself); ``folder=True``: a folder to write files into. The nearest existing ancestor must be a folder in
-    which a file can really be created (probed with a temporary file, so a read-only file system or missing
-    permissions are caught for every user, root included). Raises ``ValueError`` in one line naming the option, the
+    ``folder=False``: ``path`` is a file to create or replace (an existing one must be writable: a read-only result
+    is not replaced; ``append=True``: a file appended to); ``folder=True``: a folder to write files into. The nearest
+    existing ancestor must be a folder in which a file can really be created (probed with a temporary file, so a
+    read-only file system or missing permissions are caught for every user, root included). Raises ``ValueError`` in
+    one line naming the option, the
     path and what is wrong; creates nothing.
     """
     if path is None:
@@ -124,6 +125,8 @@ def check_output(path: Optional[Union[str, os.PathLike]], *, folder: bool = Fals
         except OSError as exc:
             raise ValueError(f"{option} {path}: the file cannot be appended to ({type(exc).__name__}: "
                              f"{exc.strerror or exc})") from None
+    elif not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: the file is read-only; give another file name or make it writable")
     base = path if folder else path.parent
     anc = Path(os.path.abspath(base))
     while not anc.exists():
