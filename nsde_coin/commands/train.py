@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -137,6 +138,10 @@ def _sde_names() -> list[str]:
 _NOISE_WARN, _NOISE_MAX = 5.0, 1e3
 
 
+class NoiseScaleWarning(RuntimeWarning):
+    """The SDE network's σ·√T dominates the data's spread (see :func:`check_noise_scale`)."""
+
+
 def check_noise_scale(cfg: dict[str, Any], x_train: torch.Tensor, classes: int) -> Optional[str]:
     """Compare the SDE network's initial noise σ·√T with the spread of ``x_train`` (N, d) (RMS per-coordinate std).
 
@@ -223,16 +228,20 @@ def _learned_sigma(model: nn.Module, x: torch.Tensor) -> Optional[float]:
         return float(sigma.abs().mean())
 
 
-def run_training(cfg: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run_training(cfg: dict[str, Any], *, progress: bool = True,
+                 on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Run the whole job for a resolved configuration; returns the results dict (also what train.json holds).
 
-    Sets ``torch.set_num_threads(cfg["threads"])`` for the run and restores the previous value afterwards.
+    Sets ``torch.set_num_threads(cfg["threads"])`` for the run and restores the previous value afterwards. Warnings
+    about the configuration (see :func:`check_noise_scale`) are listed under ``"warnings"`` and, before training,
+    passed to ``on_warning`` (default: ``warnings.warn`` with :class:`NoiseScaleWarning`).
     """
     with torch_threads(cfg["threads"]):
-        return _run_training(cfg, progress)
+        return _run_training(cfg, progress, on_warning)
 
 
-def _run_training(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _run_training(cfg: dict[str, Any], progress: bool, on_warning: Optional[Callable[[str], None]]
+                  ) -> dict[str, Any]:
     from nsde_coin.toydata import make_spirals
     from nsde_coin.training import evaluate, fit
 
@@ -241,7 +250,10 @@ def _run_training(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
                         seed=cfg["seed"])
     notes = [w for w in (check_noise_scale(cfg, data.x_train, data.classes),) if w]
     for note in notes:
-        warnings.warn(note, NoiseScaleWarning, stacklevel=3)
+        if on_warning is None:
+            warnings.warn(note, NoiseScaleWarning, stacklevel=4)
+        else:
+            on_warning(note)
     models = build_models(cfg, data.dim, data.classes)
     rows = []
     for name, model in models.items():
@@ -295,18 +307,11 @@ def format_table(results: dict[str, Any]) -> str:
     return _table(head, rows)
 
 
-class NoiseScaleWarning(RuntimeWarning):
-    """The SDE network's σ·√T dominates the data's spread (see :func:`check_noise_scale`)."""
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     check_output(cfg["out"], folder=True)  # a bad --out fails now, not after the training
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoiseScaleWarning)  # printed below as one line
-        results = run_training(cfg, progress=not cfg["json"])
-    for note in results["warnings"]:
-        print(f"nsde-coin train: warning: {note}", file=sys.stderr)
+    results = run_training(cfg, progress=not cfg["json"],
+                           on_warning=lambda note: print(f"nsde-coin train: warning: {note}", file=sys.stderr))
     want = Path(cfg["out"]) / "train.json"
 
     def save_json(path: Path) -> None:
