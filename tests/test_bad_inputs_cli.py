@@ -394,7 +394,9 @@ def test_diverging_train_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "res"
     assert main(["train", *TINY, "--models", "ode", "--lr", "1e30", "--epochs", "3", "--out", str(out)]) == 2
     line = _one_error_line(capsys, "train")
-    assert "non-finite training loss nan at epoch 1" in line and "try a smaller lr (now 1e+30)" in line
+    # which check sees the blow-up first depends on the kernel path: the training loss (AVX2: "non-finite training
+    # loss nan at epoch 1 ... try a smaller lr") or the ODE solve's state check (generic kernels: "NaN/Inf states")
+    assert "non-finite training loss nan at epoch 1" in line or "NaN/Inf" in line
     assert not (out / "train.json").exists()
 
 
