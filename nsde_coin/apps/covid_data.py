@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nsde_coin._files import atomic_write
 from nsde_coin.datafiles import damaged
 
 __all__ = ["COVID_URL", "COVID_SHA256", "CovidData", "CovidSnapshots", "locate_covid_file", "load_england_covid",
@@ -114,11 +115,7 @@ def _download(dest: Path, url: str = COVID_URL, timeout: float = 60.0) -> Path:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != COVID_SHA256:
         raise ValueError(f"downloaded {url} has sha256 {digest}, expected {COVID_SHA256}; not saved")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".part")
-    tmp.write_bytes(payload)
-    tmp.replace(dest)
-    return dest
+    return atomic_write(dest, payload)
 
 
 def _parse(raw: Any, source: str) -> CovidData:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nsde_coin._files import atomic_write
 from nsde_coin.datafiles import damaged, read_npz
 
 __all__ = ["FewShotFeatures", "digits_features", "load_features_file", "validate_features"]
@@ -217,11 +218,9 @@ def digits_features(
                           "sklearn digits (backbone trained here)", info)
     if cache_file is not None:
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez(tmp, features=out.features.numpy(), labels=out.labels.numpy(),
-                     base_mean=out.base_mean.numpy(), info=np.array(json.dumps(info)))
-            tmp.replace(cache_file)
+            atomic_write(cache_file, lambda fh: np.savez(fh, features=out.features.numpy(), labels=out.labels.numpy(),
+                                                         base_mean=out.base_mean.numpy(),
+                                                         info=np.array(json.dumps(info))))
         except OSError:
             pass  # a read-only cache is not an error: the features are recomputed next time
     _MEMO[key] = out

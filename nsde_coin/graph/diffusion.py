@@ -45,6 +45,7 @@ import torch
 from scipy.special import ive
 
 from nsde_coin._checks import is_int, is_real
+from nsde_coin.errors import NonFiniteError
 from nsde_coin.graph.laplacian import GraphOperator, as_operator, torch_csr
 from nsde_coin.graph.laplacian_checks import check_laplacian as _check_laplacian
 from nsde_coin.graph.sparse import apply_linear, from_columns, propagate, to_columns
@@ -169,8 +170,8 @@ def diffuse(
         out, err = info.impl(cols, op, s, k, allow_unstable=allow_unstable, generator=generator, seed=seed,
                              samples=samples, walk=walk, nodes=nodes, tol=tol, maxiter=maxiter)
     if not bool(torch.isfinite(out.detach()).all()):
-        raise ValueError(f"graph diffusion with solver={solver!r}, sigma2={s}, layer_num={k} produced NaN/Inf "
-                         f"(sigma2·lambda_max = {s * op.lambda_max:.4g}; stable explicit steps need < 2)")
+        raise NonFiniteError(f"graph diffusion with solver={solver!r}, sigma2={s}, layer_num={k} produced NaN/Inf "
+                             f"(sigma2·lambda_max = {s * op.lambda_max:.4g}; stable explicit steps need < 2)")
     if nodes is not None:
         shape = _rows_shape(shape, out.shape[0])
     res = from_columns(out, shape)
