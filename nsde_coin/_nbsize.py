@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+from nsde_coin._files import atomic_write
+
 __all__ = ["by_size", "notebook_size", "save_figure"]
 
 T = TypeVar("T")
@@ -40,8 +42,5 @@ def save_figure(fig: Any, name: str, *, dpi: int = 150) -> Optional[Path]:
     folder = os.environ.get("NSDE_COIN_FIGDIR")
     if not folder:
         return None
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    out = path / f"{name}.png"
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    return out
+    return atomic_write(Path(folder) / f"{name}.png",
+                        lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))

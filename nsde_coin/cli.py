@@ -27,7 +27,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run the CLI; returns the process exit code (errors in user input print one line and return 2)."""
+    """Run the CLI; returns the process exit code (errors in user input, non-finite results and file errors print
+    one line and return 2; a result saved to the fallback folder instead of ``--out`` returns 1)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -36,8 +37,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"nsde-coin {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, FloatingPointError, OSError) as exc:
+        # user input (ValueError/TypeError), non-finite results (nsde_coin.errors.NonFiniteError, and any other
+        # FloatingPointError), files and folders (OSError: missing, unreadable, not writable): one line, exit 2
+        text = " ".join(str(exc).split("\n")) or type(exc).__name__
+        print(f"nsde-coin {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

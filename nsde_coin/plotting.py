@@ -14,6 +14,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from nsde_coin._files import atomic_write
+from nsde_coin.errors import NonFiniteError
 from nsde_coin.toydata import ToyData
 
 _CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -24,6 +26,8 @@ def grid_probabilities(
     model: nn.Module, data: ToyData, *, resolution: int = 120, margin: float = 0.15, batch_size: int = 4096
 ) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """Evaluate ``model`` on a ``resolution × resolution`` latent grid.
+
+    Raises :class:`~nsde_coin.errors.NonFiniteError` if a model returns NaN/Inf on the grid.
 
     Returns ``(probs, extent)``: probs has shape (resolution, resolution, C) with rows along z₂ (bottom to top)
     and columns along z₁; extent is (z₁min, z₁max, z₂min, z₂max) of the grid.
@@ -45,7 +49,8 @@ def grid_probabilities(
     finally:
         model.train(was_training)
     if not torch.isfinite(probs).all():
-        raise FloatingPointError("model returned non-finite probabilities on the plotting grid")
+        raise NonFiniteError(f"model returned non-finite probabilities on the plotting grid "
+                             f"({int((~torch.isfinite(probs)).sum())} of {probs.numel()} entries are NaN/Inf)")
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     return probs.reshape(resolution, resolution, -1), extent
 
@@ -65,7 +70,8 @@ def plot_decision_regions(
     Args:
         models: name → model returning probabilities (B, C); panels appear in this order.
         data: the :class:`~nsde_coin.toydata.ToyData` the models were trained on (its embedding maps the grid).
-        path: output PNG file; parent folders are created.
+        path: output PNG file; parent folders are created; written atomically (temp file + rename), so a failed
+            save leaves no partial PNG.
         titles: optional name → panel title (default: the name).
         resolution: grid points per axis.
         max_points: at most this many test points are overlaid (the first ones; the split is already random).
@@ -109,9 +115,7 @@ def plot_decision_regions(
         fig.legend(handles=handles, loc="outside right center", fontsize=8, title="pale = unsure", title_fontsize=8)
         if suptitle:
             fig.suptitle(suptitle, fontsize=11)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        path = atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))  # never a half-written PNG
     finally:
         plt.close(fig)  # also when a model fails on the grid: no figure leaks
     return path

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nsde_coin._checks import is_int, is_real
+from nsde_coin.errors import NonFiniteError
 
 OUTPUTS = ("probs", "log_probs", "logits")
 
@@ -145,7 +146,8 @@ def fit(
         on_epoch: called with each epoch's history dict.
 
     Returns:
-        A :class:`FitResult`. Raises ``FloatingPointError`` if the loss becomes non-finite.
+        A :class:`FitResult`. Raises :class:`~nsde_coin.errors.NonFiniteError` (a ``FloatingPointError``
+        and ``ValueError``) if the loss becomes non-finite.
     """
     _check_data(x, y)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -182,7 +184,8 @@ def fit(
             lp = log_probs_from(out, output, eps)
             loss = -lp.gather(1, y[idx, None]).mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}")
+                raise NonFiniteError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}: the "
+                                     f"training diverged; try a smaller lr (now {lr:g}) or more solver steps")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

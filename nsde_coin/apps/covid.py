@@ -16,7 +16,7 @@ Protocol (PAPER.md §4; choices the paper leaves open are marked *interpretation
   σ² = 0.5, 10 layers, p = 0.25, L_t the paper's Laplacian of day t's symmetrised mobility weights
   (:func:`~nsde_coin.apps.covid_data.daily_laplacian`; σ²·λ_max ≈ 1.66 < 2, stable; the explicit step's
   non-negativity bound does not matter for a regression). Each step is one :func:`~nsde_coin.graph.diffusion.diffuse`
-  call;
+  call; a σ² with σ²·λ_max ≥ 2 is rejected before any training unless ``allow_unstable=True``;
 * baselines on the same masks: LR (least squares on the 8 lags + bias, closed form, so it has no initialisation),
   MLP (the COIN base alone, i.e. layer_num = 0), GCN (two ``GCNConv`` layers 8 → 16 → 1, ELU, dropout p on the
   hidden layer, on the same symmetrised daily graphs with GCN's own normalisation ``gcn_norm``; evaluated for all
@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from nsde_coin.apps.covid_data import CovidSnapshots, daily_laplacian
 from nsde_coin.apps.ensemble import forward_copies, init_copies, module_fn
+from nsde_coin.errors import NonFiniteError
 
 __all__ = ["CovidConfig", "CovidBase", "CovidGCN", "gcn_adjacency", "gcn_forward_stacked", "draw_masks",
            "fit_linear_regression", "run_covid", "default_config"]
@@ -61,6 +62,7 @@ class CovidConfig:
     hidden: int = 16
     layers: int = 10
     sigma2: float = 0.5
+    allow_unstable: bool = False
     dropout: float = 0.25
     epochs: int = 200
     lr: float = 0.01
@@ -193,7 +195,9 @@ def _train(forward: Callable[..., Tensor], params: dict[str, Tensor], ys: dict[s
         pred = forward(params, "train", True, gen)
         loss = (((pred - ys["train"]) ** 2 * obs).sum(1) / count).sum()
         if not torch.isfinite(loss):
-            raise ValueError(f"COVID training loss became {float(loss)} at epoch {epoch}")
+            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (COVID "
+                                 f"regression): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 "
+                                 f"(now {cfg.sigma2:g})")
         loss.backward()
         opt.step()
         with torch.no_grad():
@@ -246,7 +250,7 @@ def _model(model: str, cfg: CovidConfig, xs: dict[str, Tensor], graphs: dict[str
         for _ in range(layers):
             if train and cfg.dropout > 0:
                 u = u * ((torch.rand(u.shape, generator=gen) >= cfg.dropout).to(u.dtype) / (1.0 - cfg.dropout))
-            u = diffuse(u, graphs[split]["lap"], cfg.sigma2, 1)
+            u = diffuse(u, graphs[split]["lap"], cfg.sigma2, 1, allow_unstable=cfg.allow_unstable)
         return u.T
 
     if model == "coin":
@@ -278,6 +282,12 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
         lap, ei, ew = daily_laplacian(snaps, list(d))
         graphs[k] = {"lap": lap, "edge_index": ei, "edge_weight": ew}
     stab = stability_report(daily_laplacian(snaps, list(range(used)))[0], cfg.sigma2)
+    if "coin" in cfg.models and cfg.layers > 0 and stab["sigma2_lambda_max"] >= 2.0 and not cfg.allow_unstable:
+        # checked before any training, with this protocol's own options (it has no solver choice)
+        raise ValueError(f"sigma2={cfg.sigma2:g} makes COIN's explicit diffusion step unstable on these mobility "
+                         f"graphs: sigma2·lambda_max = {stab['sigma2_lambda_max']:.4g} >= 2 (stable iff sigma2 < "
+                         f"{2.0 / stab['lambda_max']:.4g}); use a smaller sigma2 (CLI: --sigma2), or "
+                         f"allow_unstable=True (CLI: --allow-unstable) to run it anyway")
     results: dict[str, Any] = {}
     trained = [m for m in cfg.models if m != "lr"]
     bar = None

@@ -36,6 +36,7 @@ from torch import Tensor
 from nsde_coin.apps.ensemble import forward_copies, init_copies
 from nsde_coin.apps.fewshot_data import FewShotFeatures
 from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
+from nsde_coin.errors import NonFiniteError
 
 __all__ = ["FewShotConfig", "eligible_classes", "sample_tasks", "preprocess_tasks", "ncm_predict",
            "coin_head_predict", "run_fewshot", "mean_ci95"]
@@ -199,14 +200,15 @@ def coin_head_predict(
                         allow_unstable=allow_unstable).reshape(b, n, n_way)
         return u
 
-    for _ in range(epochs):
+    for epoch in range(epochs):
         opt.zero_grad()
         u = outputs()
         logp = torch.log(u[:, :ns].clamp_min(_LOG_FLOOR))
         loss = -torch.gather(logp, 2, y.unsqueeze(-1)).mean(dim=(1, 2)).sum()
         if not torch.isfinite(loss):
-            raise ValueError(f"few-shot head loss became {float(loss)}; with solver={solver!r}, sigma2={sigma2} "
-                             f"the diffusion is unstable — use solver='implicit' or a smaller sigma2")
+            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (few-shot COIN "
+                                 f"head): with solver={solver!r}, sigma2={sigma2} the diffusion is unstable — use "
+                                 f"solver='implicit' or a smaller sigma2")
         loss.backward()
         opt.step()
     with torch.no_grad():

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
+from nsde_coin.errors import NonFiniteError
 
 __all__ = ["TabularData", "TabularConfig", "breast_cancer", "load_csv", "stratified_labelled", "standardize",
            "classification_metrics", "run_tabular"]
@@ -213,13 +214,15 @@ def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, prog
                            allow_unstable=cfg.allow_unstable, generator=torch.Generator().manual_seed(cfg.seed + 1))
         ens.set_graph(lap)
         opt = torch.optim.Adam(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             opt.zero_grad()
             logp = ens.log_prob(x)  # (I, n, C)
             nll = -logp.gather(-1, data.y.expand(cfg.seeds, n).unsqueeze(-1)).squeeze(-1)
             loss = ((nll * lab_f).sum(1) / lab_f.sum(1)).sum()
             if not torch.isfinite(loss):
-                raise ValueError(f"tabular training loss became {float(loss)}")
+                raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (tabular "
+                                     f"COIN): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 (now "
+                                     f"{cfg.sigma2:g}), or solver='implicit'")
             loss.backward()
             opt.step()
             if bar is not None:

@@ -3,24 +3,34 @@
 Every application command prints a table (or, with ``--json``, the JSON record) and writes the record to
 ``--out`` when given. The record carries the wall time, thread count, torch version and CPU model so numbers can be
 compared across machines.
+
+Results are never lost to a bad output location: every command calls :func:`check_output` on its ``--out`` before
+any work (a folder where a file is expected, a file where a folder is expected, a folder that cannot be written:
+one-line ``ValueError``), writes each result file atomically (:func:`nsde_coin._files.atomic_write`) and, if the
+final write still fails, saves the result to a temporary folder and says where in one line on stderr
+(:func:`save_result`; the command then exits 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
+from nsde_coin._files import atomic_write, write_with_fallback
 from nsde_coin._nbsize import notebook_size
 
 __all__ = ["cpu_model", "format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads",
-           "environment", "emit"]
+           "environment", "emit", "check_output", "save_result"]
 
 
 def small_mode() -> bool:
@@ -88,10 +98,74 @@ def environment(wall_s: float) -> dict[str, Any]:
             "python": platform.python_version(), "cpu": cpu_model(), "command": " ".join(sys.argv)}
 
 
-def emit(record: dict[str, Any], table: str, args: argparse.Namespace) -> None:
-    """Print the table (or the JSON with ``--json``) and write the JSON to ``--out``."""
+def check_output(path: Optional[Union[str, os.PathLike]], *, folder: bool = False, append: bool = False,
+                 option: str = "--out") -> Optional[Path]:
+    """Check, before any work, that results can be written to ``path`` (``None``: nothing to check).
+
+    ``folder=False``: ``path`` is a file to create or replace (an existing one must be writable: a read-only result
+    is not replaced; ``append=True``: a file appended to); ``folder=True``: a folder to write files into. The nearest
+    existing ancestor must be a folder in which a file can really be created (probed with a temporary file, so a
+    read-only file system or missing permissions are caught for every user, root included). Raises ``ValueError`` in
+    one line naming the option, the
+    path and what is wrong; creates nothing.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is an existing file, but it names the folder the result files are written "
+                         f"into; give a folder (new or existing)")
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder, but it names the result file; give a file name, e.g. "
+                         f"{path / 'result.json'}")
+    if not folder and append and path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{option} {path}: the file cannot be appended to ({type(exc).__name__}: "
+                             f"{exc.strerror or exc})") from None
+    elif not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: the file is read-only; give another file name or make it writable")
+    base = path if folder else path.parent
+    anc = Path(os.path.abspath(base))
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ValueError(f"{option} {path}: {anc} is a file, so no folder can be created under it")
+    try:
+        fd, probe = tempfile.mkstemp(dir=anc, prefix=".nsde_coin_probe_")
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write into {anc} ({type(exc).__name__}: {exc.strerror or exc}); "
+                         f"give a writable location") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return path
+
+
+def save_result(path: Union[str, os.PathLike], save: Callable[[Path], object], command: str) -> Path:
+    """``save(path)`` (which should write atomically, e.g. with :func:`~nsde_coin._files.atomic_write`); if it fails
+    with an ``OSError``, ``save`` into the fallback folder instead and say so in one stderr line::
+
+        nsde-coin <command>: warning: could not write <path> (<error>); the result was saved to <fallback> instead
+
+    Returns where the result is (``path`` or the fallback file).
+    """
+    where, reason = write_with_fallback(path, save)
+    if reason is not None:
+        sys.stdout.flush()
+        print(f"nsde-coin {command}: warning: could not write {path} ({reason}); the result was saved to {where} "
+              f"instead", file=sys.stderr)
+    return where
+
+
+def emit(record: dict[str, Any], table: str, args: argparse.Namespace) -> int:
+    """Print the table (or the JSON with ``--json``) and write the JSON to ``--out`` (atomically, with the fallback
+    of :func:`save_result`). Returns the exit code: 0, or 1 when the record had to go to the fallback folder."""
     text = json.dumps(record, indent=1, default=str)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
     print(text if args.json else table)
+    if args.out is None:
+        return 0
+    where = save_result(args.out, lambda p: atomic_write(p, text + "\n"), args.command)
+    return 0 if where == Path(args.out) else 1

@@ -12,7 +12,15 @@ import argparse
 import time
 from pathlib import Path
 
-from nsde_coin.commands.common import add_common_arguments, emit, environment, format_table, set_threads, small_mode
+from nsde_coin.commands.common import (
+    add_common_arguments,
+    check_output,
+    emit,
+    environment,
+    format_table,
+    set_threads,
+    small_mode,
+)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -33,6 +41,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("COIN")
     m.add_argument("--layers", type=int, default=10, help="diffusion layers (default 10)")
     m.add_argument("--sigma2", type=float, default=0.5, help="diffusion step σ² (default 0.5)")
+    m.add_argument("--allow-unstable", action="store_true",
+                   help="let the explicit diffusion step run past sigma2·lambda_max >= 2 (otherwise an error)")
     m.add_argument("--dropout", type=float, default=0.25, help="dropout before each diffusion step (default 0.25)")
     m.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     m.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
@@ -43,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.covid import CovidConfig, run_covid
     from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
 
+    check_output(args.out)  # a bad --out fails now, not after the computation
     set_threads(args.threads)
     start = time.perf_counter()
     data = load_england_covid(args.path, download=args.download, verify=not args.no_verify)
@@ -52,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                       masks=args.masks if args.masks is not None else (3 if small else 10),
                       inits=args.inits if args.inits is not None else (2 if small else 10),
                       epochs=args.epochs if args.epochs is not None else (100 if small else 200),
-                      layers=args.layers, sigma2=args.sigma2, dropout=args.dropout, lr=args.lr,
+                      layers=args.layers, sigma2=args.sigma2, allow_unstable=args.allow_unstable,
+                      dropout=args.dropout, lr=args.lr,
                       weight_decay=args.weight_decay, models=tuple(args.models), seed=args.seed)
     rec = run_covid(snaps, cfg, progress=not args.no_progress, source=data.source)
     rec["environment"] = environment(time.perf_counter() - start)
@@ -66,5 +78,4 @@ def run(args: argparse.Namespace) -> int:
     table += (f"\n\n{cfg.missing:.0%} of training targets missing ({rec['observed_training_targets_per_snapshot']} "
               f"observed regions per training snapshot); sigma2·lambda_max = {s['sigma2_lambda_max']:.3f} "
               f"(stable iff < 2); wall {rec['environment']['wall_s']:.1f} s")
-    emit(rec, table, args)
-    return 0
+    return emit(rec, table, args)

@@ -16,6 +16,7 @@ from pathlib import Path
 from nsde_coin.commands.common import (
     add_coin_arguments,
     add_common_arguments,
+    check_output,
     emit,
     environment,
     format_table,
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.fewshot import FewShotConfig, run_fewshot
     from nsde_coin.apps.fewshot_data import digits_features, load_features_file
 
+    check_output(args.out)  # a bad --out fails now, not after the computation
     set_threads(args.threads)
     start = time.perf_counter()
     if args.features is not None:
@@ -83,6 +85,5 @@ def run(args: argparse.Namespace) -> int:
         worst = max(s["sigma2_lambda_max"] for s in stab)
         table += f"; worst sigma2·lambda_max over task graphs = {worst:.3f} (explicit stable iff < 2)"
     table += f"; wall {record['environment']['wall_s']:.1f} s"
-    emit(record, table, args)
-    return 0
+    return emit(record, table, args)
 

@@ -14,12 +14,16 @@ Re-running a command with the same ``--out`` resumes: finished runs are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any, Optional
 
-from nsde_coin.graph.baselines import MODELS, resolve_hparams
+from nsde_coin.commands.common import check_output
+from nsde_coin.graph.baselines import MODELS, default_hparams, resolve_hparams
 from nsde_coin.graph.datasets import DATASET_NAMES
 
 GRID_LAYERS = (5, 10, 20, 40)
@@ -77,6 +81,7 @@ def _parse_value(text: str) -> Any:
 
 
 def _hparams(args: argparse.Namespace) -> dict[str, Any]:
+    default_hparams(args.model)  # an unknown model is named first (ValueError listing the models): flags depend on it
     hp: dict[str, Any] = {}
     for item in args.hparam:
         if "=" not in item:
@@ -127,12 +132,14 @@ def run(args: argparse.Namespace) -> int:
     hp = _hparams(args)
     resolve_hparams(args.model, hp)  # fail fast on bad names / values
     cfg = _config(args)
+    check_output(args.out, append=True)  # the JSONL log is appended to, run by run
     if args.grid:
         return _run_grid(args, dataset, hp, cfg)
     data = load_dataset(dataset, root=args.root, source=args.source)
-    summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
-                           threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
-                           shard=args.shard, workers=args.workers, device=args.device)
+    with _corrupt_lines_reported_once():
+        summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out,
+                               config=cfg, threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
+                               shard=args.shard, workers=args.workers, device=args.device)
     _report_corrupt(summary)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -141,10 +148,32 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+@contextlib.contextmanager
+def _corrupt_lines_reported_once() -> Iterator[None]:
+    """Silence the results log's own corrupt-line RuntimeWarning: :func:`_report_corrupt` says it in one line, with
+    what actually happened to the runs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*corrupt line", category=RuntimeWarning)
+        yield
+
+
 def _report_corrupt(summary: dict[str, Any]) -> None:
-    if summary.get("corrupt_lines"):
-        print(f"warning: {summary['out']}: skipped corrupt line(s) {summary['corrupt_lines'][:10]}; their runs were "
-              f"redone", file=sys.stderr)
+    """One stderr line for corrupt lines of the results file, saying what happened: how many runs this call ran
+    (runs without a good record) and how many requested runs still have none; never that runs were redone when none
+    were."""
+    lines = summary.get("corrupt_lines")
+    if not lines:
+        return
+    shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+    missing = summary["requested"] - summary["runs"] - summary["failed"]
+    text = f"warning: {summary['out']}: skipped {len(lines)} corrupt line(s) (line {shown})"
+    if summary["new_runs"]:
+        text += f"; ran {summary['new_runs']} run(s) that had no good record"
+    if missing:
+        text += f"; {missing} requested run(s) still have no record (other shards, or re-run to resume)"
+    if not summary["new_runs"] and not missing:
+        text += "; no run was redone: every requested run already has a good record"
+    print(text, file=sys.stderr)
 
 
 def _floats(text: str, what: str, cast=float) -> list:
@@ -186,10 +215,11 @@ def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -
                                                       f"or --solver implicit)")
                 points.append(point)
                 continue
-            s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
-                             inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
-                             progress=not args.no_progress, fast=not args.no_fast, workers=args.workers,
-                             device=args.device)
+            with _corrupt_lines_reported_once():
+                s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
+                                 inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
+                                 progress=not args.no_progress, fast=not args.no_fast, workers=args.workers,
+                                 device=args.device)
             _report_corrupt(s)
             point.update(status="ok" if s["runs"] else "failed", val_acc_mean=s["val_acc_mean"],
                          val_acc_std=s["val_acc_std"], test_acc_mean=s["test_acc_mean"], runs=s["runs"],

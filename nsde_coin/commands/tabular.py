@@ -14,6 +14,7 @@ from pathlib import Path
 from nsde_coin.commands.common import (
     add_coin_arguments,
     add_common_arguments,
+    check_output,
     emit,
     environment,
     format_table,
@@ -45,6 +46,7 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 4) -> str:
 def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 
+    check_output(args.out)  # a bad --out fails now, not after the computation
     set_threads(args.threads)
     if (args.csv is None) != (args.label is None):
         raise ValueError("--csv and --label go together (the CSV file and the name of its label column)")
@@ -64,5 +66,4 @@ def run(args: argparse.Namespace) -> int:
               f"accuracy gain COIN − ablation {g['mean']:+.2f} (paired SE {g['se'] or 0:.2f}, better on "
               f"{g['seeds_improved']}/{seeds} seeds); sigma2·lambda_max = {s['sigma2_lambda_max']:.3f}; "
               f"wall {rec['environment']['wall_s']:.1f} s")
-    emit(rec, table, args)
-    return 0
+    return emit(rec, table, args)

@@ -23,6 +23,7 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsde_coin._checks import is_real
+from nsde_coin._checks import is_int, is_real
+from nsde_coin.errors import invalid_choice
 from nsde_coin.graph.datasets import csr_features, dense_features
 
 __all__ = ["MODELS", "GraphNet", "build_model", "default_hparams", "model_names", "resolve_hparams", "sparse_dropout"]
@@ -186,6 +188,36 @@ def _graph_operator(edge_index: torch.Tensor, num_nodes: int, kind: str):
     return hit[1][key]
 
 
+def _count(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: is_int(v) and v >= low), f"an int >= {low}"
+
+
+def _fraction(low_open: bool, high_open: bool) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        if not is_real(v) or not math.isfinite(v):
+            return False
+        return (0 < v if low_open else 0 <= v) and (v < 1 if high_open else v <= 1)
+
+    return ok, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+
+
+# hyper-parameter -> (check, what is valid), for every model that has it (COIN's own in _coin_checks)
+_HP_VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hidden": _count(1), "heads": _count(1), "K": _count(1),
+    "dropout": _fraction(False, True), "attn_dropout": _fraction(False, True), "alpha": _fraction(True, False),
+    "allow_unstable": ((lambda v: isinstance(v, bool)), "true or false"),
+}
+
+
+def _check_hparams(name: str, hp: dict[str, Any]) -> None:
+    """One-line ``ValueError`` naming the hyper-parameter, its value and what is valid (before any tensor is made:
+    ``hidden='abc'`` or ``hidden=-4`` would otherwise fail deep inside torch)."""
+    for key, val in hp.items():
+        rule = _HP_VALID.get(key)
+        if rule is not None and not rule[0](val):
+            raise ValueError(f"hyper-parameter {key}={val!r} of model {name!r} is not valid; expected {rule[1]}")
+
+
 def _coin_checks(hp: dict[str, Any]) -> None:
     if not isinstance(hp["layer_num"], int) or isinstance(hp["layer_num"], bool) or hp["layer_num"] < 0:
         raise ValueError(f"layer_num must be an int >= 0, got {hp['layer_num']!r}")
@@ -195,6 +227,10 @@ def _coin_checks(hp: dict[str, Any]) -> None:
     from nsde_coin.solvers import get_solver
 
     get_solver(hp["solver"], "graph")  # unknown solver -> ValueError listing the graph solvers
+    from nsde_coin.graph.laplacian import KINDS
+
+    if hp["laplacian_kind"] not in KINDS:
+        raise ValueError(invalid_choice("laplacian_kind", hp["laplacian_kind"], KINDS))
 
 
 def _build_coin(data, num_classes: int, hp: dict[str, Any]) -> GraphNet:
@@ -241,7 +277,9 @@ def default_hparams(name: str) -> dict[str, Any]:
 
 
 def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults of ``name`` updated by ``hparams``; unknown keys raise ``ValueError`` listing the valid ones."""
+    """Defaults of ``name`` updated by ``hparams``; unknown keys and invalid values (a non-integer or non-positive
+    ``hidden``, a dropout outside [0, 1) ...) raise a one-line ``ValueError`` naming the key, the value and what is
+    valid."""
     hp = default_hparams(name)
     for key, val in (hparams or {}).items():
         if key not in hp:
@@ -251,6 +289,7 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]
         if isinstance(hp[key], float) and isinstance(val, int) and not isinstance(val, bool):
             val = float(val)  # sigma2=1 and sigma2=1.0 are one setting: one record key
         hp[key] = val
+    _check_hparams(name.lower(), hp)
     if name.lower() == "coin":
         _coin_checks(hp)
     return hp

@@ -259,7 +259,7 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             status = "nonfinite_loss"
-            message = (f"training loss became {loss_value} at epoch {epoch}; run stopped "
+            message = (f"non-finite training loss {loss_value} at epoch {epoch}; run stopped, recorded as failed "
                        f"(explicit diffusion past its stability bound? try a stable solver or a smaller sigma2)")
             break
         if val is not None:
@@ -331,8 +331,8 @@ class ResultsLog:
         if self.corrupt_lines:
             lines = ", ".join(map(str, self.corrupt_lines[:10])) + (" ..." if len(self.corrupt_lines) > 10 else "")
             warnings.warn(f"{self.path}: skipped {len(self.corrupt_lines)} corrupt line(s) (line {lines}); kept "
-                          f"{len(self.records)} good record(s); those runs will be redone", RuntimeWarning,
-                          stacklevel=2)
+                          f"{len(self.records)} good record(s); a run with no good record is redone when requested",
+                          RuntimeWarning, stacklevel=2)
 
     def keys(self) -> set[str]:
         return {r["key"] for r in self.records}
