@@ -99,8 +99,9 @@ def main() -> None:
 
     start = time.perf_counter()
     times: dict[str, dict[str, list[float]]] = {impl: {c: [] for c in CASES} for impl in ("baseline", "candidate")}
+    baseline_commit = _git("rev-parse", args.baseline)  # resolved once: the ref may move during the run
     with tempfile.TemporaryDirectory() as tmp:
-        _export(args.baseline, Path(tmp))
+        _export(baseline_commit, Path(tmp))
         workers = {"baseline": _start(Path(tmp), args.warmup), "candidate": _start(ROOT, args.warmup)}
         try:
             for r in range(args.calls):
@@ -114,7 +115,7 @@ def main() -> None:
                 proc.wait(timeout=60)
     result: dict[str, object] = {
         "workload": {"batch": B, "d": D, "width": WIDTH, "steps": STEPS, "solver": "euler", "pass": "fwd+bwd"},
-        "baseline_ref": args.baseline, "baseline_commit": _git("rev-parse", args.baseline),
+        "baseline_ref": args.baseline, "baseline_commit": baseline_commit,
         "candidate_commit": _git("rev-parse", "HEAD") + (" (+ uncommitted changes)" if _git("status", "--porcelain",
                                                                                              "nsde_coin") else ""),
         "calls_per_case": args.calls,
