@@ -263,7 +263,10 @@ needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
 def test_readme_gcn_plus_graph_diffusion_reaches_gcn_on_cora():
     """GCNConv features + GraphDiffusion is at least as accurate as plain GCN on the same Cora splits.
 
-    Measured (this code, 2 splits, shortened training): GCN XX / XX %, GCN + GraphDiffusion XX / XX %.
+    Measured (this code, 2 splits, shortened training; Intel Xeon, 1 thread, AVX-512 and generic kernel paths
+    alike): GCN 81.97 / 82.62 %, GCN + GraphDiffusion 82.76 / 83.19 %, i.e. +0.79 / +0.56 points per split and
+    +0.68 on the mean, which the assertion needs to be ≥ 0 (a flip of ~10 test nodes, 0.5 points, per split would be
+    needed to break it). Cost ~30 s of CPU (GCN ~4.5 s, GCN + exact diffusion ~6.3 s per 150-epoch run).
     """
     pytest.importorskip("torch_geometric")
     scope = {"SPLITS": 2, "__name__": "readme_example"}
