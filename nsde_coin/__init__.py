@@ -11,13 +11,11 @@ A network is the evolution u(x, T) = E[f(X_T) | X_0 = x] of a base model f under
 * :mod:`nsde_coin.apps` — few-shot learning, COVID-19 forecasting, label-scarce tabular classification.
 """
 
+import importlib
+from typing import Any
+
+from nsde_coin import solvers as _solvers
 from nsde_coin._nbsize import by_size, notebook_size, save_figure
-from nsde_coin.apps.covid import CovidConfig, run_covid
-from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
-from nsde_coin.apps.fewshot import FewShotConfig, run_fewshot
-from nsde_coin.apps.fewshot_data import FewShotFeatures, digits_features, load_features_file
-from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph, weighted_laplacian
-from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.fields import (
     DiagonalDiffusion,
@@ -30,21 +28,6 @@ from nsde_coin.fields import (
     ZeroDiffusion,
     ZeroDrift,
 )
-from nsde_coin.graph.baselines import MODELS as GRAPH_MODELS
-from nsde_coin.graph.baselines import build_model
-from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, nll_loss
-from nsde_coin.graph.datasets import DATASET_NAMES, load_dataset
-from nsde_coin.graph.diffusion import PositivityWarning, diffuse, stability_report
-from nsde_coin.graph.laplacian import (
-    GraphOperator,
-    as_operator,
-    graph_operator,
-    lambda_max,
-    laplacian,
-    laplacian_from_weights,
-)
-from nsde_coin.graph.protocol import EarlyStopper, TrainConfig, run_protocol
-from nsde_coin.graph.splits import Split, random_split
 from nsde_coin.integrate import feynman_kac
 from nsde_coin.model import ConvectionDiffusionNet
 from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
@@ -62,6 +45,50 @@ from nsde_coin.solvers import (
 )
 from nsde_coin.toydata import ToyData, make_spirals
 from nsde_coin.training import FitResult, evaluate, fit
+
+# Graph and application names load on first use (PEP 562): ``import nsde_coin`` (and so every core module) never
+# imports nsde_coin.graph or nsde_coin.apps, which keeps the imports of the core one-way and the CLI fast.
+_LAZY = {
+    "CovidConfig": "nsde_coin.apps.covid", "run_covid": "nsde_coin.apps.covid",
+    "covid_snapshots": "nsde_coin.apps.covid_data", "load_england_covid": "nsde_coin.apps.covid_data",
+    "FewShotConfig": "nsde_coin.apps.fewshot", "run_fewshot": "nsde_coin.apps.fewshot",
+    "FewShotFeatures": "nsde_coin.apps.fewshot_data", "digits_features": "nsde_coin.apps.fewshot_data",
+    "load_features_file": "nsde_coin.apps.fewshot_data",
+    "gaussian_knn_edges": "nsde_coin.apps.knn", "gaussian_knn_graph": "nsde_coin.apps.knn",
+    "weighted_laplacian": "nsde_coin.apps.knn",
+    "TabularConfig": "nsde_coin.apps.tabular", "breast_cancer": "nsde_coin.apps.tabular",
+    "load_csv": "nsde_coin.apps.tabular", "run_tabular": "nsde_coin.apps.tabular",
+    "GRAPH_MODELS": ("nsde_coin.graph.baselines", "MODELS"), "build_model": "nsde_coin.graph.baselines",
+    "COIN": "nsde_coin.graph.coin", "COINBase": "nsde_coin.graph.coin", "COINEnsemble": "nsde_coin.graph.coin",
+    "nll_loss": "nsde_coin.graph.coin",
+    "DATASET_NAMES": "nsde_coin.graph.datasets", "load_dataset": "nsde_coin.graph.datasets",
+    "PositivityWarning": "nsde_coin.graph.diffusion", "diffuse": "nsde_coin.graph.diffusion",
+    "stability_report": "nsde_coin.graph.diffusion",
+    "GraphDiffusion": "nsde_coin.graph.layers",
+    "GraphOperator": "nsde_coin.graph.laplacian", "as_operator": "nsde_coin.graph.laplacian",
+    "graph_operator": "nsde_coin.graph.laplacian", "lambda_max": "nsde_coin.graph.laplacian",
+    "laplacian": "nsde_coin.graph.laplacian", "laplacian_from_weights": "nsde_coin.graph.laplacian",
+    "EarlyStopper": "nsde_coin.graph.protocol", "TrainConfig": "nsde_coin.graph.protocol",
+    "run_protocol": "nsde_coin.graph.protocol",
+    "Split": "nsde_coin.graph.splits", "random_split": "nsde_coin.graph.splits",
+}
+# the graph solvers register themselves when nsde_coin.graph is imported: the registry loads it on first request
+_solvers.register_family_loader("graph", lambda: importlib.import_module("nsde_coin.graph"))
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'nsde_coin' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -106,6 +133,7 @@ __all__ = [
     "COIN",
     "COINBase",
     "COINEnsemble",
+    "GraphDiffusion",
     "GraphOperator",
     "PositivityWarning",
     "as_operator",

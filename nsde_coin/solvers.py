@@ -6,6 +6,11 @@ Each entry is a :class:`SolverInfo` record. Three families share the table:
 * ``"ode"`` — torchdiffeq methods for the σ = 0 limit, u = f(flow_T(x));
 * ``"graph"`` — diffusion of outputs on a graph, u_t = −σ² L u (registered by :mod:`nsde_coin.graph.diffusion`).
 
+Imports point one way: this module (the core) never imports :mod:`nsde_coin.graph`. A package whose solvers
+register themselves on import tells the registry how to load them with :func:`register_family_loader`
+(``nsde_coin/__init__.py`` does so for the graph family), and the loader runs the first time that family is listed
+or looked up.
+
 All validation of solver / noise type / SDE type / gradient mode combinations lives in :func:`validate`, so every
 error message that names the valid choices is produced in one place.
 
@@ -74,29 +79,41 @@ class SolverInfo:
 
 
 _REGISTRY: dict[tuple[str, str], SolverInfo] = {}
-_PLUGINS_LOADED = False
+_LOADERS: dict[str, list[Callable[[], Any]]] = {}
 
 
 def register_solver(info: SolverInfo, *, overwrite: bool = False) -> SolverInfo:
-    """Add ``info`` to the registry, keyed by ``(family, name)``. A new solver is exactly one call of this."""
+    """Add ``info`` to the registry, keyed by ``(family, name)``. A new solver is exactly one call of this.
+
+    Registering the same metadata again (e.g. a module reload) replaces the entry; different metadata under a taken
+    key raises ``ValueError`` unless ``overwrite=True``.
+    """
     if info.family not in FAMILIES:
         raise ValueError(f"family={info.family!r} is not one of {FAMILIES}")
     bad = [g for g in info.grad_modes if g not in GRAD_MODES]
     if bad:
         raise ValueError(f"grad_modes {bad} are not among {GRAD_MODES}")
     key = (info.family, info.name)
-    if key in _REGISTRY and not overwrite:
+    if key in _REGISTRY and not overwrite and _REGISTRY[key] != info:
         raise ValueError(f"{info.family} solver {info.name!r} is already registered")
     _REGISTRY[key] = info
     return info
 
 
-def _load_plugins() -> None:
-    """Import modules that register solvers of their own (graph diffusion)."""
-    global _PLUGINS_LOADED
-    if not _PLUGINS_LOADED:
-        _PLUGINS_LOADED = True
-        import nsde_coin.graph.diffusion  # noqa: F401  (registers the graph family)
+def register_family_loader(family: str, loader: Callable[[], Any]) -> None:
+    """Run ``loader()`` once, the first time the registry is asked about ``family`` (or about all families).
+
+    The loader imports the module whose import registers the family's solvers; the core itself names no such module.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not one of {FAMILIES}")
+    _LOADERS.setdefault(family, []).append(loader)
+
+
+def _load_family(family: Optional[str]) -> None:
+    for fam in FAMILIES if family is None else (family,):
+        for loader in _LOADERS.pop(fam, ()):  # popped first: a loader that asks the registry does not recurse
+            loader()
 
 
 def _choices(names: list[str]) -> str:
@@ -116,8 +133,8 @@ def list_solvers(
     grad_mode: Optional[str] = None,
 ) -> list[SolverInfo]:
     """Registered solvers in table order, optionally filtered (each filter value is checked)."""
-    _load_plugins()
     _check_choice("family", family, FAMILIES)
+    _load_family(family)
     _check_choice("noise_type", noise_type, NOISE_TYPES)
     _check_choice("sde_type", sde_type, SDE_TYPES)
     _check_choice("grad_mode", grad_mode, GRAD_MODES)
@@ -145,10 +162,10 @@ def get_solver(name: str, family: Optional[str] = None) -> SolverInfo:
 
     Unknown names raise ``ValueError`` listing the valid ones; an ambiguous name without ``family`` raises too.
     """
-    _load_plugins()
     if not isinstance(name, str):
         raise TypeError(f"solver name must be a str, got {type(name).__name__} ({name!r})")
     _check_choice("family", family, FAMILIES)
+    _load_family(family)
     hits = [s for (fam, n), s in _REGISTRY.items() if n == name and (family is None or fam == family)]
     if not hits:
         scope = f"{family} " if family else ""

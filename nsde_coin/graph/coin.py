@@ -39,10 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsde_coin._checks import is_int, is_real
-from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_operator, to_scipy, torch_csr
+from nsde_coin.graph.layers import GraphDiffusion
 from nsde_coin.graph.sparse import small_work_threads
-from nsde_coin.solvers import get_solver
 
 __all__ = ["COIN", "COINBase", "COINEnsemble", "SparseFeatures", "base_logits", "nll_loss", "sparse_features"]
 
@@ -244,7 +243,6 @@ class _DiffusionHead(nn.Module):
         if not is_real(sigma2) or not math.isfinite(sigma2) \
                 or sigma2 <= 0:
             raise ValueError(f"sigma2 must be a finite number > 0, got {sigma2!r}")
-        get_solver(solver, "graph")  # unknown names: ValueError listing the graph solvers
         if laplacian_kind not in KINDS:
             raise ValueError(f"laplacian_kind={laplacian_kind!r} is not valid; valid choices: {', '.join(KINDS)}")
         if on_negative not in ON_NEGATIVE:
@@ -255,6 +253,10 @@ class _DiffusionHead(nn.Module):
         self.allow_unstable, self.laplacian_kind = bool(allow_unstable), laplacian_kind
         self.eps, self.on_negative = float(eps), on_negative
         self.solver_options = dict(solver_options or {})
+        # the diffusion itself (checks the solver name and its options); the head resolves the graph (set_graph,
+        # edge_index cache) and hands the layer an operator, so the layer's own cache stays off
+        self.diffusion = GraphDiffusion(self.sigma2, self.layer_num, solver=solver, kind=laplacian_kind, cached=False,
+                                        allow_unstable=self.allow_unstable, **self.solver_options)
         self._op: Optional[GraphOperator] = None
         self._edge_cache: Optional[tuple[weakref.ref, int, GraphOperator]] = None
         self.last_negative_fraction: Union[float, torch.Tensor] = 0.0
@@ -295,8 +297,7 @@ class _DiffusionHead(nn.Module):
             raise ValueError(f"the graph has {op.n} nodes but the features have {n} rows")
         if self.layer_num == 0:
             return u0
-        return diffuse(u0, op, self.sigma2, self.layer_num, solver=self.solver,
-                       allow_unstable=self.allow_unstable, **self.solver_options)
+        return self.diffusion(u0, op)
 
     def _safe_log(self, u: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if self.layer_num == 0:
@@ -316,7 +317,7 @@ class _DiffusionHead(nn.Module):
 
     def _logits_and_u(self, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(x)
-        return logits, self._diffuse(logits.softmax(-1), graph, x.shape[0])
+        return logits, self._diffuse(logits.softmax(-1), graph, logits.shape[-2])
 
     def forward(self, x: torch.Tensor, graph: Any = None) -> torch.Tensor:
         """x (n, d) dense/sparse, graph (edge_index, Laplacian or operator; ``None`` = the one set) → u with the
@@ -336,10 +337,13 @@ class _DiffusionHead(nn.Module):
 
 
 class COIN(_DiffusionHead):
-    """COIN: :class:`COINBase` followed by diffusion of its softmax outputs on the graph.
+    """COIN: a base classifier (the paper's ResNet :class:`COINBase` by default) followed by diffusion of its softmax
+    outputs on the graph (a :class:`~nsde_coin.graph.layers.GraphDiffusion`, ``self.diffusion``).
 
     Args:
-        in_dim, num_classes: d and C.
+        in_dim, num_classes: d and C of the default base ``COINBase(in_dim, num_classes)``; omit both with ``base``.
+        base: any ``nn.Module`` mapping the features x to logits (n, C) (e.g. an MLP or a GNN closed over its
+            graph); ``None`` = the paper's ResNet.
         layer_num: diffusion steps k (0 = the base model alone).
         sigma2: step σ² (total diffusion time k·σ²).
         solver: graph solver name (``explicit`` as in the paper, ``implicit``, ``exact``, ``random_walk``).
@@ -352,12 +356,23 @@ class COIN(_DiffusionHead):
     Attributes after a :meth:`log_prob` call: ``last_negative_fraction`` (float), ``last_min_prob`` (float).
     """
 
-    def __init__(self, in_dim: int, num_classes: int, layer_num: int = 20, sigma2: float = 0.35,
-                 solver: str = "explicit", allow_unstable: bool = False, laplacian_kind: str = "paper", *,
-                 eps: float = 1e-12, on_negative: str = "clamp", solver_options: Optional[dict] = None,
+    def __init__(self, in_dim: Optional[int] = None, num_classes: Optional[int] = None, layer_num: int = 20,
+                 sigma2: float = 0.35, solver: str = "explicit", allow_unstable: bool = False,
+                 laplacian_kind: str = "paper", *, base: Optional[nn.Module] = None, eps: float = 1e-12,
+                 on_negative: str = "clamp", solver_options: Optional[dict] = None,
                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.base = COINBase(in_dim, num_classes, generator=generator, dtype=dtype)
+        if base is None:
+            if in_dim is None or num_classes is None:
+                raise ValueError(f"COIN needs in_dim and num_classes (for the default COINBase) or base=; got "
+                                 f"in_dim={in_dim!r}, num_classes={num_classes!r}")
+            base = COINBase(in_dim, num_classes, generator=generator, dtype=dtype)
+        elif not isinstance(base, nn.Module):
+            raise TypeError(f"base must be an nn.Module mapping features to logits (n, C), got {type(base).__name__}")
+        elif in_dim is not None or num_classes is not None or generator is not None:
+            raise ValueError("pass either base= or (in_dim, num_classes, generator) for the default COINBase, not "
+                             "both")
+        self.base = base
         self._setup(layer_num, sigma2, solver, allow_unstable, laplacian_kind, eps, on_negative, solver_options)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -399,6 +414,9 @@ class COINEnsemble(_DiffusionHead):
         """Stack the weights of COINs with equal settings (their diffusion settings are taken from the first)."""
         if not models:
             raise ValueError("from_models needs at least one COIN")
+        for i, m in enumerate(models):
+            if not isinstance(m.base, COINBase):
+                raise TypeError(f"from_models stacks COINBase weights; model {i} has a {type(m.base).__name__} base")
         m0 = models[0]
         ens = cls(len(models), m0.base.in_dim, m0.base.num_classes, m0.layer_num, m0.sigma2, m0.solver,
                   m0.allow_unstable, m0.laplacian_kind, eps=m0.eps, on_negative=m0.on_negative,

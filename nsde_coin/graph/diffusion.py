@@ -34,6 +34,7 @@ Shapes: ``u`` is (n,), (n, C) or (B, n, C) (B independent signals, e.g. a model 
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any, Optional, Union
@@ -49,9 +50,9 @@ from nsde_coin.errors import NonFiniteError
 from nsde_coin.graph.laplacian import GraphOperator, as_operator, torch_csr
 from nsde_coin.graph.laplacian_checks import check_laplacian as _check_laplacian
 from nsde_coin.graph.sparse import apply_linear, from_columns, propagate, to_columns
-from nsde_coin.solvers import SolverInfo, get_solver, register_solver
+from nsde_coin.solvers import SolverInfo, get_solver, list_solvers, register_solver
 
-__all__ = ["WALKS", "PositivityWarning", "diffuse", "stability_report"]
+__all__ = ["WALKS", "PositivityWarning", "check_options", "diffuse", "solver_options", "stability_report"]
 
 WALKS = ("discrete", "continuous")
 
@@ -118,9 +119,9 @@ def diffuse(
     solver: str = "explicit",
     allow_unstable: bool = False,
     generator: Optional[torch.Generator] = None,
-    seed: int = 0,
-    samples: int = 1000,
-    walk: str = "discrete",
+    seed: Optional[int] = None,
+    samples: Optional[int] = None,
+    walk: Optional[str] = None,
     nodes: Optional[torch.Tensor] = None,
     return_stderr: bool = False,
     tol: Optional[float] = None,
@@ -137,10 +138,12 @@ def diffuse(
         layer_num: number of steps k ≥ 0 (0 returns ``u`` unchanged).
         t, steps: alternative to (sigma2, layer_num): total time and number of steps.
         solver: a registered graph solver: ``explicit``, ``implicit``, ``exact``, ``random_walk``.
-        allow_unstable: explicit only — run even when σ²·λ_max ≥ 2 (reproduces the paper's Cora σ² = 0.35).
-        generator, seed: random_walk randomness (a new ``torch.Generator`` seeded with ``seed`` if not given).
-        samples: random_walk walkers per start node.
-        walk: random_walk kind, ``"discrete"`` (mirrors explicit) or ``"continuous"`` (mirrors exact).
+        allow_unstable: explicit — run even when σ²·λ_max ≥ 2 (reproduces the paper's Cora σ² = 0.35). A
+            permission, accepted by every solver (the stable ones never need it).
+        generator, seed: random_walk randomness (a new ``torch.Generator`` seeded with ``seed``, default 0, if not
+            given).
+        samples: random_walk walkers per start node (default 1000).
+        walk: random_walk kind, ``"discrete"`` (default, mirrors explicit) or ``"continuous"`` (mirrors exact).
         nodes: random_walk only — start nodes to estimate (default all); the output then has len(nodes) rows.
         return_stderr: also return the Monte Carlo standard error (zeros for deterministic solvers).
         tol: implicit: CG relative residual; exact: truncation error of the Chebyshev series (relative to ‖u‖).
@@ -150,25 +153,31 @@ def diffuse(
             :mod:`nsde_coin.graph.laplacian_checks`). Checked once per operator and cached (a tensor passed again
             maps to the same operator), so a training loop pays it once. ``False`` diffuses any matrix.
 
+    Solver options (generator, seed, samples, walk, nodes, tol, maxiter) are the keyword-only parameters of the
+    solver's implementation; one the solver does not take raises ``ValueError`` (e.g. ``solver="exact",
+    samples=10``), see :func:`solver_options`.
+
     Returns:
         u_T with the shape of ``u`` (and its standard error when ``return_stderr``).
     """
     _check_u(u)
     info = get_solver(solver, "graph")
+    given = {"generator": generator, "seed": seed, "samples": samples, "walk": walk, "nodes": nodes, "tol": tol,
+             "maxiter": maxiter}
+    kwargs = check_options(info, {key: val for key, val in given.items() if val is not None})
+    if allow_unstable and "allow_unstable" in solver_options(info):
+        kwargs["allow_unstable"] = True
     s, k = _resolve_time(sigma2, layer_num, t, steps)
     op = as_operator(L)
     if check_laplacian:
         _check_laplacian(op)
     cols, shape = to_columns(u, op.n)
-    if nodes is not None and solver != "random_walk":
-        raise ValueError(f"nodes= applies to solver='random_walk' only, not to {solver!r}")
     if k == 0:
         out, err = cols, None
         if nodes is not None:
             out = cols[_check_nodes(nodes, op.n)]
     else:
-        out, err = info.impl(cols, op, s, k, allow_unstable=allow_unstable, generator=generator, seed=seed,
-                             samples=samples, walk=walk, nodes=nodes, tol=tol, maxiter=maxiter)
+        out, err = info.impl(cols, op, s, k, **kwargs)
     if not bool(torch.isfinite(out.detach()).all()):
         raise NonFiniteError(f"graph diffusion with solver={solver!r}, sigma2={s}, layer_num={k} produced NaN/Inf "
                              f"(sigma2·lambda_max = {s * op.lambda_max:.4g}; stable explicit steps need < 2)")
@@ -178,6 +187,40 @@ def diffuse(
     if not return_stderr:
         return res
     return res, (from_columns(err, shape) if err is not None else torch.zeros_like(res))
+
+
+def solver_options(solver: Union[str, SolverInfo]) -> tuple[str, ...]:
+    """The options a graph solver takes: the keyword-only parameters of its implementation, in order."""
+    info = solver if isinstance(solver, SolverInfo) else get_solver(solver, "graph")
+    params = inspect.signature(info.impl).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _takes_any(info: SolverInfo) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(info.impl).parameters.values())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"<tensor of shape {tuple(value.shape)}>"
+    return repr(value) if len(repr(value)) <= 40 else f"<{type(value).__name__}>"
+
+
+def check_options(solver: Union[str, SolverInfo], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if the graph solver takes every one of them; else a one-line ``ValueError`` naming the option, the
+    solver's valid options and the solvers that do take it. ``allow_unstable`` is a permission every solver takes."""
+    info = solver if isinstance(solver, SolverInfo) else get_solver(solver, "graph")
+    valid = solver_options(info)
+    if _takes_any(info):
+        return dict(options)
+    for key, val in options.items():
+        if key == "allow_unstable" or key in valid:
+            continue
+        takers = [other.name for other in list_solvers("graph") if key in solver_options(other)]
+        where = (f"; {key}= applies to solver=" + " or ".join(map(repr, takers)) + " only") if takers else ""
+        raise ValueError(f"{key}={_short(val)} is not an option of graph solver {info.name!r} (valid options: "
+                         f"{', '.join(valid) or '(none)'}){where}")
+    return {key: val for key, val in options.items() if key != "allow_unstable" or key in valid}
 
 
 def _rows_shape(shape: tuple[int, ...], rows: int) -> tuple[int, ...]:
@@ -195,8 +238,8 @@ def _check_nodes(nodes: Any, n: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------- explicit
-def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, allow_unstable: bool = False,
-              **_: Any) -> tuple[torch.Tensor, None]:
+def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
+              allow_unstable: bool = False) -> tuple[torch.Tensor, None]:
     lam = op.lambda_max
     if s * lam >= 2.0 and not allow_unstable:
         raise ValueError(
@@ -264,7 +307,7 @@ def _default_tol(dtype: torch.dtype, f32: float, f64: float) -> float:
 
 
 def _implicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, tol: Optional[float] = None,
-              maxiter: Optional[int] = None, **_: Any) -> tuple[torch.Tensor, None]:
+              maxiter: Optional[int] = None) -> tuple[torch.Tensor, None]:
     tol = _default_tol(u.dtype, 1e-6, 1e-12) if tol is None else float(tol)
     maxiter = max(100, 10 * op.n) if maxiter is None else int(maxiter)
     if op.symmetric or op.similarity is not None:
@@ -309,8 +352,8 @@ def _chebyshev_coeffs(alpha: float, tol: float) -> np.ndarray:
     return np.asarray(coeffs)
 
 
-def _exact(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, tol: Optional[float] = None,
-           **_: Any) -> tuple[torch.Tensor, None]:
+def _exact(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
+           tol: Optional[float] = None) -> tuple[torch.Tensor, None]:
     if not (op.symmetric or op.similarity is not None):
         raise ValueError("solver='exact' needs a symmetric Laplacian (kinds paper, sym, comb) or one built with "
                          "kind='rw'; use solver='implicit' or 'explicit' for a general non-symmetric L")
@@ -367,8 +410,7 @@ def _step_walkers(states: torch.Tensor, table, gen: torch.Generator) -> torch.Te
 
 
 def _random_walk(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, generator=None, seed: int = 0,
-                 samples: int = 1000, walk: str = "discrete", nodes=None,
-                 **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                 samples: int = 1000, walk: str = "discrete", nodes=None) -> tuple[torch.Tensor, torch.Tensor]:
     if walk not in WALKS:
         raise ValueError(f"walk={walk!r} is not valid; valid choices: {', '.join(WALKS)}")
     if not is_int(samples) or samples < 2:
@@ -421,4 +463,4 @@ for _info in (
                "Monte Carlo average over random-walk end nodes (discrete ↔ explicit, continuous ↔ exact)",
                stochastic=True, impl=_random_walk),
 ):
-    register_solver(_info, overwrite=True)  # overwrite: a module reload must not fail
+    register_solver(_info)  # the graph family registers itself when nsde_coin.graph is imported

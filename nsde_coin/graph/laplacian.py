@@ -462,6 +462,15 @@ def _register(t: torch.Tensor, op: GraphOperator) -> None:
     weakref.finalize(t, _OPERATORS.pop, key, None)
 
 
+def _reject_edge_index(L: torch.Tensor) -> None:
+    """A PyG edge_index passed where a Laplacian belongs: say so (instead of "a Laplacian must be square")."""
+    if (L.layout == torch.strided and not L.is_floating_point() and not L.is_complex() and L.dim() == 2
+            and L.shape[0] == 2 and L.shape[1] != 2):
+        raise ValueError(f"got an edge_index-like {L.dtype} tensor of shape {tuple(L.shape)} where a Laplacian "
+                         f"(n×n) is expected; pass laplacian(edge_index, num_nodes) or a GraphOperator, or use the "
+                         f"layer nsde_coin.graph.GraphDiffusion, whose forward takes (u, edge_index)")
+
+
 def as_operator(L: Any, dtype: Optional[torch.dtype] = None) -> GraphOperator:
     """The :class:`GraphOperator` of ``L``: itself if it is one; the registered one if ``L`` is a tensor returned by
     :func:`laplacian`; otherwise a new operator, registered so that the next call with the same tensor reuses it
@@ -472,6 +481,7 @@ def as_operator(L: Any, dtype: Optional[torch.dtype] = None) -> GraphOperator:
         hit = _OPERATORS.get(id(L))
         if hit is not None and hit[0]() is L:
             return hit[1]
+        _reject_edge_index(L)
         op = GraphOperator(L, dtype=dtype or (L.dtype if L.is_floating_point() else torch.float32))
         _register(L, op)  # the operator keeps its own copy, never a reference to L
         return op
