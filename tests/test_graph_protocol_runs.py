@@ -212,7 +212,8 @@ def test_workers_write_the_same_records_as_one_process(tmp_path):
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
         run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, workers=0)
     with pytest.raises(ValueError, match="not both"):
-        run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2, shard="0/2")
+        run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2,
+                     client="tcp://127.0.0.1:1")
 
 
 @pytest.mark.filterwarnings("ignore:explicit step sigma2")  # sigma2 = 1 is past the positivity bound here

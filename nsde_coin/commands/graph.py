@@ -14,6 +14,7 @@ Re-running a command with the same ``--out`` resumes: finished runs are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -49,10 +50,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (default 1: on a shared or small machine more intra-op threads can "
                         "make these sparse kernels much slower; raise it on an idle multi-core machine)")
-    p.add_argument("--shard", help="K/N: run only every N-th split starting at K (N processes may share --out)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run the splits in this many processes (each --threads threads; default 1). On an idle "
-                        "N-core machine --workers N is the fastest way through a long protocol")
+    p.add_argument("--shard", help=argparse.SUPPRESS)  # removed: one driver spreads the runs (--workers/--scheduler)
+    p.add_argument("--workers", type=int, default=None,
+                   help="run on an embedded Dask cluster of this many single-threaded worker processes (each run "
+                        "--threads threads; default: in this process). On an idle N-core machine --workers N is "
+                        "the fastest way through a long protocol")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask cluster (started with `dask scheduler` / `dask worker --nthreads 1`);"
+                        " this process stays the only writer of --out")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -127,18 +132,40 @@ def run(args: argparse.Namespace) -> int:
     hp = _hparams(args)
     resolve_hparams(args.model, hp)  # fail fast on bad names / values
     cfg = _config(args)
+    _check_engine(args)
     if args.grid:
-        return _run_grid(args, dataset, hp, cfg)
+        with _engine(args) as client:
+            return _run_grid(args, dataset, hp, cfg, client)
     data = load_dataset(dataset, root=args.root, source=args.source)
-    summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
-                           threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
-                           shard=args.shard, workers=args.workers, device=args.device)
+    with _engine(args) as client:
+        summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
+                               threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
+                               client=client, device=args.device)
     _report_corrupt(summary)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
         _table([summary])
     return 0 if summary["failed"] == 0 else 1
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    if args.shard is not None:
+        raise ValueError(f"--shard {args.shard} was removed: one command now spreads the runs over --workers N local "
+                         f"processes or a Dask cluster (--scheduler tcp://HOST:PORT) and is the only writer of --out")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers} is not valid; expected an int >= 1")
+    if args.workers is not None and args.scheduler:
+        raise ValueError("give either --workers N (a local Dask cluster) or --scheduler ADDRESS, not both")
+
+
+def _engine(args: argparse.Namespace):
+    """One Dask client for the whole command (every grid point reuses it), or ``None``: run in this process."""
+    if args.workers is None and not args.scheduler:
+        return contextlib.nullcontext(None)
+    from nsde_coin.graph.experiment.cluster import open_client
+
+    return open_client(args.workers, args.scheduler, gpu=args.device.startswith("cuda"))
 
 
 def _report_corrupt(summary: dict[str, Any]) -> None:
@@ -157,7 +184,7 @@ def _floats(text: str, what: str, cast=float) -> list:
     return vals
 
 
-def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -> int:
+def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg, client=None) -> int:
     from nsde_coin.graph.datasets import load_dataset
     from nsde_coin.graph.diffusion import stability_report
     from nsde_coin.graph.laplacian import graph_operator
@@ -188,7 +215,7 @@ def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -
                 continue
             s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
                              inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
-                             progress=not args.no_progress, fast=not args.no_fast, workers=args.workers,
+                             progress=not args.no_progress, fast=not args.no_fast, client=client,
                              device=args.device)
             _report_corrupt(s)
             point.update(status="ok" if s["runs"] else "failed", val_acc_mean=s["val_acc_mean"],
