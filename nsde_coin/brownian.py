@@ -58,12 +58,14 @@ class FixedGridBrownian(BaseBrownian):
         levy_area: ``None``/"none", "space-time" (exact U, for srk), "davie" or "foster" (approximate A, for
             log_ode; Foster's is torchsde's default for log_ode).
         grid_tol: how far (in units of dt) a query time may be from a grid point.
+        rows: ``(lo, hi)``: answer only rows ``lo..hi-1`` of the ``size`` draw (shape (hi − lo, m)) — the paths
+            those rows get in the whole batch, for a data-parallel rank that holds a shard of it.
     """
 
     def __init__(self, t0: float, t1: float, size: Union[tuple[int, ...], torch.Size], dt: Optional[float] = None,
                  steps: Optional[int] = None, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: Union[str, torch.device, None] = None, levy_area: Optional[str] = None,
-                 grid_tol: float = 1e-3) -> None:
+                 grid_tol: float = 1e-3, rows: Optional[tuple[int, int]] = None) -> None:
         t0, t1 = float(t0), float(t1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
             raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
@@ -88,6 +90,11 @@ class FixedGridBrownian(BaseBrownian):
         if not is_int(seed):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
         steps, seed = int(steps), int(seed)
+        lo, hi = (0, size[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= lo < hi <= size[0]:
+            raise ValueError(f"rows={rows!r} is not valid; expected 0 <= lo < hi <= {size[0]}")
+        self._rows = None if (lo, hi) == (0, size[0]) else (lo, hi)
+        self._out = (hi - lo, size[1])
         self._t0, self._t1, self._steps = t0, t1, steps
         self._dt = (t1 - t0) / steps
         self._size = size
@@ -114,7 +121,7 @@ class FixedGridBrownian(BaseBrownian):
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size(self._size)
+        return torch.Size(self._out)
 
     @property
     def levy_area_approximation(self) -> str:
@@ -162,6 +169,9 @@ class FixedGridBrownian(BaseBrownian):
         if self._have_A:
             N = torch.empty((*self._size, self._size[-1]), dtype=self._dtype, device=self._device).normal_(
                 generator=gen)
+        if self._rows is not None:
+            lo, hi = self._rows
+            W, H, N = (None if t is None else t[lo:hi] for t in (W, H, N))
         self._cache_k, self._cache = k, (W, H, N)
         return self._cache
 
@@ -199,9 +209,9 @@ class FixedGridBrownian(BaseBrownian):
             U = h * (0.5 * W + H) if return_U else None
             A = self._area(W, H, N, h) if return_A else None
         else:
-            W = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+            W = torch.zeros(self._out, dtype=self._dtype, device=self._device)
             U = torch.zeros_like(W) if return_U else None
-            A = W.new_zeros((*self._size, self._size[-1])) if return_A else None
+            A = W.new_zeros((*self._out, self._out[-1])) if return_A else None
             for k in range(ka, kb):
                 Wk, Hk, Nk = self._draw(k)
                 if return_A:

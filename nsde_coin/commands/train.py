@@ -4,15 +4,23 @@ All three share the same base classifier f (a linear layer + softmax, same initi
 u(x) = f(flow_T(x)) with an MLP drift integrated by torchdiffeq; the SDE network is the Feynman–Kac average
 u(x) = E[f(X_T) | X_0 = x] of the same construction plus a learnable diffusion σ, integrated by torchsde. Prints a
 table (or JSON with ``--json``), writes ``train.json`` and ``decision_regions.png`` into ``--out``.
+
+Data parallel: ``torchrun --nproc-per-node R -m nsde_coin.cli train ...`` (or ``--nnodes`` for several machines,
+through torchrun's rendezvous) trains each model on R processes (gloo on CPU): every rank takes a shard of each
+minibatch with the paths the whole batch would get, so the results equal a 1-process run (see
+:mod:`nsde_coin.training`); rank 0 prints and writes the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -220,7 +228,7 @@ def _run_training(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
         rows.append(row)
     out_dir = Path(cfg["out"])
     plot_path, t_plot = None, time.perf_counter()
-    if not cfg["no_plot"]:
+    if not cfg["no_plot"] and _rank() == 0:  # one writer of the PNG under torchrun
         from nsde_coin.plotting import plot_decision_regions
 
         titles = {r["model"]: f"{_LABELS[r['model']]}\ntest acc {r['test_accuracy']:.3f}" for r in rows}
@@ -234,10 +242,22 @@ def _run_training(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
         "plot": plot_path,
         "plot_time_s": time.perf_counter() - t_plot if plot_path else 0.0,
         "wall_time_s": time.perf_counter() - t_start,
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "ranks": _ranks(),
                         "python": platform.python_version(), "machine": platform.machine(),
                         "processor": platform.processor() or platform.machine()},
     }
+
+
+def _ranks() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 _LABELS = {"base": "base f alone (linear)", "ode": "ODE network (σ = 0)", "sde": "SDE network (σ learned)"}
@@ -255,9 +275,28 @@ def format_table(results: dict[str, Any]) -> str:
     return _table(head, rows)
 
 
+@contextlib.contextmanager
+def _process_group() -> Iterator[int]:
+    """Join the ``torch.distributed`` group torchrun describes in the environment (``WORLD_SIZE`` > 1) for the
+    block, with gloo (nccl when CUDA is there); yields this process's rank (0 without torchrun)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
-    results = run_training(cfg, progress=not cfg["json"])
+    with _process_group() as rank:
+        results = run_training(cfg, progress=not cfg["json"] and rank == 0)
+    if rank != 0:
+        return 0  # rank 0 reports and writes the (identical) results
     out_dir = Path(cfg["out"])
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "train.json"
