@@ -47,7 +47,9 @@ _DEFAULTS = {
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (embedded spirals)")
-    d.add_argument("--n", type=int, default=None, help="number of points, train + test (default 2400)")
+    d.add_argument("--n", "--points", dest="n", type=int, default=None,
+                   help="number of points, train + test (default 2400; under torchrun write --points: torchrun "
+                        "reads --n as an abbreviation of its own options)")
     d.add_argument("--dim", type=int, default=12, help="ambient dimension of the embedding (default 12)")
     d.add_argument("--classes", type=int, default=3, help="number of spiral arms / classes (default 3)")
     d.add_argument("--label-noise", type=float, default=0.08, help="fraction of training labels flipped (0.08)")
