@@ -1,11 +1,11 @@
 """The protocol on Dask distributed: an embedded ``LocalCluster`` or an existing cluster, one task per pending run.
 
 * **Data**: the driver has loaded the graph (it needs it for the resume keys); it pickles it once and puts the bytes
-  into the cluster as one task (``nsde-graph-<fingerprint>``). Each worker fetches them once (from the worker that
-  holds them, peer to peer), unpickles them once and keeps the graph for all its runs. The scheduler keeps the task,
-  so the graph is recomputed from it if every worker that held it dies; the workers need neither the data folder
-  nor a shared file system. (Loading from ``--root`` on every worker was the alternative: it needs the data on
-  every machine and costs a full ``load_dataset`` per worker — see ``benchmarks/bench_scaleout.py``.)
+  into the cluster as one task (``nsde-graph-<fingerprint>-<sweep id>``). Each worker fetches them once (from the
+  worker that holds them, peer to peer), unpickles them once and keeps the graph for all its runs. The scheduler
+  keeps the task, so the graph is recomputed from it if every worker that held it dies; the workers need neither
+  the data folder nor a shared file system. (Loading from ``--root`` on every worker was the alternative: it needs
+  the data on every machine and costs a full ``load_dataset`` per worker — see ``benchmarks/bench_scaleout.py``.)
 * **Runs**: each pending (split, init) is submitted exactly once, as a task with the explicit key
   ``nsde-run-<run key>`` (``pure=False``); a worker that dies has its tasks rerun elsewhere by the scheduler
   (``distributed.scheduler.allowed-failures`` times). Workers *return* records; only the driver writes them.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import uuid
 import warnings
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -105,7 +106,7 @@ def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]
     resources = {"GPU": 1} if torch.device(spec.device).type == "cuda" else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Large object", UserWarning)  # the graph, sent once on purpose
-        graph = client.submit(_identity, blob, key=f"nsde-graph-{fp}", pure=False)
+        graph = client.submit(_identity, blob, key=f"nsde-graph-{fp}-{uuid.uuid4().hex[:12]}", pure=False)
         futures = [client.submit(_remote_run, graph, fp, spec, s, i, keys[(s, i)], key=f"nsde-run-{keys[(s, i)]}",
                                  pure=False, resources=resources) for s, i in pending]
     try:
@@ -113,4 +114,4 @@ def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]
             yield fut.result()  # a run's exception (not a dead worker: those are retried) stops the sweep
             fut.release()
     finally:
-        client.cancel([*futures, graph], force=True)
+        client.cancel([f for f in futures if not f.done()] + [graph], force=True)
