@@ -105,7 +105,7 @@ def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]
     blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
     resources = {"GPU": 1} if torch.device(spec.device).type == "cuda" else None
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Large object", UserWarning)  # the graph, sent once on purpose
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)  # the graph, sent once on purpose
         graph = client.submit(_identity, blob, key=f"nsde-graph-{fp}-{uuid.uuid4().hex[:12]}", pure=False)
         futures = [client.submit(_remote_run, graph, fp, spec, s, i, keys[(s, i)], key=f"nsde-run-{keys[(s, i)]}",
                                  pure=False, resources=resources) for s, i in pending]
