@@ -6,8 +6,13 @@ Examples::
         --out runs.jsonl
     nsde-coin graph --dataset cora --model gcn --splits 10 --inits 2 --out runs.jsonl --json
     nsde-coin graph --dataset citeseer --model coin --grid --out grid.jsonl
+    nsde-coin graph --dataset cora --model coin --allow-unstable --splits 100 --inits 20 --out cora.jsonl --workers 8
+    nsde-coin graph --dataset cora --model coin --allow-unstable --splits 100 --inits 20 --out cora.jsonl \\
+        --scheduler tcp://10.0.0.1:8786
 
-Re-running a command with the same ``--out`` resumes: finished runs are skipped. ``--grid`` evaluates
+Re-running a command with the same ``--out`` resumes: finished runs are skipped (the command holds ``<out>.lock``
+while it runs; a second one on the same file refuses). ``--workers N`` runs on an embedded Dask cluster of N
+processes, ``--scheduler`` on an existing one; this process stays the only writer of ``--out``. ``--grid`` evaluates
 ``layer_num × sigma2`` by mean validation accuracy over a few splits and prints the chosen pair.
 """
 

@@ -101,7 +101,8 @@ def run_protocol(
         progress: show a tqdm bar on stderr (the driver's only, in every mode).
         fast: use the COIN read-out shortcut where it applies. Part of the key when off.
         workers: run on an embedded Dask ``LocalCluster`` of this many single-threaded worker processes
-            (127.0.0.1, no dashboard), closed at the end. ``None`` (default): train in this process.
+            (127.0.0.1, no dashboard), closed at the end. ``None`` (default): train in this process. The workers
+            are spawned: a script that passes ``workers=`` needs the ``if __name__ == "__main__":`` guard.
         client: a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``) of an existing cluster.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` ... Initial weights are drawn on the CPU under the run's
             seed; GPU runs add ``cuda_peak_mb``; on Dask they go to workers that declare a ``GPU`` resource.
