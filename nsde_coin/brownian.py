@@ -58,6 +58,10 @@ class FixedGridBrownian(BaseBrownian):
         levy_area: ``None``/"none", "space-time" (exact U, for srk), "davie" or "foster" (approximate A, for
             log_ode; Foster's is torchsde's default for log_ode).
         grid_tol: how far (in units of dt) a query time may be from a grid point.
+        commutative: the noise is commutative (diagonal, additive or scalar), so a solver's Lévy-area term
+            vanishes identically (torchsde's log_ode multiplies A by ∂σ, zero for such noise): A is then returned as
+            zeros of shape (batch, m, m) without drawing or storing it (a stride-0 view). W and U are unchanged —
+            they come first from each step's stream — so the path is the same as with ``commutative=False``.
         rows: ``(lo, hi)``: answer only rows ``lo..hi-1`` of the ``size`` draw (shape (hi − lo, m)) — the paths
             those rows get in the whole batch, for a data-parallel rank that holds a shard of it.
     """
@@ -65,7 +69,7 @@ class FixedGridBrownian(BaseBrownian):
     def __init__(self, t0: float, t1: float, size: Union[tuple[int, ...], torch.Size], dt: Optional[float] = None,
                  steps: Optional[int] = None, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: Union[str, torch.device, None] = None, levy_area: Optional[str] = None,
-                 grid_tol: float = 1e-3, rows: Optional[tuple[int, int]] = None) -> None:
+                 grid_tol: float = 1e-3, commutative: bool = False, rows: Optional[tuple[int, int]] = None) -> None:
         t0, t1 = float(t0), float(t1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
             raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
@@ -103,6 +107,7 @@ class FixedGridBrownian(BaseBrownian):
         self._levy = levy_area
         self._have_H = levy_area != "none"
         self._have_A = levy_area in ("davie", "foster")
+        self._draw_A = self._have_A and not commutative
         self._seed = seed
         self._grid_tol = float(grid_tol)
         self._gen = torch.Generator(device=self._device)
@@ -166,7 +171,7 @@ class FixedGridBrownian(BaseBrownian):
         if self._have_H:
             H = torch.empty(self._size, dtype=self._dtype, device=self._device).normal_(
                 0.0, math.sqrt(h / 12.0), generator=gen)
-        if self._have_A:
+        if self._draw_A:
             N = torch.empty((*self._size, self._size[-1]), dtype=self._dtype, device=self._device).normal_(
                 generator=gen)
         if self._rows is not None:
@@ -204,6 +209,10 @@ class FixedGridBrownian(BaseBrownian):
         if ka > kb:
             raise ValueError(f"query times must satisfy ta <= tb, got ta={float(ta)!r}, tb={float(tb)!r}")
         h = self._dt
+        if return_A and not self._draw_A:  # commutative noise: the area term is multiplied by zero
+            zero_area = torch.zeros((), dtype=self._dtype, device=self._device).expand(*self._out, self._out[-1])
+            out = self(ta, tb, return_U=return_U)
+            return (*out, zero_area) if return_U else (out, zero_area)
         if kb == ka + 1:
             W, H, N = self._draw(ka)
             U = h * (0.5 * W + H) if return_U else None

@@ -31,6 +31,11 @@ from nsde_coin.sde import FeynmanKacSDE
 from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
 
 _STEP_INFLATION = 1e-10
+# solvers whose additive-noise path multiplies the dense (B, d, d) σ every step: a constant diagonal σ is handed to
+# them as torchsde "diagonal" noise (the same SDE; measured 47 -> 17 ms fwd+bwd at d = 64, B = 256, 20 steps). The
+# other solvers are as fast or faster with "additive" (srk's SRA1 is 3.5x cheaper than its diagonal SRID2).
+_DIAGONAL_VIEW = frozenset({"reversible_heun"})
+_COMMUTATIVE = frozenset({"diagonal", "additive", "scalar"})
 
 
 class _ODEFunc(nn.Module):
@@ -290,7 +295,7 @@ def _shard_brownian(batch_rows: tuple[int, int], B: int, K: int, diffusion: nn.M
     levy = {None: "none"}.get(info.levy_area, info.levy_area)
     size = (total * K, int(getattr(diffusion, "noise_dim", x.shape[1])))
     return FixedGridBrownian(0.0, T, size, steps=n_steps, seed=seed, dtype=x.dtype, device=x.device, levy_area=levy,
-                             rows=(offset * K, (offset + B) * K))
+                             commutative=diffusion.noise_type in _COMMUTATIVE, rows=(offset * K, (offset + B) * K))
 
 
 def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T: float, n_steps: int,
@@ -298,7 +303,8 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                seed: int, rtol: float, atol: float, return_paths: bool, adaptive: bool,
                brownian: Optional[torchsde.BaseBrownian], extra: tuple[Tensor, ...] = ()
                ) -> tuple[Tensor, Optional[Tensor]]:
-    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as)
+    as_diagonal = info.name in _DIAGONAL_VIEW and callable(getattr(diffusion, "diagonal", None))
+    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as, as_diagonal=as_diagonal)
     size = (y0.shape[0], int(getattr(diffusion, "noise_dim", y0.shape[1])))
     levy = {None: "none", "space-time": "space-time", "foster": "foster"}.get(info.levy_area, info.levy_area)
     if brownian is not None:
@@ -308,7 +314,7 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                                        levy_area_approximation=levy)
     else:
         bm = FixedGridBrownian(0.0, T, size, steps=n_steps, seed=seed, dtype=y0.dtype, device=y0.device,
-                               levy_area=levy)
+                               levy_area=levy, commutative=diffusion.noise_type in _COMMUTATIVE)
     if return_paths:
         ts = torch.linspace(0.0, T, n_steps + 1, dtype=torch.float64, device=y0.device)
     else:

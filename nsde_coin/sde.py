@@ -33,18 +33,21 @@ class FeynmanKacSDE(nn.Module):
         sde_type: the convention the model is written in: ``"ito"`` (default, Feynman–Kac) or ``"stratonovich"``.
         integrate_as: the convention of the solver that will integrate it (defaults to ``sde_type``). This is what
             torchsde reads from the ``sde_type`` attribute; the drift is converted when the two differ.
+        as_diagonal: present a constant diagonal σ (a diffusion with a ``diagonal(t, x)`` method) to torchsde as
+            ``"diagonal"`` noise, with ``g`` returning the (B, d) diagonal instead of the (B, d, d) matrix. The SDE is
+            the same; solvers that would multiply the dense matrix every step (reversible_heun) become O(B·d).
 
     Attributes:
         sde_type: the solver's convention (torchsde's attribute); ``model_sde_type``: the model's convention.
         noise_type: the diffusion's torchsde noise type.
         correction_sign: 0 (no conversion), −1 (Itô model, Stratonovich solver), +1 (the reverse).
 
-    The first drift evaluation at the initial state is memoised (by tensor identity and time value) so torchsde's
-    shape probes in ``sdeint`` cost no extra network evaluation.
+    The last drift evaluation is memoised (by tensor identity and time value), so torchsde's shape probe in
+    ``sdeint`` and srk's repeated stage evaluation cost no extra network evaluation.
     """
 
     def __init__(self, drift: Callable[..., Tensor], diffusion: nn.Module, sde_type: str = "ito",
-                 integrate_as: Optional[str] = None) -> None:
+                 integrate_as: Optional[str] = None, as_diagonal: bool = False) -> None:
         super().__init__()
         if sde_type not in SDE_TYPES:
             raise ValueError(f"sde_type={sde_type!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
@@ -57,9 +60,13 @@ class FeynmanKacSDE(nn.Module):
                              f"{', '.join(NOISE_TYPES)}")
         if not callable(drift):
             raise TypeError(f"drift must be callable (t, x) -> (B, d), got {type(drift).__name__}")
+        if as_diagonal and not callable(getattr(diffusion, "diagonal", None)):
+            raise TypeError(f"as_diagonal=True needs a constant diagonal diffusion with a diagonal(t, x) method, got "
+                            f"{type(diffusion).__name__}")
         self.drift = drift
         self.diffusion = diffusion
-        self.noise_type = noise_type
+        self.noise_type = "diagonal" if as_diagonal else noise_type
+        self._g = diffusion.diagonal if as_diagonal else diffusion
         self.sde_type = integrate_as
         self.model_sde_type = sde_type
         state_dependent = getattr(diffusion, "state_dependent", noise_type != "additive")
@@ -70,34 +77,34 @@ class FeynmanKacSDE(nn.Module):
         self._prod = getattr(diffusion, "prod", None) or (lambda t, x, v: Diffusion.prod(diffusion, t, x, v))
         self._correction = getattr(diffusion, "ito_correction", None) or (
             lambda t, x: Diffusion.ito_correction(diffusion, t, x))
-        self._memo: Optional[tuple[Tensor, float, bool, Tensor]] = None
+        self._memo: Optional[tuple[Tensor, Tensor, bool, Tensor]] = None
         self.drift_evals = 0
 
     def forget(self) -> None:
-        """Drop the memoised first drift evaluation (called by the integrator after a solve)."""
+        """Drop the memoised drift evaluation (called by the integrator after a solve)."""
         self._memo = None
 
     def prime(self, x: Tensor) -> None:
-        """Enable memoisation of the drift at the initial state ``x`` (the next solve's y0)."""
-        self._memo = (x, float("nan"), torch.is_grad_enabled(), x)
+        """Start a solve from ``x``: forget any earlier evaluation (kept for API compatibility; the memo below
+        catches torchsde's repeated evaluation at the initial state by itself)."""
+        self._memo = None
 
     # -- torchsde contract -------------------------------------------------------------------------------------
     def f(self, t: Tensor, y: Tensor) -> Tensor:
-        """Drift in the solver's convention, (B, d)."""
+        """Drift in the solver's convention, (B, d).
+
+        The last evaluation is memoised by tensor identity of ``y``, the time value and the grad mode: torchsde
+        evaluates f twice at the same point in places (its shape probe before the first step; srk's SRA1 stage
+        at y0 inside every step), and a repeat costs a network evaluation. The time is compared (a host sync on
+        a GPU) only when ``y`` is the very tensor of the last call.
+        """
         memo = self._memo
-        if memo is not None:
-            x0, t0, grad, val = memo
-            if y is x0 and grad == torch.is_grad_enabled():
-                tf = float(t)
-                if t0 != t0:  # not evaluated yet (NaN marker)
-                    val = self._drift(t, y)
-                    self._memo = (x0, tf, grad, val)
-                    return val
-                if tf == t0:
-                    return val
-            else:
-                self._memo = None
-        return self._drift(t, y)
+        grad = torch.is_grad_enabled()
+        if memo is not None and y is memo[0] and grad == memo[2] and (t is memo[1] or float(t) == float(memo[1])):
+            return memo[3]
+        val = self._drift(t, y)
+        self._memo = (y, t, grad, val)
+        return val
 
     def _drift(self, t: Tensor, y: Tensor) -> Tensor:
         self.drift_evals += 1
@@ -108,7 +115,7 @@ class FeynmanKacSDE(nn.Module):
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         """Diffusion in torchsde's layout: (B, d) for diagonal noise, (B, d, m) otherwise."""
-        return self.diffusion(t, y)
+        return self._g(t, y)
 
     def g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """σ(y, t) v, (B, d)."""

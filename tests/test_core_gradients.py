@@ -56,6 +56,8 @@ def test_adjoint_gradient_converges_to_backprop(solver, diffusion):
                  _grads(drift, diff, x, solver=solver, steps=n)) for n in ns]
     assert all(a > b for a, b in zip(errs, errs[1:])), errs
     slope = float(np.polyfit(np.log(1.0 / np.asarray(ns)), np.log(errs), 1)[0])
+    # measured (float64, both kernel paths, same to 4 digits): slopes 0.827 (euler/state), 0.947 (milstein/state),
+    # 0.985 (euler/const); errs[-1] 8.7e-3, 7.0e-3, 6.7e-3 — every error is far above round-off
     assert abs(slope - 1.0) < 0.3, (slope, errs)
     assert errs[-1] < 0.02
 

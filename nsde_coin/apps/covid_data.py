@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nsde_coin.datafiles import damaged
+
 __all__ = ["COVID_URL", "COVID_SHA256", "CovidData", "CovidSnapshots", "locate_covid_file", "load_england_covid",
            "covid_snapshots", "daily_laplacian"]
 
@@ -166,15 +168,17 @@ def load_england_covid(path: Optional[Union[str, Path]] = None, *, download: boo
         from nsde_coin.graph.datasets import default_cache_dir
 
         found = _download(default_cache_dir() / FILE_NAME)
+    restore = f"replace it with a good copy of {COVID_URL} (or delete it and pass --download)"
     if verify:
         digest = _sha256(found)
         if digest != COVID_SHA256:
-            raise ValueError(f"{found} has sha256 {digest}, expected {COVID_SHA256} (the PyTorch Geometric "
-                             f"Temporal release); pass verify=False / --no-verify to use it anyway")
+            raise damaged(found, f"sha256 is {digest}, expected {COVID_SHA256} (the PyTorch Geometric Temporal "
+                                 f"release): the file is truncated or modified", f"{restore}; pass verify=False / "
+                                                                                  f"--no-verify to use it anyway")
     try:
         raw = json.loads(found.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{found} is not valid JSON: {exc}") from exc
+        raise damaged(found, f"is not valid JSON (truncated? {type(exc).__name__}: {exc})", restore) from None
     return _parse(raw, str(found))
 
 

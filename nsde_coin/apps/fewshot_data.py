@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nsde_coin.datafiles import damaged, read_npz
+
 __all__ = ["FewShotFeatures", "digits_features", "load_features_file", "validate_features"]
 
 FEATURE_FORMATS = (".npz", ".pt", ".pth")
@@ -88,16 +90,14 @@ def load_features_file(path: Union[str, Path]) -> FewShotFeatures:
     if not p.is_file():
         raise FileNotFoundError(f"features file {p} does not exist")
     if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{p} is not a readable .npz file of plain arrays: {exc}") from exc
+        arrays = read_npz(p, "write it again with numpy.savez(path, features=..., labels=...)",
+                          what="an .npz file of plain arrays")
     else:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for corrupt files
-            raise ValueError(f"{p} is not a readable torch file of tensors: {exc}") from exc
+            raise damaged(p, f"cannot be read as a torch file of tensors ({type(exc).__name__}: {exc})",
+                          "save it again with torch.save({'features': ..., 'labels': ...}, path)") from None
         if not isinstance(obj, dict):
             raise TypeError(f"{p} must hold a dict with keys 'features', 'labels', ...; got {type(obj).__name__}")
         arrays = {k: (v.numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in obj.items()}
@@ -176,12 +176,16 @@ def digits_features(
         return _MEMO[key]
     cache_file = Path(cache_dir) / f"digits_features_{key}.npz" if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file) as z:
+        try:
+            z = read_npz(cache_file, "it is a cache file", what="a digits feature cache")
             out = FewShotFeatures(torch.from_numpy(z["features"]), torch.from_numpy(z["labels"]),
                                   torch.from_numpy(z["base_mean"]), "sklearn digits (cached backbone)",
                                   json.loads(str(z["info"])))
-        _MEMO[key] = out
-        return out
+        except (KeyError, ValueError):  # DataFileError is a ValueError
+            out = None  # a damaged cache is not an error: the features are recomputed and the file rewritten
+        if out is not None:
+            _MEMO[key] = out
+            return out
 
     digits = load_digits()
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 16.0

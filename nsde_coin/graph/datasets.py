@@ -28,10 +28,17 @@ Sources: ``cora``/``citeseer`` default to ``source="npz"`` (the gnn-benchmark np
 LCC 2485 nodes / 5069 edges and 2110 / 3668); ``source="planetoid"`` loads the Planetoid release instead (LCC 2485 /
 5069 and 2120 / 3679). PubMed comes from Planetoid. Amazon / Coauthor come from the graphgallery npz copies (pickled
 SciPy CSR matrices read with a restricted unpickler) or from PyG when those are absent.
+
+Damaged files (see :mod:`nsde_coin.datafiles`): a truncated or corrupt file, or one whose sparse arrays are
+inconsistent (an index out of range, a decreasing ``indptr``), raises one :class:`~nsde_coin.errors.DataFileError`
+line naming the file, what is wrong and how to restore it; every index is checked before SciPy sees it. Downloads
+and the Planetoid cache copy are written atomically, and a cache copy whose file sizes differ from the source is
+copied again.
 """
 
 from __future__ import annotations
 
+import filecmp
 import io
 import os
 import pickle
@@ -49,6 +56,9 @@ import scipy.sparse as sp
 import torch
 from numpy.lib import format as npy_format
 from scipy.sparse.csgraph import connected_components
+
+from nsde_coin.datafiles import READ_ERRORS, check_csr, csr_from_parts, damaged, read_npz, restore_hint
+from nsde_coin.errors import DataFileError
 
 PathLike = Union[str, os.PathLike]
 
@@ -302,31 +312,95 @@ def _missing(what: str, where: Path, detail: str = "") -> FileNotFoundError:
     )
 
 
-def _read_gnn_benchmark_npz(path: Path) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        adj = sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=tuple(f["adj_shape"]))
-        if "attr_data" in f:
-            x = sp.csr_matrix((f["attr_data"], f["attr_indices"], f["attr_indptr"]), shape=tuple(f["attr_shape"]))
-        else:
-            x = sp.csr_matrix(f["attr_matrix"])
-        y = np.asarray(f["labels"])
+def _read_gnn_benchmark_npz(path: Path, restore: str) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """The gnn-benchmark arrays, every index checked before SciPy sees it (a bad index used to segfault)."""
+    f = read_npz(path, restore, what="a gnn-benchmark .npz file")
+    need = ["adj_data", "adj_indices", "adj_indptr", "adj_shape", "labels"]
+    need += ["attr_data", "attr_indices", "attr_indptr", "attr_shape"] if "attr_matrix" not in f else []
+    missing = [k for k in need if k not in f]
+    if missing:
+        raise damaged(path, f"no array {', '.join(missing)} (it holds {', '.join(sorted(f)) or 'nothing'})", restore)
+    adj = csr_from_parts(f["adj_data"], f["adj_indices"], f["adj_indptr"], f["adj_shape"], path=path,
+                         what="adjacency", restore=restore, prefix="adj_")
+    if "attr_matrix" in f:
+        x = sp.csr_matrix(f["attr_matrix"])
+    else:
+        x = csr_from_parts(f["attr_data"], f["attr_indices"], f["attr_indptr"], f["attr_shape"], path=path,
+                           what="feature matrix", restore=restore, prefix="attr_")
+    y = np.asarray(f["labels"])
+    if y.shape != (adj.shape[0],) or x.shape[0] != adj.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise damaged(path, f"{adj.shape[0]} nodes in the adjacency but features {x.shape} and labels {y.shape} "
+                            f"of dtype {y.dtype}", restore)
     return adj, x, y
 
 
 def _load_npz(key: str, root: Optional[Path], cache: Path):
     name = key  # cora / citeseer
+    url = _NPZ_URL.format(name=name)
     cands = [root / "npz" / f"{name}.npz"] if root is not None else []
     cands.append(cache / "npz" / f"{name}.npz")
     path = next((p for p in cands if p.is_file()), None)
     if path is None:
         path = cache / "npz" / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(".part")
         try:
-            urllib.request.urlretrieve(_NPZ_URL.format(name=name), path)  # noqa: S310 (fixed https URL)
+            urllib.request.urlretrieve(url, part)  # noqa: S310 (fixed https URL)
         except (urllib.error.URLError, OSError) as exc:
-            path.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
             raise _missing(f"gnn-benchmark file {name}.npz", cands[0], str(exc)) from None
-    return _read_gnn_benchmark_npz(path)
+        part.replace(path)  # never leave a truncated download under the final name
+    return _read_gnn_benchmark_npz(path, restore_hint(url, download=True))
+
+
+_PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
+
+
+def _same_files(src: Path, dst: Path) -> bool:
+    """``dst`` holds the files of ``src`` with the same sizes (a copy cut short is copied again)."""
+    if not dst.is_dir():
+        return False
+    want = {p.name: p.stat().st_size for p in src.iterdir()}
+    have = {p.name: p.stat().st_size for p in dst.iterdir()}
+    return want == have
+
+
+def _copy_raw(raw_src: Path, raw_dst: Path) -> None:
+    """Copy the Planetoid raw folder into the cache atomically (a temporary folder, then one rename)."""
+    shutil.rmtree(raw_dst.parent, ignore_errors=True)
+    raw_dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw_dst.parent))
+    try:
+        shutil.copytree(raw_src, tmp / "raw")
+        (tmp / "raw").replace(raw_dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _planetoid_damage(exc: BaseException, key: str, raw_dst: Path,
+                      raw_src: Optional[Path]) -> Optional[DataFileError]:
+    """The DataFileError for a Planetoid raw file PyG could not read: which file (from the reader's frame), and
+    whether the cache copy or the original is bad. ``None`` for an ``OSError`` raised outside the reader."""
+    bad = None
+    tb = exc.__traceback__
+    while tb is not None:  # PyG's read_file(folder, prefix, name) holds the path it was reading
+        if tb.tb_frame.f_code.co_name == "read_file" and "path" in tb.tb_frame.f_locals:
+            bad = Path(str(tb.tb_frame.f_locals["path"]))
+        tb = tb.tb_next
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if bad is None:
+        if isinstance(exc, OSError):  # not raised while reading a raw file: a download/permission problem
+            return None
+        return damaged(raw_dst.parent, f"the Planetoid files ind.{key}.* cannot be read (truncated or corrupt? "
+                                       f"{detail})", "delete this folder so it is copied or downloaded again")
+    src = raw_src / bad.name if raw_src is not None else None
+    if src is not None and src.is_file() and not filecmp.cmp(src, bad, shallow=False):
+        restore = f"delete {raw_dst.parent} so it is copied again from {raw_src}"
+    elif src is not None and src.is_file():
+        bad, restore = src, f"replace it with a good copy of {_PLANETOID_URL}/{src.name}"
+    else:
+        restore = f"delete {raw_dst.parent} so it is downloaded again"
+    return damaged(bad, f"cannot be read as a Planetoid raw file (truncated or corrupt? {detail})", restore)
 
 
 def _load_planetoid(key: str, display: str, root: Optional[Path], cache: Path):
@@ -334,17 +408,22 @@ def _load_planetoid(key: str, display: str, root: Optional[Path], cache: Path):
 
     raw_src = root / "planetoid" / display / "raw" if root is not None else None
     dest = cache / "planetoid"
+    raw_dst = dest / display / "raw"
     if raw_src is not None and raw_src.is_dir():
-        raw_dst = dest / display / "raw"
-        if not raw_dst.is_dir() or sorted(p.name for p in raw_dst.iterdir()) != sorted(
-                p.name for p in raw_src.iterdir()):
-            shutil.rmtree(dest / display, ignore_errors=True)
-            shutil.copytree(raw_src, raw_dst)
+        if not _same_files(raw_src, raw_dst):
+            _copy_raw(raw_src, raw_dst)
+    else:
+        raw_src = None
     try:
         ds = Planetoid(root=str(dest), name=display)
     except (urllib.error.URLError, OSError) as exc:
+        err = _planetoid_damage(exc, key, raw_dst, raw_src)
+        if err is not None and not isinstance(exc, (urllib.error.URLError, FileNotFoundError, PermissionError)):
+            raise err from None
         where = (root / "planetoid" / display / "raw") if root is not None else dest / display / "raw"
         raise _missing(f"Planetoid raw files ind.{key}.*", where, str(exc)) from None
+    except READ_ERRORS as exc:
+        raise _planetoid_damage(exc, key, raw_dst, raw_src) from None
     d = ds[0]
     ei = d.edge_index.numpy()
     n = int(d.num_nodes)
@@ -352,12 +431,36 @@ def _load_planetoid(key: str, display: str, root: Optional[Path], cache: Path):
     return adj, sp.csr_matrix(d.x.numpy()), d.y.numpy(), int(ds.num_classes)
 
 
+def _read_graphgallery(path: Path) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """adjacency, features, labels of a graphgallery npz; a damaged file or matrix → one DataFileError line."""
+    restore = restore_hint("the graphgallery file", extra=", or delete it to use PyG's download instead "
+                                                          "(--source pyg)")
+    try:
+        z = load_pickled_npz(path)
+    except READ_ERRORS as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise damaged(path, f"cannot be read as a graphgallery .npz file (truncated or corrupt? {detail})",
+                      restore) from None
+    missing = [k for k in ("adj_matrix", "node_attr", "node_label") if k not in z]
+    if missing:
+        raise damaged(path, f"no array {', '.join(missing)} (it holds {', '.join(sorted(z)) or 'nothing'})", restore)
+    adj = check_csr(z["adj_matrix"], path=path, what="adj_matrix", restore=restore)
+    x = z["node_attr"]
+    x = check_csr(x, path=path, what="node_attr", restore=restore) if sp.issparse(x) else sp.csr_matrix(x)
+    y = np.asarray(z["node_label"])
+    if y.shape != (adj.shape[0],) or x.shape[0] != adj.shape[0]:
+        raise damaged(path, f"{adj.shape[0]} nodes in adj_matrix but node_attr {x.shape} and node_label {y.shape}",
+                      restore)
+    return adj, x, y
+
+
 def _load_graphgallery(key: str, display: str, root: Optional[Path], cache: Path, source: str):
     if source == "graphgallery":
         path = root / "graphgallery" / f"{_GRAPHGALLERY_FILES[key]}.npz" if root is not None else None
         if path is not None and path.is_file():
-            z = load_pickled_npz(path)
-            return sp.csr_matrix(z["adj_matrix"]), sp.csr_matrix(z["node_attr"]), np.asarray(z["node_label"])
+            return _read_graphgallery(path)
     # PyG download (Amazon / Coauthor classes read the same gnn-benchmark files)
     from torch_geometric.datasets import Amazon, Coauthor
 

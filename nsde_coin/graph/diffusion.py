@@ -24,6 +24,10 @@ Solvers (``solver=``):
   generator (zero row sums, non-positive off-diagonals: kinds ``"paper"``, ``"rw"``, ``"comb"``; ``"sym"`` raises).
   Returns the mean and, with ``return_stderr=True``, its standard error per entry.
 
+``L`` must be a graph Laplacian (non-positive off-diagonal, non-negative diagonal, symmetric or zero row sums; the
+rule is in :mod:`nsde_coin.graph.laplacian_checks`): anything else raises ``ValueError`` instead of returning a
+plausible wrong answer. The check runs once per operator (cached); ``check_laplacian=False`` skips it.
+
 Shapes: ``u`` is (n,), (n, C) or (B, n, C) (B independent signals, e.g. a model ensemble). Gradients flow to ``u``
 (never to L) through one custom autograd call per solve (see :mod:`nsde_coin.graph.sparse`).
 """
@@ -42,6 +46,7 @@ from scipy.special import ive
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.graph.laplacian import GraphOperator, as_operator, torch_csr
+from nsde_coin.graph.laplacian_checks import check_laplacian as _check_laplacian
 from nsde_coin.graph.sparse import apply_linear, from_columns, propagate, to_columns
 from nsde_coin.solvers import SolverInfo, get_solver, register_solver
 
@@ -119,6 +124,7 @@ def diffuse(
     return_stderr: bool = False,
     tol: Optional[float] = None,
     maxiter: Optional[int] = None,
+    check_laplacian: bool = True,
 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Diffuse ``u`` on the graph of ``L`` for time ``T = layer_num·σ²`` (``u_t = −L u``) with the named solver.
 
@@ -138,6 +144,10 @@ def diffuse(
         return_stderr: also return the Monte Carlo standard error (zeros for deterministic solvers).
         tol: implicit: CG relative residual; exact: truncation error of the Chebyshev series (relative to ‖u‖).
         maxiter: implicit: CG iterations per step.
+        check_laplacian: raise ``ValueError`` when ``L`` is not a graph Laplacian (positive off-diagonal or
+            negative diagonal entries, neither symmetric nor zero row sums; the rule is in
+            :mod:`nsde_coin.graph.laplacian_checks`). Checked once per operator and cached (a tensor passed again
+            maps to the same operator), so a training loop pays it once. ``False`` diffuses any matrix.
 
     Returns:
         u_T with the shape of ``u`` (and its standard error when ``return_stderr``).
@@ -146,6 +156,8 @@ def diffuse(
     info = get_solver(solver, "graph")
     s, k = _resolve_time(sigma2, layer_num, t, steps)
     op = as_operator(L)
+    if check_laplacian:
+        _check_laplacian(op)
     cols, shape = to_columns(u, op.n)
     if nodes is not None and solver != "random_walk":
         raise ValueError(f"nodes= applies to solver='random_walk' only, not to {solver!r}")

@@ -39,6 +39,22 @@ class Split:
         return out[0], out[1], out[2]
 
 
+def _integer_labels(y) -> np.ndarray:
+    """``y`` as int64 class ids; a float label must be a whole number (no silent truncation of 0.5 or 1.7)."""
+    arr = torch.as_tensor(y).reshape(-1).cpu().numpy()
+    if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"labels must be integer class ids, got dtype {arr.dtype}")
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"labels must be integer class ids, got dtype {arr.dtype} with {int(bad.sum())} "
+                         f"non-integer value(s), e.g. y[{i}] = {float(arr[i])!r}; whole-number floats (2.0) are "
+                         f"accepted")
+    return arr.astype(np.int64)
+
+
 def random_split(
     y: torch.Tensor,
     seed: int,
@@ -50,7 +66,9 @@ def random_split(
     """Sample ``train_per_class`` training and ``val_per_class`` validation nodes per class; all others are test.
 
     Args:
-        y: (n,) integer labels in ``[0, num_classes)``.
+        y: (n,) integer labels in ``[0, num_classes)``. Floating-point labels are accepted only when every value
+            is a whole number (``2.0`` is class 2); ``0.5`` or ``1.7`` raise ``ValueError`` (they used to be
+            truncated silently), as do NaN/Inf.
         seed: split seed (non-negative int).
         num_classes: defaults to ``y.max() + 1``; every class in ``range(num_classes)`` must be large enough.
 
@@ -61,7 +79,7 @@ def random_split(
         raise ValueError(f"train_per_class={train_per_class} and val_per_class={val_per_class} must be >= 0")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    labels = torch.as_tensor(y).reshape(-1).cpu().numpy().astype(np.int64)
+    labels = _integer_labels(y)
     if labels.size and labels.min() < 0:
         raise ValueError(f"labels must be >= 0, got {labels.min()}")
     k = int(num_classes) if num_classes is not None else (int(labels.max()) + 1 if labels.size else 0)
