@@ -158,7 +158,8 @@ def run_protocol(
             else:
                 from nsde_coin.graph.experiment import cluster
 
-                cl = stack.enter_context(cluster.open_client(workers, client, gpu=dev.type == "cuda"))
+                size = None if workers is None else min(int(workers), len(pending))  # no idle processes
+                cl = stack.enter_context(cluster.open_client(size, client, gpu=dev.type == "cuda"))
                 records = stack.enter_context(contextlib.closing(
                     cluster.dask_records(cl, data, spec, pending, keys)))
             for rec in records:
