@@ -233,7 +233,8 @@ def _summary(log: ResultsLog, keys: dict[tuple[int, int], str], spec: RunSpec, n
              out: Optional[Union[str, os.PathLike]]) -> dict[str, Any]:
     wanted = set(keys.values())
     mine = {r["key"]: r for r in log.records if r.get("key") in wanted}  # last record per key wins
-    summary = summarize(mine.values())
+    # in (split, init) order, not completion order: the same sums whatever order the workers finished in
+    summary = summarize(mine[k] for k in keys.values() if k in mine)
     summary.update(dataset=spec.name, source=spec.source, model=spec.model, hparams=spec.hparams,
                    train=asdict(spec.config), requested=len(keys), new_runs=new, corrupt_lines=log.corrupt_lines,
                    out=str(out) if out is not None else None)
