@@ -117,11 +117,12 @@ def worker(args: argparse.Namespace) -> None:
     hp = _hparams(args.dataset, args.model)
     if args.memory_run:  # one run, not recorded, only for the memory peak
         cfg = TrainConfig(max_epochs=args.memory_epochs)
-        summary = run_protocol(data, args.model, hp, split_seeds=[0], init_seeds=[0], config=cfg, progress=False)
+        summary = run_protocol(data, args.model, hp, split_seeds=[0], init_seeds=[0], config=cfg, progress=False,
+                               threads=args.threads)
     else:
         cfg = TrainConfig(max_epochs=args.max_epochs)
         summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=out, config=cfg,
-                               progress=False)
+                               progress=False, threads=args.threads)
     hwm = _status_mb("VmHWM")
     summary["memory"] = {
         "train_peak_mb": (hwm - rss0) if (reset and hwm is not None and rss0 is not None) else None,

@@ -62,12 +62,14 @@ class FixedGridBrownian(BaseBrownian):
             vanishes identically (torchsde's log_ode multiplies A by ∂σ, zero for such noise): A is then returned as
             zeros of shape (batch, m, m) without drawing or storing it (a stride-0 view). W and U are unchanged —
             they come first from each step's stream — so the path is the same as with ``commutative=False``.
+        rows: ``(lo, hi)``: answer only rows ``lo..hi-1`` of the ``size`` draw (shape (hi − lo, m)) — the paths
+            those rows get in the whole batch, for a data-parallel rank that holds a shard of it.
     """
 
     def __init__(self, t0: float, t1: float, size: Union[tuple[int, ...], torch.Size], dt: Optional[float] = None,
                  steps: Optional[int] = None, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: Union[str, torch.device, None] = None, levy_area: Optional[str] = None,
-                 grid_tol: float = 1e-3, commutative: bool = False) -> None:
+                 grid_tol: float = 1e-3, commutative: bool = False, rows: Optional[tuple[int, int]] = None) -> None:
         t0, t1 = float(t0), float(t1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
             raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
@@ -92,6 +94,11 @@ class FixedGridBrownian(BaseBrownian):
         if not is_int(seed):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
         steps, seed = int(steps), int(seed)
+        lo, hi = (0, size[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= lo < hi <= size[0]:
+            raise ValueError(f"rows={rows!r} is not valid; expected 0 <= lo < hi <= {size[0]}")
+        self._rows = None if (lo, hi) == (0, size[0]) else (lo, hi)
+        self._out = (hi - lo, size[1])
         self._t0, self._t1, self._steps = t0, t1, steps
         self._dt = (t1 - t0) / steps
         self._size = size
@@ -119,7 +126,7 @@ class FixedGridBrownian(BaseBrownian):
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size(self._size)
+        return torch.Size(self._out)
 
     @property
     def levy_area_approximation(self) -> str:
@@ -167,6 +174,9 @@ class FixedGridBrownian(BaseBrownian):
         if self._draw_A:
             N = torch.empty((*self._size, self._size[-1]), dtype=self._dtype, device=self._device).normal_(
                 generator=gen)
+        if self._rows is not None:
+            lo, hi = self._rows
+            W, H, N = (None if t is None else t[lo:hi] for t in (W, H, N))
         self._cache_k, self._cache = k, (W, H, N)
         return self._cache
 
@@ -200,7 +210,7 @@ class FixedGridBrownian(BaseBrownian):
             raise ValueError(f"query times must satisfy ta <= tb, got ta={float(ta)!r}, tb={float(tb)!r}")
         h = self._dt
         if return_A and not self._draw_A:  # commutative noise: the area term is multiplied by zero
-            zero_area = torch.zeros((), dtype=self._dtype, device=self._device).expand(*self._size, self._size[-1])
+            zero_area = torch.zeros((), dtype=self._dtype, device=self._device).expand(*self._out, self._out[-1])
             out = self(ta, tb, return_U=return_U)
             return (*out, zero_area) if return_U else (out, zero_area)
         if kb == ka + 1:
@@ -208,9 +218,9 @@ class FixedGridBrownian(BaseBrownian):
             U = h * (0.5 * W + H) if return_U else None
             A = self._area(W, H, N, h) if return_A else None
         else:
-            W = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+            W = torch.zeros(self._out, dtype=self._dtype, device=self._device)
             U = torch.zeros_like(W) if return_U else None
-            A = W.new_zeros((*self._size, self._size[-1])) if return_A else None
+            A = W.new_zeros((*self._out, self._out[-1])) if return_A else None
             for k in range(ka, kb):
                 Wk, Hk, Nk = self._draw(k)
                 if return_A:

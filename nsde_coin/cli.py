@@ -43,6 +43,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         text = " ".join(str(exc).split("\n")) or type(exc).__name__
         print(f"nsde-coin {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a protocol sweep: clean-up has run, no traceback
+        print(f"nsde-coin {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

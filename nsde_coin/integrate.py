@@ -214,6 +214,7 @@ def feynman_kac(
     adaptive: bool = False,
     brownian: Optional[torchsde.BaseBrownian] = None,
     adjoint_params: Optional[Sequence[Tensor]] = None,
+    batch_rows: Optional[tuple[int, int]] = None,
 ) -> Union[tuple[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """Monte Carlo Feynman–Kac: u(x, T) = E[f(X_T) | X_0 = x], dX = v(X, t) dt + σ(X, t) dW.
 
@@ -240,6 +241,9 @@ def feynman_kac(
         adjoint_params: ``grad_mode`` adjoint/reversible only — tensors besides the parameters of ``drift`` and
             ``diffusion`` (when those are ``nn.Module``s) that the adjoint pass must differentiate; required (``()``
             if there are none) when a field is a plain callable (see :func:`check_adjoint_fields`).
+        batch_rows: ``(offset, total)``: ``x`` holds inputs ``offset .. offset + B - 1`` of a batch of ``total``
+            inputs, and gets exactly the paths those inputs get when the whole batch is solved with this ``seed``
+            (a data-parallel rank's shard; fixed-grid solvers only).
 
     Checks: every drift/diffusion evaluation (forward, adjoint, every solver) must return exactly (B, d) (drift,
     diagonal σ) or (B, d, m) (other σ): a broadcastable shape such as (B, 1) raises ``ValueError`` naming the field,
@@ -278,6 +282,9 @@ def feynman_kac(
         if brownian is not None:
             _check_brownian(brownian, (B * K, int(getattr(diffusion, "noise_dim", d))), x.dtype)
         y0 = x.unsqueeze(1).expand(B, K, d).reshape(B * K, d)
+        if batch_rows is not None:
+            brownian = _shard_brownian(batch_rows, B, K, diffusion, x, T, n_steps, info, int(seed), adaptive,
+                                       brownian)
         xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
                                adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian, extra)
     if not torch.isfinite(xT).all():
@@ -336,6 +343,23 @@ def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, 
     else:
         ys = torchdiffeq.odeint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options)
     return ys[-1], (ys if return_paths else None)
+
+
+def _shard_brownian(batch_rows: tuple[int, int], B: int, K: int, diffusion: nn.Module, x: Tensor, T: float,
+                    n_steps: int, info: SolverInfo, seed: int, adaptive: bool,
+                    brownian: Optional[torchsde.BaseBrownian]) -> FixedGridBrownian:
+    """The rows of the whole batch's fixed-grid Brownian motion that inputs ``offset .. offset + B - 1`` get."""
+    offset, total = (int(v) for v in batch_rows)
+    if brownian is not None or adaptive:
+        raise ValueError("batch_rows selects rows of the default fixed-grid Brownian motion; it cannot be combined "
+                         "with brownian= or adaptive=True")
+    if not 0 <= offset < offset + B <= total:
+        raise ValueError(f"batch_rows={batch_rows!r} is not valid for a shard of {B} inputs; expected "
+                         f"0 <= offset and offset + {B} <= total")
+    levy = {None: "none"}.get(info.levy_area, info.levy_area)
+    size = (total * K, int(getattr(diffusion, "noise_dim", x.shape[1])))
+    return FixedGridBrownian(0.0, T, size, steps=n_steps, seed=seed, dtype=x.dtype, device=x.device, levy_area=levy,
+                             commutative=diffusion.noise_type in _COMMUTATIVE, rows=(offset * K, (offset + B) * K))
 
 
 def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T: float, n_steps: int,

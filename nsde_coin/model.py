@@ -85,6 +85,9 @@ class ConvectionDiffusionNet(nn.Module):
         self.samples = int(samples)
         self.eval_samples = None if eval_samples is None else int(eval_samples)
         self.seed = None if seed is None else int(seed)
+        # (offset, total) while a data-parallel trainer feeds this rank's shard of a batch (training.fit): the shard
+        # gets the paths its rows get in the whole batch, so the estimate does not depend on the number of ranks
+        self.batch_rows: Optional[tuple[int, int]] = None
         self.output = output
         self.solver_kwargs = solver_kwargs
         self.calls = 0
@@ -131,7 +134,8 @@ class ConvectionDiffusionNet(nn.Module):
         """(mean, stderr), each (B, C): the Monte Carlo estimate of u(x, T) and its standard error."""
         return feynman_kac(self._f, x, self.drift, self.diffusion, self.T, samples=self.current_samples,
                            steps=self.steps, solver=self.solver, grad_mode=self.grad_mode, sde_type=self.sde_type,
-                           adjoint_method=self.adjoint_method, seed=self._next_seed(), **self.solver_kwargs)
+                           adjoint_method=self.adjoint_method, seed=self._next_seed(),
+                           batch_rows=self.batch_rows, **self.solver_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """The Monte Carlo mean of f(X_T), (B, C) (probabilities when ``output="probs"``)."""

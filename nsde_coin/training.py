@@ -5,6 +5,13 @@ paths), not logits, so the loss is the negative log-likelihood of the clamped pr
 ``-log(max(p_y, eps))``: the clamp keeps the loss finite when a Monte Carlo mean underflows to 0. A non-finite loss
 raises instead of training on NaN. Minibatch order is drawn from a ``torch.Generator`` seeded with ``seed``; the
 model's own noise (Brownian paths) is the model's business (its ``seed``).
+
+Data parallel: run under ``torchrun`` with a ``torch.distributed`` process group initialised (gloo on CPU, nccl on
+GPU) and :func:`fit` splits every minibatch into contiguous shards, one per rank. Each rank solves its shard with the
+paths those inputs get in the whole batch (``batch_rows`` of :class:`~nsde_coin.model.ConvectionDiffusionNet`: the
+rows of the batch's fixed-grid Brownian motion), weighs its shard's summed loss by 1/|batch| and the gradients are
+summed over the ranks (one all-reduce per step), so every rank takes the 1-process step: the parameters after N steps
+equal the 1-process run's up to summation order (float64: ~1e-15). Parameters are broadcast from rank 0 at the start.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ class FitResult:
     Attributes:
         history: one dict per epoch: ``epoch``, ``loss`` (mean training NLL), ``train_acc`` (accuracy on the
             training minibatches as seen during the epoch), ``seconds`` (wall time of the epoch), and ``val_acc`` /
-            ``val_loss`` when validation data were given.
+            ``val_loss`` when validation data were given (over the whole batch on every rank).
+        ranks: data-parallel processes that trained (``torch.distributed`` world size; 1 without a group).
         train_time_s: total wall time of the optimisation (seconds, validation passes excluded).
         epochs, batch_size, lr, seed: the settings used.
     """
@@ -64,6 +72,7 @@ class FitResult:
     batch_size: int = 0
     lr: float = 0.0
     seed: int = 0
+    ranks: int = 1
 
     def record(self) -> dict:
         """JSON-serialisable dict."""
@@ -145,6 +154,9 @@ def fit(
         desc: label of the progress bar.
         on_epoch: called with each epoch's history dict.
 
+    Under ``torch.distributed`` (see module doc) every rank calls ``fit`` with the same data, model and settings;
+    each trains on its shard of every batch and they all end with the same parameters.
+
     Returns:
         A :class:`FitResult`. Raises :class:`~nsde_coin.errors.NonFiniteError` (a ``FloatingPointError``
         and ``ValueError``) if the loss becomes non-finite.
@@ -168,38 +180,96 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
+    n = x.shape[0]
+    rank, world = _world()
+    if world > 1:
+        smallest = min(batch_size, n - (n - 1) // batch_size * batch_size)
+        if smallest < world:
+            raise ValueError(f"a minibatch of {smallest} inputs cannot be split over {world} ranks; use a batch_size "
+                             f"(and N mod batch_size) of at least {world}")
+        _broadcast(params)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    result = FitResult(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed)
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    result = FitResult(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, ranks=world)
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+    sharded = [m for m in model.modules() if hasattr(m, "batch_rows")] if world > 1 else []
     model.train()
-    for epoch in bar:
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        loss_sum, correct = 0.0, 0
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            out = model(x[idx])
-            lp = log_probs_from(out, output, eps)
-            loss = -lp.gather(1, y[idx, None]).mean()
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"non-finite training loss {loss.item()} at epoch {epoch}, batch {i}: the "
-                                     f"training diverged; try a smaller lr (now {lr:g}) or more solver steps")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * idx.numel()
-            correct += int((lp.detach().argmax(dim=1) == y[idx]).sum())
-        seconds = time.perf_counter() - t0
-        result.train_time_s += seconds
-        row = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n, "seconds": seconds}
-        if x_val is not None:
-            ev = evaluate(model, x_val, y_val, output=output, eps=eps)
-            row["val_acc"], row["val_loss"] = ev["accuracy"], ev["nll"]
-        result.history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
-        if on_epoch is not None:
-            on_epoch(row)
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen)
+            loss_sum, correct = 0.0, 0
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                nb = idx.numel()
+                lo, hi = rank * nb // world, (rank + 1) * nb // world  # this rank's shard: inputs lo..hi-1
+                for m in sharded:
+                    m.batch_rows = (lo, nb)
+                mine = idx[lo:hi]
+                out = model(x[mine])
+                lp = log_probs_from(out, output, eps)
+                nll = -lp.gather(1, y[mine, None])
+                loss = nll.mean() if world == 1 else nll.sum() / nb  # shares of the batch mean sum to it
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                value = float(loss.detach()) if world == 1 else _all_reduce_grads(params, loss.detach())
+                if not math.isfinite(value):  # every rank sees the summed loss: they all stop together
+                    raise NonFiniteError(f"non-finite training loss {value} at epoch {epoch}, batch {i}: the "
+                                         f"training diverged; try a smaller lr (now {lr:g}) or more solver steps")
+                opt.step()
+                loss_sum += value * nb
+                correct += int((lp.detach().argmax(dim=1) == y[mine]).sum())
+            if world > 1:
+                correct = int(_sum_over_ranks(torch.tensor([float(correct)], dtype=torch.float64, device=x.device)))
+            seconds = time.perf_counter() - t0
+            result.train_time_s += seconds
+            row = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n, "seconds": seconds}
+            if x_val is not None:
+                ev = evaluate(model, x_val, y_val, output=output, eps=eps)
+                row["val_acc"], row["val_loss"] = ev["accuracy"], ev["nll"]
+            result.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+            if on_epoch is not None:
+                on_epoch(row)
+    finally:
+        for m in sharded:
+            m.batch_rows = None
     bar.close()
     return result
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _broadcast(params: list[torch.Tensor]) -> None:
+    """Every rank starts from rank 0's parameters."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def _all_reduce_grads(params: list[torch.Tensor], loss: torch.Tensor) -> float:
+    """Sum the gradients (and this rank's loss share) over the ranks in one all-reduce; returns the batch loss."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _sum_over_ranks(torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).to(grads[0].dtype)]))
+    offset = 0
+    for p, g in zip(params, grads):
+        if p.grad is not None:  # a parameter the loss does not touch keeps grad None (Adam skips it, as in 1 process)
+            p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+        offset += g.numel()
+    return float(flat[-1])

@@ -203,7 +203,7 @@ def test_workers_write_the_same_records_as_one_process(tmp_path):
             recs.setdefault(r["key"], []).append((r["test_acc"], r["val_acc"], r["epochs"]))
     assert len(recs) == 6 and all(len(v) == 2 and v[0] == v[1] for v in recs.values())  # run by run, bit for bit
     assert two["test_acc_mean"] == one["test_acc_mean"]
-    # in memory (temporary file) and resuming with workers: nothing left to run
+    # in memory (the driver keeps the returned records) and resuming on a cluster: nothing left to run
     mem = run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2)
     assert mem["runs"] == 2 and mem["out"] is None
     again = run_protocol(data, "coin", hp, splits=3, inits=2, out=tmp_path / "two.jsonl", config=CFG,
@@ -212,7 +212,8 @@ def test_workers_write_the_same_records_as_one_process(tmp_path):
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
         run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, workers=0)
     with pytest.raises(ValueError, match="not both"):
-        run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2, shard="0/2")
+        run_protocol(data, "coin", hp, splits=2, inits=1, config=CFG, progress=False, workers=2,
+                     client="tcp://127.0.0.1:1")
 
 
 @pytest.mark.filterwarnings("ignore:explicit step sigma2")  # sigma2 = 1 is past the positivity bound here

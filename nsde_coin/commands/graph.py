@@ -6,8 +6,13 @@ Examples::
         --out runs.jsonl
     nsde-coin graph --dataset cora --model gcn --splits 10 --inits 2 --out runs.jsonl --json
     nsde-coin graph --dataset citeseer --model coin --grid --out grid.jsonl
+    nsde-coin graph --dataset cora --model coin --allow-unstable --splits 100 --inits 20 --out cora.jsonl --workers 8
+    nsde-coin graph --dataset cora --model coin --allow-unstable --splits 100 --inits 20 --out cora.jsonl \\
+        --scheduler tcp://10.0.0.1:8786
 
-Re-running a command with the same ``--out`` resumes: finished runs are skipped. ``--grid`` evaluates
+Re-running a command with the same ``--out`` resumes: finished runs are skipped (the command holds ``<out>.lock``
+while it runs; a second one on the same file refuses). ``--workers N`` runs on an embedded Dask cluster of N
+processes, ``--scheduler`` on an existing one; this process stays the only writer of ``--out``. ``--grid`` evaluates
 ``layer_num × sigma2`` by mean validation accuracy over a few splits and prints the chosen pair.
 """
 
@@ -53,10 +58,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (default 1: on a shared or small machine more intra-op threads can "
                         "make these sparse kernels much slower; raise it on an idle multi-core machine)")
-    p.add_argument("--shard", help="K/N: run only every N-th split starting at K (N processes may share --out)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run the splits in this many processes (each --threads threads; default 1). On an idle "
-                        "N-core machine --workers N is the fastest way through a long protocol")
+    p.add_argument("--shard", help=argparse.SUPPRESS)  # removed: one driver spreads the runs (--workers/--scheduler)
+    p.add_argument("--workers", type=int, default=None,
+                   help="run on an embedded Dask cluster of this many single-threaded worker processes (each run "
+                        "--threads threads; default: in this process). On an idle N-core machine --workers N is "
+                        "the fastest way through a long protocol")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask cluster (started with `dask scheduler` / `dask worker --nthreads 1`);"
+                        " this process stays the only writer of --out")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -133,13 +142,15 @@ def run(args: argparse.Namespace) -> int:
     resolve_hparams(args.model, hp)  # fail fast on bad names / values
     cfg = _config(args)
     check_output(args.out, append=True)  # the JSONL log is appended to, run by run
+    _check_engine(args)
     if args.grid:
-        return _run_grid(args, dataset, hp, cfg)
+        with _engine(args) as client:
+            return _run_grid(args, dataset, hp, cfg, client)
     data = load_dataset(dataset, root=args.root, source=args.source)
-    with _corrupt_lines_reported_once():
-        summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out,
-                               config=cfg, threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
-                               shard=args.shard, workers=args.workers, device=args.device)
+    with _engine(args) as client, _corrupt_lines_reported_once():
+        summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
+                               threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
+                               client=client, device=args.device)
     _report_corrupt(summary)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -155,6 +166,25 @@ def _corrupt_lines_reported_once() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*corrupt line", category=RuntimeWarning)
         yield
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    if args.shard is not None:
+        raise ValueError(f"--shard {args.shard} was removed: one command now spreads the runs over --workers N local "
+                         f"processes or a Dask cluster (--scheduler tcp://HOST:PORT) and is the only writer of --out")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers} is not valid; expected an int >= 1")
+    if args.workers is not None and args.scheduler:
+        raise ValueError("give either --workers N (a local Dask cluster) or --scheduler ADDRESS, not both")
+
+
+def _engine(args: argparse.Namespace):
+    """One Dask client for the whole command (every grid point reuses it), or ``None``: run in this process."""
+    if args.workers is None and not args.scheduler:
+        return contextlib.nullcontext(None)
+    from nsde_coin.graph.experiment.cluster import open_client
+
+    return open_client(args.workers, args.scheduler, gpu=args.device.startswith("cuda"))
 
 
 def _report_corrupt(summary: dict[str, Any]) -> None:
@@ -186,7 +216,7 @@ def _floats(text: str, what: str, cast=float) -> list:
     return vals
 
 
-def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -> int:
+def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg, client=None) -> int:
     from nsde_coin.graph.datasets import load_dataset
     from nsde_coin.graph.diffusion import stability_report
     from nsde_coin.graph.laplacian import graph_operator
@@ -218,7 +248,7 @@ def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg) -
             with _corrupt_lines_reported_once():
                 s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
                                  inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
-                                 progress=not args.no_progress, fast=not args.no_fast, workers=args.workers,
+                                 progress=not args.no_progress, fast=not args.no_fast, client=client,
                                  device=args.device)
             _report_corrupt(s)
             point.update(status="ok" if s["runs"] else "failed", val_acc_mean=s["val_acc_mean"],

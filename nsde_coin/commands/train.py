@@ -4,18 +4,25 @@ All three share the same base classifier f (a linear layer + softmax, same initi
 u(x) = f(flow_T(x)) with an MLP drift integrated by torchdiffeq; the SDE network is the Feynman–Kac average
 u(x) = E[f(X_T) | X_0 = x] of the same construction plus a learnable diffusion σ, integrated by torchsde. Prints a
 table (or JSON with ``--json``), writes ``train.json`` and ``decision_regions.png`` into ``--out``.
+
+Data parallel: ``torchrun --nproc-per-node R -m nsde_coin.cli train ...`` (or ``--nnodes`` for several machines,
+through torchrun's rendezvous) trains each model on R processes (gloo on CPU): every rank takes a shard of each
+minibatch with the paths the whole batch would get, so the results equal a 1-process run (see
+:mod:`nsde_coin.training`); rank 0 prints and writes the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,7 +50,9 @@ _DEFAULTS = {
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (embedded spirals)")
-    d.add_argument("--n", type=int, default=None, help="number of points, train + test (default 2400)")
+    d.add_argument("--n", "--points", dest="n", type=int, default=None,
+                   help="number of points, train + test (default 2400; under torchrun write --points: torchrun "
+                        "reads --n as an abbreviation of its own options)")
     d.add_argument("--dim", type=int, default=12, help="ambient dimension of the embedding (default 12)")
     d.add_argument("--classes", type=int, default=3, help="number of spiral arms / classes (default 3)")
     d.add_argument("--label-noise", type=float, default=0.08, help="fraction of training labels flipped (0.08)")
@@ -270,7 +279,7 @@ def _run_training(cfg: dict[str, Any], progress: bool, on_warning: Optional[Call
         rows.append(row)
     out_dir = Path(cfg["out"])
     plot_path, t_plot = None, time.perf_counter()
-    if not cfg["no_plot"]:
+    if not cfg["no_plot"] and _rank() == 0:  # one writer of the PNG under torchrun
         from nsde_coin.plotting import plot_decision_regions
 
         titles = {r["model"]: f"{_LABELS[r['model']]}\ntest acc {r['test_accuracy']:.3f}" for r in rows}
@@ -286,10 +295,22 @@ def _run_training(cfg: dict[str, Any], progress: bool, on_warning: Optional[Call
         "plot_time_s": time.perf_counter() - t_plot if plot_path else 0.0,
         "wall_time_s": time.perf_counter() - t_start,
         "warnings": notes,
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "ranks": _ranks(),
                         "python": platform.python_version(), "machine": platform.machine(),
                         "processor": platform.processor() or platform.machine()},
     }
+
+
+def _ranks() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 _LABELS = {"base": "base f alone (linear)", "ode": "ODE network (σ = 0)", "sde": "SDE network (σ learned)"}
@@ -307,11 +328,31 @@ def format_table(results: dict[str, Any]) -> str:
     return _table(head, rows)
 
 
+@contextlib.contextmanager
+def _process_group() -> Iterator[int]:
+    """Join the ``torch.distributed`` group torchrun describes in the environment (``WORLD_SIZE`` > 1) for the
+    block, with gloo (nccl when CUDA is there); yields this process's rank (0 without torchrun)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     check_output(cfg["out"], folder=True)  # a bad --out fails now, not after the training
-    results = run_training(cfg, progress=not cfg["json"],
-                           on_warning=lambda note: print(f"nsde-coin train: warning: {note}", file=sys.stderr))
+    with _process_group() as rank:
+        results = run_training(cfg, progress=not cfg["json"] and rank == 0,
+                               on_warning=(lambda note: print(f"nsde-coin train: warning: {note}", file=sys.stderr))
+                               if rank == 0 else (lambda note: None))
+    if rank != 0:
+        return 0  # rank 0 reports and writes the (identical) results
     want = Path(cfg["out"]) / "train.json"
 
     def save_json(path: Path) -> None:

@@ -1,0 +1,259 @@
+"""One protocol run: the paper's optimiser settings, early stopping and the training loop (see :mod:`..protocol`).
+
+Training (Shchur et al. 2018, as in the COIN paper): Adam (lr 0.01, weight decay 5e-4), full batch, at most 10,000
+epochs, early stopping with patience 50 where the counter resets whenever the validation loss reaches a new minimum
+**or** the validation accuracy a new maximum; the test accuracy is measured with the weights saved at the last reset.
+The speed devices (validation read off the training pass, the COIN read-out operator, pre-allocated saved weights)
+are described in :mod:`nsde_coin.graph.protocol`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from nsde_coin.graph.baselines import GraphNet
+from nsde_coin.graph.splits import Split
+
+__all__ = ["EarlyStopper", "TrainConfig", "train_run"]
+
+LINEAR_SOLVERS = ("explicit", "implicit", "exact")  # deterministic linear maps: the read-out shortcut applies
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and early-stopping settings (the paper's defaults)."""
+
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    max_epochs: int = 10_000
+    patience: int = 50
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if int(self.max_epochs) < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs!r}")
+        if int(self.patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience!r}")
+
+
+class EarlyStopper:
+    """Patience counter that resets on a new minimum of the validation loss OR a new maximum of the accuracy.
+
+    ``update(epoch, val_loss, val_acc)`` returns ``True`` on a reset — the caller then saves the weights that produced
+    these metrics. ``stop`` becomes ``True`` after ``patience`` consecutive epochs without a reset. Comparisons are
+    strict (equal values do not reset); a NaN loss never counts as a new minimum.
+    """
+
+    def __init__(self, patience: int = 50):
+        if int(patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {patience!r}")
+        self.patience = int(patience)
+        self.best_loss = math.inf
+        self.best_acc = -math.inf
+        self.counter = 0
+        self.best_epoch = -1
+        self.loss_at_reset = math.nan
+        self.acc_at_reset = math.nan
+
+    def update(self, epoch: int, val_loss: float, val_acc: float) -> bool:
+        reset = False
+        if val_loss < self.best_loss:
+            self.best_loss = float(val_loss)
+            reset = True
+        if val_acc > self.best_acc:
+            self.best_acc = float(val_acc)
+            reset = True
+        if reset:
+            self.counter = 0
+            self.best_epoch = int(epoch)
+            self.loss_at_reset, self.acc_at_reset = float(val_loss), float(val_acc)
+        else:
+            self.counter += 1
+        return reset
+
+    @property
+    def stop(self) -> bool:
+        return self.counter >= self.patience
+
+
+# ------------------------------------------------------------------------------------------------ training tasks
+class _ModuleTask:
+    """Generic task: ``net()`` gives log-probabilities of all nodes."""
+
+    def __init__(self, net: GraphNet, y: torch.Tensor, split: Split):
+        for part in ("train", "val", "test"):
+            if getattr(split, part).numel() == 0:  # the mean over no nodes would be a silent NaN loss/accuracy
+                raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()}); "
+                                 f"every class needs more than train_per_class + val_per_class nodes")
+        self.net, self.y, self.split = net, y, split
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.deterministic = bool(net.deterministic)
+        self.ytr, self.yva = y[split.train], y[split.val]
+
+    def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
+        self.net.train()
+        out = self.net()
+        loss = F.nll_loss(out[self.split.train], self.ytr)
+        if self.deterministic:
+            return loss, self._metrics(out.detach()[self.split.val])
+        return loss, None
+
+    def _metrics(self, out_val: torch.Tensor) -> tuple[float, float]:
+        return float(F.nll_loss(out_val, self.yva)), float((out_val.argmax(1) == self.yva).double().mean())
+
+    def eval_val(self) -> tuple[float, float]:
+        self.net.eval()
+        with torch.no_grad():
+            return self._metrics(self.net()[self.split.val])
+
+    def evaluate(self) -> tuple[float, float, float]:
+        """(val_loss, val_acc, test_acc) of the current weights with the model's own eval-mode forward."""
+        self.net.eval()
+        with torch.no_grad():
+            out = self.net()
+        vl, va = self._metrics(out[self.split.val])
+        ta = float((out[self.split.test].argmax(1) == self.y[self.split.test]).double().mean())
+        return vl, va, ta
+
+
+class _Readout(torch.autograd.Function):
+    """``P @ u`` for a constant dense read-out ``P`` (m, n) and ``u`` (n, C), computed as wide products
+    ``(uᵀ Pᵀ)ᵀ`` / ``(gᵀ P)ᵀ`` (BLAS is slow on the skinny C-column forms)."""
+
+    @staticmethod
+    def forward(ctx, u, p):  # noqa: D102
+        ctx.p = p
+        return torch.mm(u.t(), p.t()).t()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return torch.mm(g.t(), ctx.p).t(), None
+
+
+class _ReadoutCOINTask(_ModuleTask):
+    """COIN trained through the m×n read-out rows of its (linear, symmetric) diffusion map (see module doc)."""
+
+    def __init__(self, net: GraphNet, y: torch.Tensor, split: Split):
+        super().__init__(net, y, split)
+        coin = net.coin
+        self.coin, self.x = coin, net.x
+        rows = torch.cat([split.train, split.val])
+        self.ntr = int(split.train.numel())
+        op = coin.operator
+        dtype = coin.base.W1.dtype
+        if coin.layer_num == 0:
+            self.readout = None
+            self.rows = rows
+        else:
+            from nsde_coin.graph.diffusion import diffuse
+
+            device = coin.base.W1.device
+            eye = torch.zeros(op.n, rows.numel(), dtype=dtype, device=device)
+            eye[rows, torch.arange(rows.numel(), device=device)] = 1.0
+            with torch.no_grad():
+                cols = diffuse(eye, op, coin.sigma2, coin.layer_num, solver=coin.solver,
+                               allow_unstable=coin.allow_unstable, **coin.solver_options)
+            self.readout = cols.t().contiguous()  # (m, n)
+
+    @staticmethod
+    def applies(net: GraphNet) -> bool:
+        coin = getattr(net, "coin", None)
+        if coin is None or coin.operator is None:
+            return False
+        return coin.layer_num == 0 or (coin.solver in LINEAR_SOLVERS and coin.operator.symmetric)
+
+    def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
+        logits = self.coin.base(self.x)  # sparse x: coin.py's hand-written kernel
+        if self.readout is None:
+            lu = F.log_softmax(logits[self.rows], dim=1)
+        else:
+            lu = torch.log(_Readout.apply(logits.softmax(1), self.readout).clamp_min(self.coin.eps))
+        loss = F.nll_loss(lu[: self.ntr], self.ytr)
+        return loss, self._metrics(lu.detach()[self.ntr:])
+
+
+def _adam(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # fused kernel unavailable for this device/dtype
+        return torch.optim.Adam(params, **kwargs)
+
+
+def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = TrainConfig(), *,
+              fast: bool = True) -> dict[str, Any]:
+    """Train ``net`` on one split with early stopping; returns a dict of the run's results.
+
+    Keys: ``status`` (``"ok"`` or ``"nonfinite_loss"``), ``message``, ``epochs`` (forward passes run), ``best_epoch``
+    (epoch of the last reset, 0-based), ``val_loss``, ``val_acc``, ``test_acc`` (at the saved weights; ``None`` when
+    the loss became non-finite), ``train_time_s``, ``epoch_time_ms`` (wall clock), ``train_cpu_s``, ``epoch_cpu_ms``
+    (process CPU time: less sensitive to other load on a shared machine), ``readout`` (whether the COIN shortcut ran).
+    """
+    task: _ModuleTask
+    use_readout = fast and _ReadoutCOINTask.applies(net)
+    t0 = time.perf_counter()
+    task = _ReadoutCOINTask(net, y, split) if use_readout else _ModuleTask(net, y, split)
+    setup_s = time.perf_counter() - t0
+    opt = _adam(task.params, cfg)
+    saved = [p.detach().clone() for p in task.params]
+    stopper = EarlyStopper(cfg.patience)
+    status, message, epoch = "ok", "", -1
+    t1, c1 = time.perf_counter(), time.process_time()
+    for epoch in range(int(cfg.max_epochs)):  # noqa: B007 (epoch used after the loop)
+        opt.zero_grad(set_to_none=True)
+        loss, val = task.train_forward()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            status = "nonfinite_loss"
+            message = (f"non-finite training loss {loss_value} at epoch {epoch}; run stopped, recorded as failed "
+                       f"(explicit diffusion past its stability bound? try a stable solver or a smaller sigma2)")
+            break
+        if val is not None:
+            if stopper.update(epoch, *val):
+                _copy(saved, task.params)
+            if stopper.stop:
+                break
+            loss.backward()
+            opt.step()
+        else:
+            loss.backward()
+            opt.step()
+            if stopper.update(epoch, *task.eval_val()):
+                _copy(saved, task.params)
+            if stopper.stop:
+                break
+    train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
+    epochs = epoch + 1
+    out: dict[str, Any] = {"status": status, "message": message, "epochs": epochs, "best_epoch": stopper.best_epoch,
+                           "readout": use_readout, "setup_s": round(setup_s, 6), "train_time_s": round(train_s, 6),
+                           "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4),
+                           "train_cpu_s": round(train_cpu_s, 6),
+                           "epoch_cpu_ms": round(1e3 * train_cpu_s / max(epochs, 1), 4)}
+    if status == "ok":
+        _copy(task.params, saved)
+        vl, va, ta = task.evaluate()
+        if stopper.best_epoch >= 0 and abs(va - stopper.acc_at_reset) > 0.02:
+            warnings.warn(f"validation accuracy of the saved weights {va:.4f} differs from the one seen in training "
+                          f"{stopper.acc_at_reset:.4f}", RuntimeWarning, stacklevel=2)
+        out.update(val_loss=vl, val_acc=va, test_acc=ta)
+    else:
+        out.update(val_loss=None, val_acc=None, test_acc=None)
+    return out
+
+
+def _copy(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
