@@ -110,6 +110,8 @@ class EarlyStopper:
         self.acc_at_reset = math.nan
 
     def update(self, epoch: int, val_loss: float, val_acc: float) -> bool:
+        """Record one epoch's validation loss and accuracy; True when the patience counter was reset (save the
+        weights then)."""
         reset = False
         if val_loss < self.best_loss:
             self.best_loss = float(val_loss)
@@ -127,6 +129,7 @@ class EarlyStopper:
 
     @property
     def stop(self) -> bool:
+        """True once ``patience`` epochs have passed without a reset."""
         return self.counter >= self.patience
 
 
@@ -326,6 +329,7 @@ class ResultsLog:
             self.reload()
 
     def reload(self) -> None:
+        """Re-read the file (corrupt lines are skipped, listed in ``corrupt_lines`` and warned about)."""
         assert self.path is not None
         self.records, self.corrupt_lines = _read_records(self.path)
         if self.corrupt_lines:
@@ -335,9 +339,11 @@ class ResultsLog:
                           stacklevel=2)
 
     def keys(self) -> set[str]:
+        """The run keys (:func:`run_key`) of the records held."""
         return {r["key"] for r in self.records}
 
     def append(self, record: dict[str, Any]) -> None:
+        """Add one record and write it as a JSON line (flushed, fsync'ed, under the file lock)."""
         self.records.append(record)
         if self.path is None:
             return
