@@ -5,8 +5,9 @@
 #
 # Serves SITE_DIR (default site/) on 127.0.0.1 with python -m http.server, killed by its PID on exit (also on
 # failure); chromium is Debian's package (apt-get install -y chromium). Writes OUT_DIR/{home,notebook,api}.png
-# (default docs/figures/screenshots). Nothing here needs the network: MathJax is loaded from a CDN, so offline the
-# formulas show as TeX source.
+# (default docs/figures/screenshots). Nothing here needs the network. The site loads MathJax 3 from a CDN; offline, when
+# Debian's libjs-mathjax (MathJax 2.7) is installed, the pages are served from a temporary copy that loads it instead,
+# so the formulas render as a reader online sees them (else they show as TeX source).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 site="${1:-site}"
@@ -19,10 +20,24 @@ browser="$(command -v chromium || command -v chromium-browser || true)"
 [ -f "$site/index.html" ] || { echo "$site/index.html not found: run mkdocs build --strict first" >&2; exit 2; }
 mkdir -p "$out"
 profile="$(mktemp -d)"
+serve="$site"
+local_mathjax=/usr/share/javascript/mathjax
+if [ -f "$local_mathjax/MathJax.js" ]; then
+  serve="$(mktemp -d)"
+  cp -r "$site"/. "$serve"/
+  ln -s "$local_mathjax" "$serve/_mathjax"
+  grep -rl --include='*.html' 'cdn.jsdelivr.net/npm/mathjax@3' "$serve" | xargs -r sed -i \
+    's|https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js|/_mathjax/MathJax.js?config=TeX-AMS_CHTML|g'
+fi
 
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$site" >/dev/null 2>&1 &
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$serve" >/dev/null 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$profile"; }
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -rf "$profile"
+  [ "$serve" = "$site" ] || rm -rf "$serve"
+}
 trap cleanup EXIT INT TERM
 
 for _ in $(seq 50); do   # wait up to 5 s for the server
@@ -30,13 +45,26 @@ for _ in $(seq 50); do   # wait up to 5 s for the server
   sleep 0.1
 done
 
-shot() {  # shot NAME URL_PATH
+shot() {  # shot NAME URL_PATH [HEIGHT] (headless chromium renders an #anchor URL blank, so no anchors)
   timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$profile" \
-    --hide-scrollbars --window-size="$width,$height" --virtual-time-budget=5000 \
+    --hide-scrollbars --window-size="$width,${3:-$height}" --virtual-time-budget=15000 \
     --screenshot="$out/$1.png" "http://127.0.0.1:$port/$2" >/dev/null 2>&1
   echo "$out/$1.png  <- /$2"
 }
 shot home ""
-shot notebook "notebooks/06_axioms_to_pde/"
+shot notebook "notebooks/06_axioms_to_pde/" 4200   # tall: the tables, the first outputs and a figure
 shot api "api/core/"
+
+# Keep the committed PNGs small: halve them (needs Pillow, which matplotlib installs).
+python3 - "$out" <<'PY' || echo "Pillow not found: PNGs left at full size" >&2
+import sys
+from pathlib import Path
+from PIL import Image
+
+for name in ("home", "notebook", "api"):
+    path = Path(sys.argv[1]) / f"{name}.png"
+    img = Image.open(path)
+    img.resize((img.width // 2, img.height // 2), Image.LANCZOS).save(path, optimize=True)
+    print(path, img.width // 2, "x", img.height // 2)
+PY
