@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 site="${1:-site}"
 out="${2:-docs/figures/screenshots}"
 port="${PORT:-8765}"
-width="${WIDTH:-1280}"
+width="${WIDTH:-1440}"
 height="${HEIGHT:-900}"
 browser="$(command -v chromium || command -v chromium-browser || true)"
 [ -n "$browser" ] || { echo "chromium not found: apt-get install -y chromium" >&2; exit 2; }
@@ -53,18 +53,23 @@ shot() {  # shot NAME URL_PATH [HEIGHT] (headless chromium renders an #anchor UR
   echo "$out/$1.png  <- /$2"
 }
 shot home ""
-shot notebook "notebooks/06_axioms_to_pde/" 4200   # tall: the tables, the first outputs and a figure
+shot notebook "notebooks/06_axioms_to_pde/" "${NOTEBOOK_HEIGHT:-12000}"   # tall, then cropped below
 shot api "api/core/"
 
-# Keep the committed PNGs small: halve them (needs Pillow, which matplotlib installs).
-python3 - "$out" <<'PY' || echo "Pillow not found: PNGs left at full size" >&2
+# Keep the committed PNGs small: the notebook shot is cropped to CROP="top,height" (pixels of the tall capture; the
+# default frames section 4 of notebook 06, its output and its figure), then all three are reduced to a 256-colour
+# palette (needs Pillow, which matplotlib installs).
+python3 - "$out" "${CROP:-8480,1260}" <<'PY' || echo "Pillow not found: PNGs left as captured" >&2
 import sys
 from pathlib import Path
 from PIL import Image
 
+folder, (top, height) = Path(sys.argv[1]), map(int, sys.argv[2].split(","))
 for name in ("home", "notebook", "api"):
-    path = Path(sys.argv[1]) / f"{name}.png"
-    img = Image.open(path)
-    img.resize((img.width // 2, img.height // 2), Image.LANCZOS).save(path, optimize=True)
-    print(path, img.width // 2, "x", img.height // 2)
+    path = folder / f"{name}.png"
+    img = Image.open(path).convert("RGB")
+    if name == "notebook" and height > 0:
+        img = img.crop((0, top, img.width, min(img.height, top + height)))
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    print(path, f"{img.width} x {img.height}", f"{path.stat().st_size // 1024} KiB")
 PY
