@@ -118,30 +118,37 @@ class FixedGridBrownian(BaseBrownian):
     # -- torchsde's BaseBrownian interface ----------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
+        """dtype of the returned increments."""
         return self._dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the returned increments."""
         return self._device
 
     @property
     def shape(self) -> torch.Size:
+        """(batch, noise channels) of each increment."""
         return torch.Size(self._out)
 
     @property
     def levy_area_approximation(self) -> str:
+        """The Lévy area it provides: ``"none"``, ``"space-time"``, ``"davie"`` or ``"foster"``."""
         return self._levy
 
     @property
     def steps(self) -> int:
+        """Number of grid steps on [t0, t1]."""
         return self._steps
 
     @property
     def dt(self) -> float:
+        """Grid step (t1 − t0) / steps."""
         return self._dt
 
     @property
     def seed(self) -> int:
+        """The seed the path is a pure function of (with the step index)."""
         return self._seed
 
     def __repr__(self) -> str:

@@ -207,6 +207,7 @@ class Diffusion(nn.Module):
 
     @property
     def is_zero(self) -> bool:
+        """True when σ ≡ 0 (the network is then an ODE and routes to the torchdiffeq family)."""
         return False
 
     def prod(self, t: TimeLike, x: Tensor, v: Tensor) -> Tensor:

@@ -146,9 +146,11 @@ class FeynmanKacSDE(nn.Module):
                            y.shape)
 
     def f_and_g(self, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Drift and diffusion together (torchsde's fused call)."""
         return self.f(t, y), self.g(t, y)
 
     def f_and_g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Drift and the diffusion applied to the increments v, σ(t, y) v (torchsde's fused call)."""
         return self.f(t, y), self.g_prod(t, y, v)
 
     def extra_repr(self) -> str:

@@ -66,6 +66,7 @@ class CovidSnapshots:
 
     @property
     def num_nodes(self) -> int:
+        """Number of regions (graph nodes), the second axis of ``y``."""
         return int(self.y.shape[1])
 
 

@@ -217,6 +217,7 @@ class COINBase(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
+        """Redraw every weight from U(−1/√d, 1/√d) with d = ``in_dim`` (one stream of ``generator`` when given)."""
         _init_uniform((self.W1, self.b1, self.W2, self.b2), self.in_dim, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -407,6 +408,7 @@ class COINEnsemble(_DiffusionHead):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
+        """Redraw every weight from U(−1/√d, 1/√d) with d = ``in_dim`` (one stream of ``generator`` when given)."""
         _init_uniform((self.W1, self.b1, self.W2, self.b2), self.in_dim, generator)
 
     @classmethod

@@ -389,6 +389,7 @@ class GraphOperator:
     # -- spectra
     @property
     def lambda_max(self) -> float:
+        """Largest eigenvalue of L (ARPACK Lanczos, computed once and cached)."""
         if self._lambda_max is None:
             self._lambda_max = _lambda_max_scipy(self.scipy, self.symmetric, 3000, 1e-8, self.similarity)
         return self._lambda_max
