@@ -56,6 +56,7 @@ class ResultsLog:
             self.reload()
 
     def reload(self) -> None:
+        """Re-read the file (corrupt lines are skipped, listed in ``corrupt_lines`` and warned about)."""
         assert self.path is not None
         self.records, self.corrupt_lines = _read_records(self.path)
         if self.corrupt_lines:
@@ -65,9 +66,11 @@ class ResultsLog:
                           RuntimeWarning, stacklevel=2)
 
     def keys(self) -> set[str]:
+        """The run keys (:func:`run_key`) of the records held."""
         return {r["key"] for r in self.records}
 
     def append(self, record: dict[str, Any]) -> None:
+        """Add one record and write it as a JSON line (flushed and fsync'ed; the driver is the only writer)."""
         self.records.append(record)
         if self.path is None:
             return

@@ -67,6 +67,8 @@ class EarlyStopper:
         self.acc_at_reset = math.nan
 
     def update(self, epoch: int, val_loss: float, val_acc: float) -> bool:
+        """Record one epoch's validation loss and accuracy; True when the patience counter was reset (save the
+        weights that produced these metrics)."""
         reset = False
         if val_loss < self.best_loss:
             self.best_loss = float(val_loss)
@@ -84,6 +86,7 @@ class EarlyStopper:
 
     @property
     def stop(self) -> bool:
+        """True once ``patience`` epochs have passed without a reset."""
         return self.counter >= self.patience
 
 
