@@ -48,7 +48,7 @@ class GraphCertificate:
         certified_k: (m,) the largest k ≤ ``k_max`` such that no change of the features of at most k nodes can
             change the prediction; ``-1`` when the unperturbed margin itself is ≤ ``tol`` (a tie).
         margin: (m,) u_ia − max_{b≠a} u_ib.
-        k_max, include_self: the arguments; solver, layer_num, sigma2: the model's diffusion.
+        k_max, include_self: the arguments; solver, layer_num, sigma2: the model's diffusion; num_nodes: n.
     """
 
     nodes: torch.Tensor
@@ -60,12 +60,16 @@ class GraphCertificate:
     solver: str
     layer_num: int
     sigma2: float
+    num_nodes: int
 
     def accuracy(self, y: torch.Tensor) -> list[float]:
         """Certified accuracy at k = 0, 1, …, k_max: share of ``nodes`` predicted correctly with certified_k ≥ k.
 
         ``y`` holds the labels of all n nodes (indexed by ``nodes``) or of the m certified nodes."""
-        yy = y[self.nodes] if y.shape[0] != self.nodes.shape[0] else y
+        if y.shape[0] not in (self.num_nodes, self.nodes.shape[0]):
+            raise ValueError(f"y must hold the labels of all {self.num_nodes} nodes or of the "
+                             f"{self.nodes.shape[0]} certified ones, got shape {tuple(y.shape)}")
+        yy = y[self.nodes] if y.shape[0] == self.num_nodes else y
         ok = self.prediction.eq(yy.to(self.prediction.device))
         return [float((ok & (self.certified_k >= k)).double().mean()) for k in range(self.k_max + 1)]
 
@@ -178,7 +182,7 @@ def certify_nodes(model: nn.Module, data: Any, k_max: int, include_self: bool = 
         certs.append(k)
         margins.append(mg)
     return GraphCertificate(nodes, torch.cat(preds), torch.cat(certs), torch.cat(margins), int(k_max),
-                            bool(include_self), coin.solver, coin.layer_num, coin.sigma2)
+                            bool(include_self), coin.solver, coin.layer_num, coin.sigma2, n)
 
 
 def _certify_rows(prow: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, k_max: int, include_self: bool,
