@@ -147,6 +147,12 @@ def certify_nodes(model: nn.Module, data: Any, k_max: int, include_self: bool = 
         A :class:`GraphCertificate`. Raises ``TypeError`` for a base that may mix neighbours, ``ValueError`` when
         the diffusion map is not provably non-negative (e.g. the paper's Cora σ² = 0.35 with ``explicit``).
     """
+    return _certify(model, data, k_max, (bool(include_self),), nodes, chunk, tol, progress)[0]
+
+
+def _certify(model: nn.Module, data: Any, k_max: int, modes: tuple[bool, ...], nodes: Optional[torch.Tensor],
+             chunk: int = 256, tol: float = 1e-6, progress: bool = False) -> list[GraphCertificate]:
+    """:func:`certify_nodes` for several ``include_self`` modes from one computation of the rows of P."""
     coin = _coin_of(model)
     if not is_int(k_max) or k_max < 0:
         raise ValueError(f"k_max={k_max!r} is not valid; expected an int >= 0")
@@ -167,7 +173,7 @@ def certify_nodes(model: nn.Module, data: Any, k_max: int, include_self: bool = 
         raise ValueError(f"nodes must be a 1-D tensor of ids in [0, {n})")
     with torch.no_grad():
         p = coin.logits(x).detach().cpu().double().softmax(-1)  # (n, C) base probabilities
-    preds, certs, margins = [], [], []
+    parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in modes]
     from tqdm.auto import tqdm
 
     starts = range(0, nodes.numel(), chunk)
@@ -177,12 +183,10 @@ def certify_nodes(model: nn.Module, data: Any, k_max: int, include_self: bool = 
         if bool((prow < -1e-9).any()):
             raise ValueError(f"the diffusion map has negative entries (min {float(prow.min()):.3g}); the certificate "
                              f"does not apply")
-        a, k, mg = _certify_rows(prow, p, rows, k_max, include_self, tol)
-        preds.append(a)
-        certs.append(k)
-        margins.append(mg)
-    return GraphCertificate(nodes, torch.cat(preds), torch.cat(certs), torch.cat(margins), int(k_max),
-                            bool(include_self), coin.solver, coin.layer_num, coin.sigma2, n)
+        for part, inc in zip(parts, modes):
+            part.append(_certify_rows(prow, p, rows, k_max, inc, tol))
+    return [GraphCertificate(nodes, *(torch.cat([t[j] for t in part]) for j in range(3)), int(k_max), bool(inc),
+                             coin.solver, coin.layer_num, coin.sigma2, n) for part, inc in zip(parts, modes)]
 
 
 def _certify_rows(prow: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, k_max: int, include_self: bool,
