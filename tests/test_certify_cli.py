@@ -21,7 +21,7 @@ def test_certify_sde_record_and_png(tmp_path, capsys):
                "--points", "12", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)])
     assert rc == 0
     rec = json.loads(out.read_text())
-    assert set(rec["models"]) == {"sde", "gaussian_aug"}
+    assert set(rec["models"]) == {"sde", "ode", "gaussian_aug"}
     # the largest radius n = 100 paths can certify at alpha = 0.001: s·Φ̄⁻¹(1 − 0.001^{1/100}) ≈ 0.5·1.50 < 1
     assert rec["max_radius"] == pytest.approx(0.5 * norm.isf(-math.expm1(math.log(0.001) / 100)), rel=1e-9)
     for m in rec["models"].values():

@@ -1,7 +1,8 @@
 """The measured comparisons of ``nsde-coin certify`` (benchmarks/results/certify_*.json).
 
 * :func:`sde_experiment` — certified accuracy vs L2 radius of (a) an SDE network with a pure-diffusion prefix of
-  scale s and (b) Cohen et al.'s baseline, an MLP trained with Gaussian noise augmentation of the same s and smoothed
+  scale s, (b) the same network without diffusion after the prefix (``ode``: isolates the internal diffusion) and
+  (c) Cohen et al.'s baseline, an MLP trained with Gaussian noise augmentation of the same s and smoothed
   with the same s (the same CERTIFY code: the MLP is wrapped as a prefix-only network with the identity flow), on
   the embedded spirals (:func:`nsde_coin.toydata.make_spirals`) or scikit-learn's digits (pixels scaled to [0, 1]).
 * :func:`graph_experiment` — certified accuracy vs k of COIN on a citation graph (split ``split``, the paper's
@@ -22,10 +23,11 @@ from nsde_coin.certify.graph import _certify
 from nsde_coin.certify.smoothing import certify
 from nsde_coin.errors import invalid_choice
 
-__all__ = ["RADII", "SDE_DATASETS", "graph_experiment", "load_sde_data", "sde_experiment"]
+__all__ = ["RADII", "SDE_DATASETS", "SDE_MODELS", "build_smoothed", "graph_experiment", "load_sde_data", "sde_experiment"]
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 SDE_DATASETS = ("spirals", "digits")
+SDE_MODELS = ("sde", "ode", "gaussian_aug")
 
 
 def load_sde_data(name: str, seed: int = 0, small: bool = False) -> tuple[torch.Tensor, ...]:
@@ -55,17 +57,20 @@ def _mlp(d: int, c: int, width: int) -> nn.Module:
 def build_smoothed(kind: str, d: int, c: int, scale: float, *, width: int = 64, steps: int = 8,
                    sigma: float = 0.3, samples: int = 8):
     """``"sde"``: prefix (σ0 = s, t0 = 1) + MLP drift + learnable scalar diffusion on [0, 1] + linear base;
-    ``"gaussian_aug"``: prefix + identity flow + MLP base (Cohen's noise-augmented base classifier)."""
+    ``"ode"``: the same without the diffusion after the prefix; ``"gaussian_aug"``: prefix + identity flow + MLP base (Cohen's noise-augmented base classifier)."""
     from nsde_coin.fields import MLPDrift, ScalarDiffusion
     from nsde_coin.model import ConvectionDiffusionNet
 
     if kind == "sde":
         return ConvectionDiffusionNet(nn.Linear(d, c), MLPDrift(d, width=width), ScalarDiffusion(d, sigma, True),
                                       T=1.0, steps=steps, samples=samples, prefix_sigma=scale, prefix_time=1.0)
+    if kind == "ode":
+        return ConvectionDiffusionNet(nn.Linear(d, c), MLPDrift(d, width=width), None, T=1.0, steps=steps,
+                                      samples=samples, prefix_sigma=scale, prefix_time=1.0)
     if kind == "gaussian_aug":  # one noise draw per example and step: Cohen's training
         return ConvectionDiffusionNet(_mlp(d, c, width), None, None, steps=1, samples=1, prefix_sigma=scale,
                                       prefix_time=1.0)
-    raise ValueError(invalid_choice("kind", kind, ("sde", "gaussian_aug")))
+    raise ValueError(invalid_choice("kind", kind, SDE_MODELS))
 
 
 def sde_experiment(dataset: str, scale: float, *, n0: int = 100, n: int = 2000, alpha: float = 0.001,
@@ -83,7 +88,7 @@ def sde_experiment(dataset: str, scale: float, *, n0: int = 100, n: int = 2000, 
     out: dict[str, Any] = {"dataset": dataset, "scale": scale, "n0": n0, "n": n, "alpha": alpha,
                            "points": int(xc.shape[0]), "epochs": epochs, "seed": seed, "radii": list(radii),
                            "max_radius": float(scale * _phi_inv_max(n, alpha)), "models": {}}
-    for kind in ("sde", "gaussian_aug"):
+    for kind in SDE_MODELS:
         torch.manual_seed(seed)
         net = build_smoothed(kind, d, c, scale)
         t0 = time.perf_counter()

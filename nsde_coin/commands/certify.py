@@ -22,7 +22,7 @@ from nsde_coin.commands.common import add_common_arguments, emit, environment, f
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    s = sub.add_parser("sde", help="certified L2 radius: SDE network vs Gaussian augmentation (Cohen et al.)")
+    s = sub.add_parser("sde", help="certified L2 radius: SDE / ODE network with a prefix vs Gaussian augmentation")
     s.add_argument("--dataset", default="spirals", help="spirals (embedded, 12-D) or digits (scikit-learn, [0, 1])")
     s.add_argument("--scale", type=float, default=0.25, help="smoothing scale s = σ0·√t0 (default 0.25)")
     s.add_argument("--n0", type=int, default=100, help="paths that choose the class (default 100)")
