@@ -23,7 +23,8 @@ from nsde_coin.certify.graph import _certify
 from nsde_coin.certify.smoothing import certify
 from nsde_coin.errors import invalid_choice
 
-__all__ = ["RADII", "SDE_DATASETS", "SDE_MODELS", "build_smoothed", "graph_experiment", "load_sde_data", "sde_experiment"]
+__all__ = ["RADII", "SDE_DATASETS", "SDE_MODELS", "build_smoothed", "graph_experiment", "load_sde_data",
+           "sde_experiment"]
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 SDE_DATASETS = ("spirals", "digits")
@@ -57,7 +58,8 @@ def _mlp(d: int, c: int, width: int) -> nn.Module:
 def build_smoothed(kind: str, d: int, c: int, scale: float, *, width: int = 64, steps: int = 8,
                    sigma: float = 0.3, samples: int = 8):
     """``"sde"``: prefix (σ0 = s, t0 = 1) + MLP drift + learnable scalar diffusion on [0, 1] + linear base;
-    ``"ode"``: the same without the diffusion after the prefix; ``"gaussian_aug"``: prefix + identity flow + MLP base (Cohen's noise-augmented base classifier)."""
+    ``"ode"``: the same without the diffusion after the prefix; ``"gaussian_aug"``: prefix + identity flow + MLP
+    base (Cohen's noise-augmented base classifier)."""
     from nsde_coin.fields import MLPDrift, ScalarDiffusion
     from nsde_coin.model import ConvectionDiffusionNet
 
