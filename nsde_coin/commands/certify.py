@@ -100,9 +100,12 @@ def plot(r: dict[str, Any], path: Path) -> None:
         for name, m in r["models"].items():
             if "refused" in m:
                 continue
+            color = None
             for who, ls in (("any", "-"), ("others", ":")):
                 acc = m[f"certified_accuracy_{who}"]
-                ax.plot(range(len(acc)), acc, ls=ls, marker=".", label=f"{name}, {'any' if who == 'any' else 'not i'}")
+                line = ax.plot(range(len(acc)), acc, ls=ls, marker=".", color=color,
+                               label=f"{name}, attacker: {'any nodes' if who == 'any' else 'not node i'}")[0]
+                color = line.get_color()
         ax.set_xlabel("k (nodes whose features the attacker may change)")
         ax.set_title(f"{r['dataset']}: COIN certified accuracy (T = {r['diffusion_time']:g})")
     ax.set_ylabel("certified accuracy")
