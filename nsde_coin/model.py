@@ -6,6 +6,7 @@ The drift v is the convection (a ResNet's residual branch in the limit), the dif
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -48,6 +49,10 @@ class ConvectionDiffusionNet(nn.Module):
             outputs on CPU.
         output: ``"probs"`` → f = softmax(base logits), the network averages probabilities (the Feynman–Kac
             solution with a probability-valued base model); ``"identity"`` → averages raw base outputs.
+        prefix_sigma, prefix_time: an optional pure-diffusion prefix (v = 0, constant isotropic σ0 on [0, t0])
+            before the SDE above (whose clock then starts at t0 as 0): X_{t0} = x + s·Z, s = σ0·√t0, Z ~ N(0, I),
+            computed exactly from one Gaussian draw per path. It makes u(x) a Gaussian smoothing of scale s, which
+            :mod:`nsde_coin.certify` turns into a certified L2 radius. Give both or neither.
         **solver_kwargs: passed on to :func:`feynman_kac`: ``rtol``, ``atol``, ``adaptive``, ``brownian``,
             ``adjoint_params``.
 
@@ -61,6 +66,7 @@ class ConvectionDiffusionNet(nn.Module):
                  T: float = 1.0, *, steps: int = 20, solver: Optional[str] = None, grad_mode: str = "backprop",
                  samples: int = 8, eval_samples: Optional[int] = None, sde_type: str = "ito",
                  adjoint_method: Optional[str] = None, seed: Optional[int] = None, output: str = "probs",
+                 prefix_sigma: Optional[float] = None, prefix_time: Optional[float] = None,
                  **solver_kwargs: Any) -> None:
         super().__init__()
         if not callable(base):
@@ -91,6 +97,7 @@ class ConvectionDiffusionNet(nn.Module):
         self.output = output
         self.solver_kwargs = solver_kwargs
         self.calls = 0
+        self.prefix_scale = _prefix_scale(prefix_sigma, prefix_time)  # s = σ0·√t0, or None (no prefix)
         # validate the combination now (errors at construction, not at the first batch)
         check_solver_kwargs(solver_kwargs)
         check_settings(base, self.drift, self.diffusion, self.T, self.samples, sde_type, grad_mode, **solver_kwargs)
@@ -111,7 +118,7 @@ class ConvectionDiffusionNet(nn.Module):
     @property
     def current_samples(self) -> int:
         """Paths per input in the current mode (1 for the ODE family)."""
-        if self.family == "ode":
+        if self.family == "ode" and self.prefix_scale is None:
             return 1
         return self.samples if self.training or self.eval_samples is None else self.eval_samples
 
@@ -120,7 +127,7 @@ class ConvectionDiffusionNet(nn.Module):
         return torch.softmax(out, dim=-1) if self.output == "probs" else out
 
     def _next_seed(self) -> Optional[int]:
-        if self.family == "ode":
+        if self.family == "ode" and self.prefix_scale is None:
             return 0
         if self.seed is None:
             return draw_seed()
@@ -132,16 +139,48 @@ class ConvectionDiffusionNet(nn.Module):
 
     def forward_with_stderr(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, stderr), each (B, C): the Monte Carlo estimate of u(x, T) and its standard error."""
+        if self.prefix_scale is not None:
+            return self._prefixed(x, self.current_samples, self._next_seed())
         return feynman_kac(self._f, x, self.drift, self.diffusion, self.T, samples=self.current_samples,
                            steps=self.steps, solver=self.solver, grad_mode=self.grad_mode, sde_type=self.sde_type,
                            adjoint_method=self.adjoint_method, seed=self._next_seed(),
                            batch_rows=self.batch_rows, **self.solver_kwargs)
+
+    def path_outputs(self, y0: Tensor, seed: Optional[int]) -> Tensor:
+        """f(X_T) along one path of the SDE (without the prefix) from each row of ``y0`` (N, d) → (N, C)."""
+        return feynman_kac(self._f, y0, self.drift, self.diffusion, self.T, samples=1, steps=self.steps,
+                           solver=self.solver, grad_mode=self.grad_mode, sde_type=self.sde_type,
+                           adjoint_method=self.adjoint_method, seed=seed, **self.solver_kwargs)[0]
+
+    def _prefixed(self, x: Tensor, k: int, seed: Optional[int]) -> tuple[Tensor, Tensor]:
+        """K paths per input through the exact prefix x + s·Z, then one path of the SDE each."""
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            raise ValueError(f"x must be a 2-D tensor (B, d), got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+        seed = draw_seed() if seed is None else int(seed)
+        gen = torch.Generator(device=x.device).manual_seed(seed % 2**63)
+        z = torch.randn(x.shape[0], k, x.shape[1], generator=gen, dtype=x.dtype, device=x.device)
+        y0 = (x.unsqueeze(1) + self.prefix_scale * z).reshape(-1, x.shape[1])
+        out = self.path_outputs(y0, step_seed(seed, 1)).reshape(x.shape[0], k, -1)
+        err = out.detach().std(dim=1) / k ** 0.5 if k > 1 else torch.full_like(out[:, 0], float("inf"))
+        return out.mean(dim=1), err
 
     def forward(self, x: Tensor) -> Tensor:
         """The Monte Carlo mean of f(X_T), (B, C) (probabilities when ``output="probs"``)."""
         return self.forward_with_stderr(x)[0]
 
     def extra_repr(self) -> str:
-        return (f"T={self.T}, steps={self.steps}, solver={self.solver!r}, family={self.family!r}, "
+        prefix = "" if self.prefix_scale is None else f"prefix_scale={self.prefix_scale:g}, "
+        return (prefix + f"T={self.T}, steps={self.steps}, solver={self.solver!r}, family={self.family!r}, "
                 f"grad_mode={self.grad_mode!r}, samples={self.samples}, eval_samples={self.eval_samples}, "
                 f"sde_type={self.sde_type!r}, seed={self.seed}, output={self.output!r}")
+
+
+def _prefix_scale(sigma0: Optional[float], t0: Optional[float]) -> Optional[float]:
+    """s = σ0·√t0 of the pure-diffusion prefix (validated), or None without one."""
+    if sigma0 is None and t0 is None:
+        return None
+    for name, v in (("prefix_sigma", sigma0), ("prefix_time", t0)):
+        if v is None or not is_real(v) or not math.isfinite(v) or not v > 0:
+            raise ValueError(f"{name}={v!r} is not valid; expected a finite float > 0 (give prefix_sigma and "
+                             f"prefix_time together)")
+    return float(sigma0) * math.sqrt(float(t0))

@@ -11,4 +11,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fewshot": ("nsde_coin.commands.fewshot", "transductive few-shot learning with a COIN head"),
     "covid": ("nsde_coin.commands.covid", "COVID-19 case prediction on England mobility graphs"),
     "tabular": ("nsde_coin.commands.tabular", "label-scarce tabular classification with a kNN graph"),
+    "certify": ("nsde_coin.commands.certify", "certified robustness: smoothing radii (sde) and k-node COIN (graph)"),
 }
