@@ -237,6 +237,26 @@ def _check_dims(in_dim: Any, num_classes: Any) -> None:
 class _DiffusionHead(nn.Module):
     """Graph handling + output diffusion + safe log shared by :class:`COIN` and :class:`COINEnsemble`."""
 
+    # the step count and step size live in the diffusion layer only (one source of truth: setting coin.sigma2
+    # after construction changes what the model computes)
+    @property
+    def sigma2(self) -> float:
+        """Step σ² of the explicit scheme (total diffusion time ``layer_num · sigma2``)."""
+        return self.diffusion.sigma2
+
+    @sigma2.setter
+    def sigma2(self, value: float) -> None:
+        self.diffusion.sigma2 = float(value)
+
+    @property
+    def layer_num(self) -> int:
+        """Diffusion steps k (0 = the base model alone)."""
+        return self.diffusion.layer_num
+
+    @layer_num.setter
+    def layer_num(self, value: int) -> None:
+        self.diffusion.layer_num = int(value)
+
     def _setup(self, layer_num: int, sigma2: float, solver: str, allow_unstable: bool, laplacian_kind: str,
                eps: float, on_negative: str, solver_options: Optional[dict]) -> None:
         if not is_int(layer_num) or layer_num < 0:
@@ -250,13 +270,13 @@ class _DiffusionHead(nn.Module):
             raise ValueError(f"on_negative={on_negative!r} is not valid; valid choices: {', '.join(ON_NEGATIVE)}")
         if not (0 < eps < 1):
             raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
-        self.layer_num, self.sigma2, self.solver = int(layer_num), float(sigma2), solver
+        self.solver = solver
         self.allow_unstable, self.laplacian_kind = bool(allow_unstable), laplacian_kind
         self.eps, self.on_negative = float(eps), on_negative
         self.solver_options = dict(solver_options or {})
         # the diffusion itself (checks the solver name and its options); the head resolves the graph (set_graph,
         # edge_index cache) and hands the layer an operator, so the layer's own cache stays off
-        self.diffusion = GraphDiffusion(self.sigma2, self.layer_num, solver=solver, kind=laplacian_kind, cached=False,
+        self.diffusion = GraphDiffusion(float(sigma2), int(layer_num), solver=solver, kind=laplacian_kind, cached=False,
                                         allow_unstable=self.allow_unstable, **self.solver_options)
         self._op: Optional[GraphOperator] = None
         self._edge_cache: Optional[tuple[weakref.ref, int, GraphOperator]] = None
