@@ -13,6 +13,10 @@ applies bias and ReLU, and accumulates the panel's share of the output layer ``W
 still in cache. The backward pass runs the same panels: ``G_J = (g W2[:, J]) ⊙ [h_J > 0]`` (an n×128 block, in L2)
 and ``∇W1[:, J] = xᵀ G_J``. The n×d activations are stored once (as panels; the ReLU output doubles as the
 backward's mask) and no full n×d gradient is ever formed.
+
+Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
+floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
+~+30% kernel time) so the kernel's extra memory is a few n×PANEL blocks.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from nsde_coin.graph.sparse import small_work_threads
 __all__ = ["PANEL", "SparseBase", "SparseFeatures", "sparse_features"]
 
 PANEL = 128  # hidden columns per panel: a d×PANEL float32 slice of W1 (d = 1433: 0.7 MB) stays in a 1-2 MB L2
+SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
 
 
 class SparseFeatures(NamedTuple):
@@ -108,6 +113,11 @@ def _panels(d: int, width: int) -> list[slice]:
     return [slice(j, min(j + width, d)) for j in range(0, d, width)]
 
 
+def _hidden(feats: SparseFeatures, w1: torch.Tensor, b1: torch.Tensor, j: slice) -> torch.Tensor:
+    """Panel ``h_J = ReLU(x W1[:, J] + b1[J])`` (n, k): one gather from the L2-sized table ``[W1[:, J]; b1[J]]``."""
+    return feats.gather(torch.cat([w1[:, j], b1[None, j]])).relu_()
+
+
 class SparseBase(torch.autograd.Function):
     """One base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for a constant sparse x, panelled (see the module doc).
 
@@ -125,19 +135,26 @@ class SparseBase(torch.autograd.Function):
         with small_work_threads(w1):
             # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
             out_t = feats.gather(torch.cat([w2.t(), b2[None]])).t().contiguous()
+            keep = out_t.shape[1] * d * w1.element_size() <= SAVE_LIMIT_BYTES
             hs = []
             for j in _panels(d, panel):
-                table = torch.cat([w1[:, j], b1[None, j]])  # [W1[:, J]; b1[J]]: (d+1, k), stays in L2
-                h = feats.gather(table).relu_()  # (n, k)
+                h = _hidden(feats, w1, b1, j)  # (n, k)
                 out_t.addmm_(w2[:, j], h.t())
-                hs.append(h)
-        ctx.save_for_backward(w2, *hs)
-        ctx.feats, ctx.panel, ctx.d = feats, panel, d
+                if keep:
+                    hs.append(h)
+        if keep:
+            ctx.save_for_backward(w2, *hs)
+        else:
+            ctx.save_for_backward(w2, w1, b1)
+        ctx.feats, ctx.panel, ctx.d, ctx.keep = feats, panel, d, keep
         return out_t.t()
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
-        w2, *hs = ctx.saved_tensors
+        if ctx.keep:
+            w2, *hs = ctx.saved_tensors
+        else:
+            w2, w1, b1 = ctx.saved_tensors
         feats: SparseFeatures = ctx.feats
         g = g.contiguous()
         d = ctx.d
@@ -148,7 +165,8 @@ class SparseBase(torch.autograd.Function):
             gw1 = g.new_empty(d, d)
             gb1 = g.new_empty(d)
             g_t = g.t()
-            for j, h in zip(_panels(d, ctx.panel), hs):
+            for i, j in enumerate(_panels(d, ctx.panel)):
+                h = hs[i] if ctx.keep else _hidden(feats, w1, b1, j)
                 gz = torch.mm(g, w2[:, j])  # (n, k)
                 torch.ops.aten.threshold_backward(gz, h, 0, grad_input=gz)  # in place: ReLU mask from h > 0
                 gw2[:, j].addmm_(g_t, h)  # h_J is in cache from the mask
