@@ -31,106 +31,23 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nsde_coin._checks import is_int, is_real
-from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_operator, to_scipy, torch_csr
+from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_operator
 from nsde_coin.graph.layers import GraphDiffusion
-from nsde_coin.graph.sparse import small_work_threads
+from nsde_coin.graph.sparse_base import SparseBase, SparseFeatures, sparse_features
 
 __all__ = ["COIN", "COINBase", "COINEnsemble", "SparseFeatures", "base_logits", "nll_loss", "sparse_features"]
 
 ON_NEGATIVE = ("clamp", "raise")
 
 
-# ------------------------------------------------------------------------------------------------ sparse features
-class SparseFeatures(NamedTuple):
-    """A constant sparse feature matrix x (n×d) in the forms the base layer's kernel reads.
-
-    ``cols`` (nnz,) column index of each stored entry, ``offsets`` (n,) start of each row in ``cols`` (CSR row
-    pointers without the last), ``vals`` (nnz,) the entries; ``t_rows``, ``t_offsets`` (d,), ``t_vals`` the same
-    for ``xᵀ`` (x in CSC order), so that both ``x W`` and ``xᵀ G`` are gathers (``embedding_bag`` sums).
-    """
-
-    cols: torch.Tensor
-    offsets: torch.Tensor
-    vals: torch.Tensor
-    t_rows: torch.Tensor
-    t_offsets: torch.Tensor
-    t_vals: torch.Tensor
-
-    def matmul(self, w: torch.Tensor) -> torch.Tensor:
-        """``x @ w`` for a dense ``w`` (d, k) → (n, k), as one gather-sum over the stored entries."""
-        return F.embedding_bag(self.cols, w, self.offsets, mode="sum", per_sample_weights=self.vals)
-
-    def t_matmul(self, g: torch.Tensor) -> torch.Tensor:
-        """``xᵀ @ g`` for a dense ``g`` (n, k) → (d, k), as one gather-sum (no scatter into the output)."""
-        return F.embedding_bag(self.t_rows, g, self.t_offsets, mode="sum", per_sample_weights=self.t_vals)
-
-
-_FEATURES: dict[int, tuple[weakref.ref, SparseFeatures]] = {}
-
-
-def sparse_features(x: torch.Tensor) -> SparseFeatures:
-    """:class:`SparseFeatures` of a sparse CSR/COO tensor, validated and cached per tensor (features are fixed data).
-
-    Integer features are converted to float32. Raises ``ValueError`` for NaN/Inf entries.
-    """
-    hit = _FEATURES.get(id(x))
-    if hit is not None and hit[0]() is x:
-        return hit[1]
-    m = to_scipy(x)
-    if m.nnz and not np.all(np.isfinite(m.data)):
-        raise ValueError(f"node features contain NaN or Inf ({int((~np.isfinite(m.data)).sum())} entries)")
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    xs, xts = torch_csr(m, dtype, x.device), torch_csr(m.T.tocsr(), dtype, x.device)
-    parts = SparseFeatures(xs.col_indices(), xs.crow_indices()[:-1].contiguous(), xs.values(),
-                           xts.col_indices(), xts.crow_indices()[:-1].contiguous(), xts.values())
-    key = id(x)
-    _FEATURES[key] = (weakref.ref(x), parts)
-    weakref.finalize(x, _FEATURES.pop, key, None)
-    return parts
-
-
-class _SparseBase(torch.autograd.Function):
-    """One base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for a constant sparse x, with a hand-written backward.
-
-    The one kernel behind :class:`COINBase`, :class:`COINEnsemble` and the graph protocol's training loop for sparse
-    features. Shapes: x (n, d) as :class:`SparseFeatures`, w1 (d, d), b1 (d,), w2 (C, d), b2 (C,) → logits (n, C).
-
-    Performance (CPU, 1 thread, Cora-sized x: 2485×1433, ~18 non-zeros per row, C = 7; medians): all four sparse
-    products are ``embedding_bag`` gather-sums, ``x W1`` over the CSR rows and the weight gradient ``xᵀ G`` over
-    the CSC columns (2.8 ms, vs 6–11 ms for ``torch.sparse.mm`` with a coalesced COO ``xᵀ``, which scatters); the
-    n×d activations are kept once (the ReLU output doubles as the backward's mask, applied in place to ``G W2``);
-    and the output layer is the wide product ``(W2 hᵀ)ᵀ`` (MKL's skinny n×d @ d×C form is ~2× slower).
-    """
-
-    @staticmethod
-    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures):  # noqa: D102
-        with small_work_threads(w1):
-            h = feats.matmul(w1).add_(b1).relu_()
-            res = feats.matmul(w2.t().contiguous())  # x W2ᵀ, the residual branch
-            logits = torch.mm(w2, h.t()).t().add(res).add_(b2)
-        ctx.save_for_backward(h, w2)
-        ctx.feats = feats
-        return logits
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        h, w2 = ctx.saved_tensors
-        feats: SparseFeatures = ctx.feats
-        g = g.contiguous()
-        with small_work_threads(w2):
-            gw2 = torch.mm(g.t(), h).add_(feats.t_matmul(g).t())
-            gz = torch.mm(g, w2)
-            torch.ops.aten.threshold_backward(gz, h, 0, grad_input=gz)  # in place: ReLU mask from h > 0
-            gw1 = feats.t_matmul(gz)
-        return gw1, gz.sum(0), gw2, g.sum(0), None
+_SparseBase = SparseBase  # the kernel (nsde_coin.graph.sparse_base), under its historical name
 
 
 def _is_sparse(x: torch.Tensor) -> bool:

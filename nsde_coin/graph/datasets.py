@@ -6,11 +6,13 @@ Every loader returns a PyG :class:`~torch_geometric.data.Data` built by :func:`p
   (``lcc=True``, the paper's protocol);
 * node features are **binarised, then row-normalised** (each non-zero row sums to 1; all-zero rows stay zero).
 
-Feature storage (decided once, for every loader): ``data.x`` is a *dense* ``float32`` tensor ``(n, d)`` so that every
-PyG layer (GCN, GAT, APPNP, dropout on inputs) works unchanged, and ``data.x_csr`` is the same matrix as a sparse
-CSR tensor — COIN's d×d base layer multiplies the CSR copy (≈ 1% non-zeros on Cora), which is where its speed comes
-from. For graphs whose dense features would be large (``dense=False``; Coauthor Physics is 34493 × 8415 = 1.2 GB in
-float32) ``data.x`` *is* the CSR tensor and baselines densify on demand.
+Feature storage (decided once, for every loader): ``data.x_csr`` is always the feature matrix as a sparse CSR
+tensor — COIN's d×d base layer and the first layer of every baseline multiply it (≈ 1% non-zeros on Cora), which is
+where their speed comes from. ``data.x`` is a *dense* ``float32`` tensor ``(n, d)`` when that is small
+(``dense=None``, the default: at most :data:`DENSE_LIMIT_BYTES`; Cora, CiteSeer, PubMed, Amazon Photo) so that
+plain PyG code works unchanged, and otherwise *is* the CSR tensor (Coauthor Physics is 34493 × 8415 = 1.2 GB dense
+in float32, a copy COIN never reads); :func:`dense_features` densifies on demand for the models that need it (SGC).
+``dense=True`` / ``False`` forces either.
 
 Other attributes: ``y`` (n,) long, ``edge_index`` (2, 2·E) long with both directions, sorted, ``num_nodes``,
 ``num_classes`` (int), ``name`` (str), ``source`` (str) and ``node_map`` (n,) long — the node's index in the raw file.
@@ -85,6 +87,7 @@ _GRAPHGALLERY_FILES = {"amazon_computers": "amazon_cs", "amazon_photo": "amazon_
 _NPZ_URL = "https://github.com/shchur/gnn-benchmark/raw/master/data/npz/{name}.npz"
 
 DATASET_NAMES: tuple[str, ...] = tuple(_DATASETS)
+DENSE_LIMIT_BYTES = 256 << 20  # dense data.x by default only up to this size (PubMed: 39 MB; Coauthor CS: 0.5 GB)
 
 
 def canonical_name(name: str) -> str:
@@ -213,7 +216,7 @@ def preprocess(
     *,
     name: str = "graph",
     lcc: bool = True,
-    dense: bool = True,
+    dense: Optional[bool] = None,
     source: str = "arrays",
     num_classes: Optional[int] = None,
 ):
@@ -225,7 +228,8 @@ def preprocess(
         labels: (n,) integer classes ≥ 0.
         name: stored as ``data.name``.
         lcc: keep only the largest connected component (the protocol's choice).
-        dense: also keep ``data.x`` dense (see the module docstring); ``data.x_csr`` is always there.
+        dense: also keep ``data.x`` dense (see the module docstring); ``None``: only when n·d float32 values take
+            at most :data:`DENSE_LIMIT_BYTES`. ``data.x_csr`` is always there.
         num_classes: defaults to ``labels.max() + 1`` over the input (before the LCC cut).
 
     Raises ``ValueError`` for NaN/Inf features, mismatched sizes or negative labels.
@@ -267,7 +271,7 @@ def preprocess(
             torch.from_numpy(x.data), size=x.shape, check_invariants=False,
         )
     data = Data(
-        x=torch.from_numpy(x.toarray()) if dense else x_csr,
+        x=torch.from_numpy(x.toarray()) if _keep_dense(dense, x.shape) else x_csr,
         edge_index=edge_index,
         y=torch.from_numpy(labels[nodes]),
         num_nodes=int(len(nodes)),
@@ -280,6 +284,12 @@ def preprocess(
     data.node_map = torch.from_numpy(nodes.astype(np.int64))
     validate_graph(data)
     return data
+
+
+def _keep_dense(dense: Optional[bool], shape: tuple[int, int]) -> bool:
+    if dense is None:
+        return shape[0] * shape[1] * 4 <= DENSE_LIMIT_BYTES
+    return bool(dense)
 
 
 def validate_graph(data) -> None:
@@ -483,7 +493,7 @@ def load_dataset(
     root: Optional[PathLike] = None,
     source: Optional[str] = None,
     lcc: bool = True,
-    dense: bool = True,
+    dense: Optional[bool] = None,
     cache_dir: Optional[PathLike] = None,
 ):
     """Load a benchmark graph with the paper's preprocessing; returns a PyG ``Data`` (see the module docstring).
@@ -494,7 +504,7 @@ def load_dataset(
         source: ``"npz"`` (gnn-benchmark, default for cora/citeseer), ``"planetoid"``, ``"graphgallery"``
             (default for Amazon/Coauthor) or ``"pyg"`` (PyG's own Amazon/Coauthor download).
         lcc: cut to the largest connected component (protocol default ``True``).
-        dense: keep a dense ``data.x`` besides ``data.x_csr``.
+        dense: keep a dense ``data.x`` besides ``data.x_csr`` (``None``: only when small, see :func:`preprocess`).
         cache_dir: writable folder for PyG's ``processed/`` and downloads (default :func:`default_cache_dir`).
     """
     key = canonical_name(name)

@@ -1,0 +1,262 @@
+"""Roofline of one COIN training epoch on Cora: this machine's limits, the work the epoch must do, and two kernels.
+
+The epoch is the paper setting (Cora LCC 2485 × 1433 row-normalised bag-of-words features, 7 classes, 20 explicit
+diffusion steps of σ² 0.35 on the paper Laplacian, NLL on 140 training nodes), full batch: base forward, diffusion,
+backward, one fused Adam step (lr 0.01, weight decay 5e-4) — one thread (``--threads``). Random features/graph of the
+same size when ../shared/data is absent.
+
+Measured in the same process:
+
+* **limits** — streaming bandwidth of a large copy (``--copy-mib`` per buffer; bytes read + written per second) and
+  the peak of a large square float32 matmul (``--mm`` × ``--mm``; 2n³ flops);
+* **work** — the bytes the epoch must move through DRAM (features in both orders, W1 read, ∇W1 written, Adam's
+  7 streams over all parameters, the n×d activations written once and read once by the backward) and the flops it
+  must do (2·nnz(X)·d for ``X W1`` and again for ``Xᵀ G``, 3 n×d×C output-layer products, 2 × 20 steps of
+  nnz(L)·C, ~12 flops per parameter for Adam); ``bound = max(bytes / bandwidth, flops / peak)``;
+* **kernels** — ``legacy`` (main's unpanelled kernel before issue 12, copied below as the baseline) and ``panelled``
+  (:class:`nsde_coin.graph.sparse_base.SparseBase`), timed interleaved (one epoch of each per repeat, medians of wall
+  and process CPU time) so that load from other processes hits both alike; the ratio is the median of the
+  per-repeat ratios.
+
+Usage::
+
+    python benchmarks/bench_coin_epoch.py [--threads 1] [--repeats 30] [--out benchmarks/results/bench_coin_epoch.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_propagate import cora_adjacency  # noqa: E402
+from bench_propagate import sparse_features as random_features  # noqa: E402
+
+from nsde_coin._heap import keep_large_blocks  # noqa: E402
+from nsde_coin.commands.common import cpu_model  # noqa: E402
+from nsde_coin.graph.diffusion import diffuse  # noqa: E402
+from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
+from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
+from nsde_coin.graph.sparse_base import SparseBase, sparse_features  # noqa: E402
+
+warnings.filterwarnings("ignore", category=UserWarning)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class LegacyFeatures(NamedTuple):
+    """The feature layout before issue 12 (baseline only): x and xᵀ as int64 CSR gathers, biases separate."""
+
+    cols: torch.Tensor
+    offsets: torch.Tensor
+    vals: torch.Tensor
+    t_rows: torch.Tensor
+    t_offsets: torch.Tensor
+    t_vals: torch.Tensor
+
+    def matmul(self, w: torch.Tensor) -> torch.Tensor:
+        return F.embedding_bag(self.cols, w, self.offsets, mode="sum", per_sample_weights=self.vals)
+
+    def t_matmul(self, g: torch.Tensor) -> torch.Tensor:
+        return F.embedding_bag(self.t_rows, g, self.t_offsets, mode="sum", per_sample_weights=self.t_vals)
+
+
+def legacy_features(x: torch.Tensor) -> LegacyFeatures:
+    m = to_scipy(x)
+    xs, xts = torch_csr(m, x.dtype), torch_csr(m.T.tocsr(), x.dtype)
+    return LegacyFeatures(xs.col_indices(), xs.crow_indices()[:-1].contiguous(), xs.values(),
+                          xts.col_indices(), xts.crow_indices()[:-1].contiguous(), xts.values())
+
+
+class LegacyBase(torch.autograd.Function):
+    """The kernel before issue 12 (baseline only): whole-width gathers against the full d×d W1 and n×d gradient."""
+
+    @staticmethod
+    def forward(ctx, w1, b1, w2, b2, feats: LegacyFeatures):  # noqa: D102
+        with small_work_threads(w1):
+            h = feats.matmul(w1).add_(b1).relu_()
+            res = feats.matmul(w2.t().contiguous())
+            logits = torch.mm(w2, h.t()).t().add(res).add_(b2)
+        ctx.save_for_backward(h, w2)
+        ctx.feats = feats
+        return logits
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        h, w2 = ctx.saved_tensors
+        feats: LegacyFeatures = ctx.feats
+        g = g.contiguous()
+        with small_work_threads(w2):
+            gw2 = torch.mm(g.t(), h).add_(feats.t_matmul(g).t())
+            gz = torch.mm(g, w2)
+            torch.ops.aten.threshold_backward(gz, h, 0, grad_input=gz)
+            gw1 = feats.t_matmul(gz)
+        return gw1, gz.sum(0), gw2, g.sum(0), None
+
+
+def cora_features():
+    """Cora LCC features (CSR torch tensor) and labels from the loader, or random ones of the same shape."""
+    try:
+        from nsde_coin.graph.datasets import load_dataset
+
+        data = load_dataset("cora", dense=False)
+        return data.x_csr, data.y, "cora_lcc"
+    except (FileNotFoundError, ImportError):
+        x = torch_csr(random_features(2485))
+        return x, torch.randint(0, 7, (2485,), generator=torch.Generator().manual_seed(1)), "random_2485"
+
+
+def machine_limits(copy_mib: int, mm: int, repeats: int = 7) -> dict:
+    """Streaming bandwidth (GB/s, read + write of a large copy) and matmul peak (GFLOP/s), medians of CPU time."""
+    a = torch.ones(copy_mib * 2**20 // 4)
+    b = torch.empty_like(a)
+    p = torch.randn(mm, mm)
+    q = torch.randn(mm, mm)
+    out = torch.empty(mm, mm)
+    copies, mms = [], []
+    for _ in range(repeats):  # interleaved, CPU time: other processes' load distorts both alike
+        c0 = time.process_time()
+        b.copy_(a)
+        copies.append(time.process_time() - c0)
+        c0 = time.process_time()
+        torch.mm(p, q, out=out)
+        mms.append(time.process_time() - c0)
+    t_copy, t_mm = statistics.median(copies[1:]), statistics.median(mms[1:])
+    return {"copy_mib": copy_mib, "bandwidth_gb_s": 2 * a.numel() * 4 / t_copy / 1e9, "mm_n": mm,
+            "peak_gflop_s": 2 * mm ** 3 / t_mm / 1e9}
+
+
+def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> dict:
+    """Bytes through DRAM and flops one epoch must do (see the module doc); float32 values, int64 indices."""
+    params = d * d + d + c * d + c
+    bytes_ = {"features_csr_and_csc": 2 * nnz_x * (8 + 4) + (n + d) * 8, "w1_read": 4 * d * d,
+              "grad_w1_write": 4 * d * d, "adam_7_streams": 7 * 4 * params, "activations_write_read": 2 * 4 * n * d}
+    flops = {"x_w1": 2 * nnz_x * d, "xT_g": 2 * nnz_x * d, "output_layer_3_products": 3 * 2 * n * d * c,
+             "residual_x_w2": 2 * 2 * nnz_x * c, "diffusion_fwd_bwd": 2 * steps * 2 * (nnz_l + n) * c,
+             "adam": 12 * params}
+    return {"bytes": bytes_, "flops": flops, "total_bytes": sum(bytes_.values()), "total_flops": sum(flops.values()),
+            "parameters": params}
+
+
+def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0):
+    """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel)."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / d ** 0.5
+    params = [torch.empty(s).uniform_(-bound, bound, generator=g).requires_grad_() for s in ((d, d), (d,), (c, d),
+                                                                                             (c,))]
+    opt = torch.optim.Adam(params, lr=0.01, weight_decay=5e-4, fused=True)
+
+    def forward():
+        logits = kernel.apply(*params, feats)
+        u = diffuse(logits.softmax(-1), op, 0.35, 20, solver="explicit", allow_unstable=True)
+        return logits, u
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        _, u = forward()
+        loss = F.nll_loss(torch.log(u[train].clamp_min(1e-12)), y[train])
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    run.forward, run.params = forward, params
+    return run
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--copy-mib", type=int, default=256)
+    p.add_argument("--mm", type=int, default=2048)
+    p.add_argument("--out", type=Path, default=RESULTS / "bench_coin_epoch.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    keep_large_blocks()  # as the graph protocol does: per-epoch blocks reuse the heap (both kernels alike)
+    x, y, graph = cora_features()
+    a, _ = cora_adjacency()
+    op = laplacian_from_weights(a, "paper", operator=True)
+    feats = sparse_features(x)
+    n, d = x.shape
+    c = int(y.max()) + 1
+    train = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:20 * c]
+    kernels = {"legacy": (LegacyBase, legacy_features(x)), "panelled": (SparseBase, feats)}
+    runs = {k: make_epoch(kern, f, op, y, train, n, d, c) for k, (kern, f) in kernels.items()}
+
+    # same weights → same forward (float32 rounding of the output layer's sum only)
+    with torch.no_grad():
+        lg = {k: r.forward()[0] for k, r in runs.items()}
+    fwd_diff = float((lg["panelled"] - lg["legacy"]).abs().max() / lg["legacy"].abs().max())
+
+    limits = machine_limits(args.copy_mib, args.mm)
+    work = epoch_work(n, d, c, feats.cols.numel() - n, op.scipy.nnz, 20)
+    for r in runs.values():  # warm-up (allocator, caches)
+        for _ in range(3):
+            r()
+    wall = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, r in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            r()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    limits_after = machine_limits(args.copy_mib, args.mm)
+    bw = max(limits["bandwidth_gb_s"], limits_after["bandwidth_gb_s"])
+    peak = max(limits["peak_gflop_s"], limits_after["peak_gflop_s"])
+    t_bytes, t_flops = work["total_bytes"] / bw / 1e6, work["total_flops"] / peak / 1e6  # ms
+    bound_ms = max(t_bytes, t_flops)
+    res = {}
+    for k in runs:
+        med_cpu, med_wall = 1e3 * statistics.median(cpu[k]), 1e3 * statistics.median(wall[k])
+        res[k] = {"epoch_cpu_ms": med_cpu, "epoch_wall_ms": med_wall, "cpu_ms_p25_p75":
+                  [1e3 * float(np.percentile(cpu[k], q)) for q in (25, 75)],
+                  "fraction_of_bound_cpu": bound_ms / med_cpu, "times_bound_cpu": med_cpu / bound_ms}
+    ratio_cpu = statistics.median(a_ / b_ for a_, b_ in zip(cpu["legacy"], cpu["panelled"]))
+    ratio_wall = statistics.median(a_ / b_ for a_, b_ in zip(wall["legacy"], wall["panelled"]))
+    out = {"graph": graph, "n": n, "d": d, "classes": c, "nnz_x": feats.cols.numel() - n, "nnz_l": op.scipy.nnz,
+           "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+           "python": sys.version.split()[0], "cpu": cpu_model(), "limits_before": limits, "limits_after": limits_after,
+           "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, "time_at_bandwidth_ms": t_bytes,
+           "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_panelled_vs_legacy": fwd_diff,
+           "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu, "speedup_wall_median_of_ratios": ratio_wall}
+    text = json.dumps(out, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    _figure(out, args.out.with_suffix(".png"))
+    return 0
+
+
+def _figure(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = ["bound\n(max of bytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak", "legacy\nkernel",
+             "panelled\nkernel"]
+    vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"],
+            out["kernels"]["legacy"]["epoch_cpu_ms"], out["kernels"]["panelled"]["epoch_cpu_ms"]]
+    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:green"])
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("ms per epoch (CPU time, median)")
+    ax.set_title(f"COIN epoch roofline, {out['graph']}, {out['threads']} thread\n{out['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""The sparse base-layer kernel of COIN: ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for constant sparse features x.
+
+:class:`SparseFeatures` holds x (n×d) in the two orders the kernel reads (CSR rows for ``x W``, CSC columns for the
+weight gradient ``xᵀ G``); :func:`sparse_features` builds and caches it per feature tensor; :class:`SparseBase` is
+the autograd Function with the hand-written backward used by :class:`~nsde_coin.graph.coin.COINBase`,
+:class:`~nsde_coin.graph.coin.COINEnsemble` and the graph protocol.
+
+Column panels (the speed of the kernel): the two nnz(x)·d products gather whole rows of a d×d matrix — ``x W1``
+gathers rows of W1, ``xᵀ G`` rows of the n×d gradient G — and on Cora (d = 1433) those 8–14 MB tables do not fit
+in a core's L2 cache, so every gathered row comes from L3/DRAM. The kernel therefore cuts the hidden dimension into
+panels of :data:`PANEL` columns: for each panel J it gathers ``x W1[:, J]`` (a d×128 table, ~0.7 MB, stays in L2),
+applies bias and ReLU, and accumulates the panel's share of the output layer ``W2[:, J] h_J`` while the panel is
+still in cache. The backward pass runs the same panels: ``G_J = (g W2[:, J]) ⊙ [h_J > 0]`` (an n×128 block, in L2)
+and ``∇W1[:, J] = xᵀ G_J``. The n×d activations are stored once (as panels; the ReLU output doubles as the
+backward's mask) and no full n×d gradient is ever formed.
+
+Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
+floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
+~+30% kernel time) so the kernel's extra memory is a few n×PANEL blocks.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from nsde_coin.graph.laplacian import to_scipy
+from nsde_coin.graph.sparse import small_work_threads
+
+__all__ = ["PANEL", "SparseBase", "SparseFeatures", "sparse_features"]
+
+PANEL = 128  # hidden columns per panel: a d×PANEL float32 slice of W1 (d = 1433: 0.7 MB) stays in a 1-2 MB L2
+SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
+
+
+class SparseFeatures(NamedTuple):
+    """A constant sparse feature matrix x (n×d) with a column of ones appended, ``x₁ = [x | 1]`` (n × (d+1)), in
+    the two orders the base layer's kernel reads.
+
+    ``cols`` (nnz + n,) column index of each stored entry of x₁, ``offsets`` (n,) start of each row (CSR row
+    pointers without the last), ``vals`` the entries; ``t_rows``, ``t_offsets`` (d+1,), ``t_vals`` the same for
+    ``x₁ᵀ`` (its last row is all ones). ``dim`` = d. The ones column folds the biases into the gathers:
+    ``x₁ [W; bᵀ] = x W + b`` and ``x₁ᵀ G = [xᵀ G; Σ_rows G]`` (the bias gradient), so neither needs its own pass.
+    """
+
+    cols: torch.Tensor
+    offsets: torch.Tensor
+    vals: torch.Tensor
+    t_rows: torch.Tensor
+    t_offsets: torch.Tensor
+    t_vals: torch.Tensor
+    dim: int
+
+    def gather(self, table: torch.Tensor) -> torch.Tensor:
+        """``x₁ @ table`` for a dense (d+1, k) ``table = [W; bᵀ]`` → ``x W + b`` (n, k), one gather-sum."""
+        return F.embedding_bag(self.cols, table, self.offsets, mode="sum", per_sample_weights=self.vals)
+
+    def t_gather(self, g: torch.Tensor) -> torch.Tensor:
+        """``x₁ᵀ @ g`` for a dense ``g`` (n, k) → (d+1, k): ``xᵀ g`` and, as the last row, ``g.sum(0)``."""
+        return F.embedding_bag(self.t_rows, g, self.t_offsets, mode="sum", per_sample_weights=self.t_vals)
+
+    def matmul(self, w: torch.Tensor) -> torch.Tensor:
+        """``x @ w`` for a dense ``w`` (d, k) → (n, k)."""
+        return self.gather(torch.cat([w, w.new_zeros(1, w.shape[1])]))
+
+    def t_matmul(self, g: torch.Tensor) -> torch.Tensor:
+        """``xᵀ @ g`` for a dense ``g`` (n, k) → (d, k), as one gather-sum (no scatter into the output)."""
+        return self.t_gather(g)[: self.dim]
+
+
+_FEATURES: dict[int, tuple[weakref.ref, SparseFeatures]] = {}
+
+
+def sparse_features(x: torch.Tensor) -> SparseFeatures:
+    """:class:`SparseFeatures` of a sparse CSR/COO tensor, validated and cached per tensor (features are fixed data).
+
+    Integer features are converted to float32. Raises ``ValueError`` for NaN/Inf entries. Indices are int32 when
+    they fit (half the index traffic of int64).
+    """
+    hit = _FEATURES.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    m = to_scipy(x)
+    if m.nnz and not np.all(np.isfinite(m.data)):
+        raise ValueError(f"node features contain NaN or Inf ({int((~np.isfinite(m.data)).sum())} entries)")
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    n, d = m.shape
+    m1 = sp.hstack([m, np.ones((n, 1), dtype=m.dtype)], format="csr")
+    m1.sort_indices()
+    m1t = m1.T.tocsr()
+    m1t.sort_indices()
+    itype = torch.int32 if m1.nnz < 2**31 - 1 else torch.int64
+    parts = []
+    for a in (m1, m1t):
+        parts += [torch.from_numpy(a.indices).to(x.device, itype), torch.from_numpy(a.indptr[:-1]).to(x.device, itype),
+                  torch.from_numpy(a.data).to(x.device, dtype)]
+    feats = SparseFeatures(*parts, int(d))
+    key = id(x)
+    _FEATURES[key] = (weakref.ref(x), feats)
+    weakref.finalize(x, _FEATURES.pop, key, None)
+    return feats
+
+
+def _panels(d: int, width: int) -> list[slice]:
+    """Column slices of ``width`` covering ``range(d)`` (the last one shorter): panel starts and widths stay
+    multiples of 16 floats, which MKL's small products need to run at speed (119-wide panels at odd offsets
+    were measured ~3× slower per flop than 128-wide ones)."""
+    return [slice(j, min(j + width, d)) for j in range(0, d, width)]
+
+
+def _hidden(feats: SparseFeatures, w1: torch.Tensor, b1: torch.Tensor, j: slice) -> torch.Tensor:
+    """Panel ``h_J = ReLU(x W1[:, J] + b1[J])`` (n, k): one gather from the L2-sized table ``[W1[:, J]; b1[J]]``."""
+    return feats.gather(torch.cat([w1[:, j], b1[None, j]])).relu_()
+
+
+class SparseBase(torch.autograd.Function):
+    """One base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for a constant sparse x, panelled (see the module doc).
+
+    Shapes: w1 (d, d) used as ``x @ w1``, b1 (d,), w2 (C, d), b2 (C,), x (n, d) as :class:`SparseFeatures`
+    → logits (n, C). ``panel`` (columns per panel, default :data:`PANEL`) changes only the blocking, not the
+    result beyond float rounding of the output layer's sum. No gradient flows to the features.
+
+    The output layer is accumulated as the wide product ``(W2[:, J] h_Jᵀ)`` into a (C, n) buffer (MKL's skinny
+    n×k @ k×C form is ~2× slower).
+    """
+
+    @staticmethod
+    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: int = PANEL):  # noqa: D102
+        d = w1.shape[1]
+        with small_work_threads(w1):
+            # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
+            out_t = feats.gather(torch.cat([w2.t(), b2[None]])).t().contiguous()
+            keep = out_t.shape[1] * d * w1.element_size() <= SAVE_LIMIT_BYTES
+            hs = []
+            for j in _panels(d, panel):
+                h = _hidden(feats, w1, b1, j)  # (n, k)
+                out_t.addmm_(w2[:, j], h.t())
+                if keep:
+                    hs.append(h)
+        if keep:
+            ctx.save_for_backward(w2, *hs)
+        else:
+            ctx.save_for_backward(w2, w1, b1)
+        ctx.feats, ctx.panel, ctx.d, ctx.keep = feats, panel, d, keep
+        return out_t.t()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        if ctx.keep:
+            w2, *hs = ctx.saved_tensors
+        else:
+            w2, w1, b1 = ctx.saved_tensors
+        feats: SparseFeatures = ctx.feats
+        g = g.contiguous()
+        d = ctx.d
+        with small_work_threads(w2):
+            t = feats.t_gather(g)  # (d+1, C): xᵀ g (residual branch) and g.sum(0) (output bias)
+            gw2 = t[:d].t().contiguous()
+            gb2 = t[d]
+            gw1 = g.new_empty(d, d)
+            gb1 = g.new_empty(d)
+            g_t = g.t()
+            for i, j in enumerate(_panels(d, ctx.panel)):
+                h = hs[i] if ctx.keep else _hidden(feats, w1, b1, j)
+                gz = torch.mm(g, w2[:, j])  # (n, k)
+                torch.ops.aten.threshold_backward(gz, h, 0, grad_input=gz)  # in place: ReLU mask from h > 0
+                gw2[:, j].addmm_(g_t, h)  # h_J is in cache from the mask
+                tz = feats.t_gather(gz)  # (d+1, k): ∇W1[:, J] and ∇b1[J]
+                gw1[:, j] = tz[:d]
+                gb1[j] = tz[d]
+        return gw1, gb1, gw2, gb2, None, None

@@ -1,0 +1,111 @@
+"""The panelled sparse base-layer kernel (nsde_coin.graph.sparse_base): forward and gradients equal the dense
+float64 reference for every panel width (several panels, a short last one, all-zero feature rows), gradcheck, and
+the ones column that folds the biases into the gathers."""
+
+import numpy as np
+import pytest
+import torch
+
+from nsde_coin.graph.coin import COINBase
+from nsde_coin.graph.sparse_base import PANEL, SparseBase, sparse_features
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+
+
+def _features(n, d, seed=0, zero_rows=(1, 4)):
+    """Row-normalised binary bag-of-words-like features (the loaders' preprocessing) with some all-zero rows."""
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.2).double()
+    b[list(zero_rows)] = 0.0
+    cnt = b.sum(1, keepdim=True)
+    return torch.where(cnt > 0, b / cnt.clamp_min(1), b)
+
+
+def _params(d, c, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in ((d, d), (d,), (c, d),
+                                                                                           (c,))]
+
+
+def _reference(x, w1, b1, w2, b2):
+    return (x + torch.relu(x @ w1 + b1)) @ w2.t() + b2
+
+
+@pytest.mark.parametrize("n, d, panel", [(12, 10, 1), (12, 10, 3), (12, 10, 4), (12, 10, 10), (12, 10, 64),
+                                         (40, 300, PANEL)])
+def test_forward_and_gradients_equal_dense_reference(n, d, panel):
+    x = _features(n, d)
+    c = 3
+    feats = sparse_features(x.to_sparse_csr())
+    params = _params(d, c)
+    up = torch.randn(n, c, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out = SparseBase.apply(*params, feats, panel)
+    ref = _reference(x, *params)
+    # float64: summation order differs (gathers, panelled sums); measured rel. diff ≤ 8e-16, margin > 1000×
+    scale = float(ref.detach().abs().max())
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=0, atol=1e-12 * scale)
+    got = torch.autograd.grad(out, params, up)
+    want = torch.autograd.grad(ref, params, up)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12 * max(float(b.abs().max()), 1.0))
+
+
+def test_all_zero_rows_get_the_biases():
+    # a row without features is ReLU(b1) W2ᵀ + b2 (the ones column carries the bias, not the features)
+    x = _features(8, 10, zero_rows=(0, 5))
+    w1, b1, w2, b2 = _params(10, 4)
+    out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.to_sparse_csr()), 3)
+    want = torch.relu(b1) @ w2.t() + b2
+    for r in (0, 5):
+        np.testing.assert_allclose(out[r].detach().numpy(), want.detach().numpy(), atol=1e-13)
+
+
+def test_gradcheck_with_several_panels():
+    x = _features(9, 7).to_sparse_csr()
+    feats = sparse_features(x)
+    params = _params(7, 2, seed=3)
+    assert torch.autograd.gradcheck(lambda *p: SparseBase.apply(*p, feats, 3), params)
+
+
+def test_features_layout_and_cache():
+    x = _features(10, 6).to_sparse_csr()
+    f = sparse_features(x)
+    assert f is sparse_features(x)  # cached per tensor
+    assert f.dim == 6 and f.cols.dtype == torch.int32 and f.offsets.dtype == torch.int32
+    assert f.cols.numel() == x.values().numel() + 10  # one ones-column entry per row
+    assert f.t_offsets.numel() == 7  # d feature columns + the ones column
+    xd = x.to_dense()
+    w = torch.randn(6, 5, dtype=torch.float64)
+    g = torch.randn(10, 5, dtype=torch.float64)
+    np.testing.assert_allclose(f.matmul(w).numpy(), (xd @ w).numpy(), atol=1e-13)
+    np.testing.assert_allclose(f.t_matmul(g).numpy(), (xd.t() @ g).numpy(), atol=1e-13)
+    np.testing.assert_allclose(f.t_gather(g)[6].numpy(), g.sum(0).numpy(), atol=1e-13)
+
+
+def test_coinbase_uses_the_kernel_for_wide_features():
+    # d > PANEL: COINBase's sparse path (several panels) equals its dense path
+    n, d = 30, PANEL + 37
+    x = _features(n, d, seed=4)
+    m = COINBase(d, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    np.testing.assert_allclose(m(x.to_sparse_csr()).detach().numpy(), m(x).detach().numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bad = x.clone()
+        bad[0, 0] = float("nan")
+        sparse_features(bad.to_sparse_csr())
+
+
+def test_recomputed_activations_give_the_same_gradients(monkeypatch):
+    # above SAVE_LIMIT_BYTES the backward re-gathers each panel instead of keeping h: same numbers
+    import nsde_coin.graph.sparse_base as sb
+
+    x = _features(20, 11, seed=5)
+    feats = sparse_features(x.to_sparse_csr())
+    up = torch.randn(20, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    res = []
+    for limit in (sb.SAVE_LIMIT_BYTES, 0):
+        monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", limit)
+        params = _params(11, 3)
+        out = SparseBase.apply(*params, feats, 4)
+        res.append([out.detach(), *torch.autograd.grad(out, params, up)])
+    for a, b in zip(*res):  # identical operations in the same order: equal to rounding (measured: bitwise)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-14)
