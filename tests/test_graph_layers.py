@@ -4,6 +4,7 @@ the README example (GCNConv features + GraphDiffusion on Cora against plain GCN)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,48 +211,13 @@ def test_coin_with_any_base_module():
 
 
 # --------------------------------------------------------------------------------- README: GCN + GraphDiffusion
-README_EXAMPLE = '''
-import torch
-import torch.nn.functional as F
-from torch_geometric.nn import GCNConv
-
-from nsde_coin.graph import GraphDiffusion
-from nsde_coin.graph.baselines import GraphNet, build_model, sparse_dropout
-from nsde_coin.graph.datasets import csr_features, load_dataset
-from nsde_coin.graph.protocol import TrainConfig, train_run
-from nsde_coin.graph.splits import random_split
-
-torch.set_num_threads(1)  # the CLI's default: these sparse kernels are fastest on one thread
-
-
-class GCNDiffusion(GraphNet):
-    """The "gcn" baseline's two GCNConv layers, then diffusion of its class probabilities on the graph."""
-
-    def __init__(self, data, hidden=64, dropout=0.8):
-        super().__init__()
-        self.x, self.edge_index, self.p = csr_features(data), data.edge_index, dropout
-        self.conv1 = GCNConv(self.x.shape[1], hidden, cached=True)
-        self.conv2 = GCNConv(hidden, data.num_classes, cached=True)
-        self.diffusion = GraphDiffusion(t=2.0, solver="exact")  # u ↦ exp(−2 L) u, L the paper's Laplacian
-
-    def forward(self):  # the protocol's contract: log-probabilities (n, C) of all nodes
-        h = self.conv1(sparse_dropout(self.x, self.p, self.training), self.edge_index).relu()
-        u = self.conv2(F.dropout(h, self.p, self.training), self.edge_index).softmax(-1)
-        return self.diffusion(u, self.edge_index).clamp_min(1e-12).log()
-
-
-data = load_dataset("cora")  # the paper's Cora: largest connected component, 2485 nodes, 7 classes
-config = TrainConfig(max_epochs=200, patience=20)  # shortened; the paper's protocol is TrainConfig()
-gcn_acc, diffusion_acc = [], []
-for seed in range(SPLITS):
-    split = random_split(data.y, seed)  # 20 train / 30 validation nodes per class, the rest test
-    torch.manual_seed(seed)
-    gcn_acc.append(train_run(build_model("gcn", data), data.y, split, config)["test_acc"])
-    torch.manual_seed(seed)
-    diffusion_acc.append(train_run(GCNDiffusion(data), data.y, split, config)["test_acc"])
-print(f"test accuracy: GCN {100 * sum(gcn_acc) / SPLITS:.1f}%, "
-      f"GCN + GraphDiffusion {100 * sum(diffusion_acc) / SPLITS:.1f}%")
-'''
+def _readme_example() -> str:
+    """The README's GCN + GraphDiffusion block, read from README.md itself (so the README cannot drift from it)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    found = [b for b in blocks if "class GCNDiffusion" in b]
+    assert len(found) == 1, "README.md must hold exactly one GCN + GraphDiffusion example block"
+    return found[0]
 
 DATA = ds.default_data_root()
 needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
@@ -269,8 +235,8 @@ def test_readme_gcn_plus_graph_diffusion_reaches_gcn_on_cora():
     needed to break it). Cost ~30 s of CPU (GCN ~4.5 s, GCN + exact diffusion ~6.3 s per 150-epoch run).
     """
     pytest.importorskip("torch_geometric")
-    scope = {"SPLITS": 2, "__name__": "readme_example"}
-    exec(compile(README_EXAMPLE, "README.md (GCN + GraphDiffusion)", "exec"), scope)
+    scope = {"__name__": "readme_example"}
+    exec(compile(_readme_example(), "README.md (GCN + GraphDiffusion)", "exec"), scope)
     gcn, ours = np.asarray(scope["gcn_acc"]), np.asarray(scope["diffusion_acc"])
     assert 0.75 < gcn.mean() < 0.90
     assert ours.mean() >= gcn.mean()
