@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from problems import ring_graph
 from torch import nn
 
 from nsde_coin.graph import COIN, COINBase, COINEnsemble, GraphDiffusion, diffuse
@@ -24,9 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 
 
 def _edges(n=N, extra=10, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
-    return torch.cat([ring, torch.randint(0, n, (2, extra), generator=g)], 1)
+    return ring_graph(n, extra, seed)
 
 
 def _probs(n=N, c=C, seed=1):

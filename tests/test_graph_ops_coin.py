@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from problems import ring_graph
 
 from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, base_logits, nll_loss
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 
 
 def _graph(n=N, extra=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
-    return torch.cat([ring, torch.randint(0, n, (2, extra), generator=g)], 1)
+    return ring_graph(n, extra, seed)
 
 
 def _features(n=N, d=D, seed=2):

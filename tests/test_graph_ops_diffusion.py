@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from problems import ring_graph
 
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse, stability_report
 from nsde_coin.graph.laplacian import as_operator, laplacian
@@ -15,9 +16,7 @@ N, C = 20, 3
 
 def _graph(n=N, extra=30, seed=0):
     """A connected random graph: a ring plus random chords."""
-    g = torch.Generator().manual_seed(seed)
-    ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
-    return torch.cat([ring, torch.randint(0, n, (2, extra), generator=g)], 1)
+    return ring_graph(n, extra, seed)
 
 
 def _lap(kind="paper", n=N):
