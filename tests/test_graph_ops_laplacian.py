@@ -211,6 +211,7 @@ def test_registration_does_not_leak():
 
     from nsde_coin.graph import laplacian as lap_mod
 
+    gc.collect()  # entries of earlier tests' dead tensors must go first, or they vanish mid-test and `before` is off
     before = len(lap_mod._OPERATORS)
     refs = []
     for seed in range(20):
