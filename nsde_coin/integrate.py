@@ -385,7 +385,6 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
         ts = torch.tensor([0.0, T], dtype=torch.float64, device=y0.device)
     step = T / n_steps * (1.0 + _STEP_INFLATION)
     kwargs: dict[str, Any] = dict(bm=bm, method=info.name, dt=step, adaptive=adaptive, rtol=rtol, atol=atol)
-    sde.prime(y0)
     try:
         if grad_mode == "backprop":
             ys = torchsde.sdeint(sde, y0, ts, **kwargs)

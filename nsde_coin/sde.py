@@ -98,11 +98,6 @@ class FeynmanKacSDE(nn.Module):
         """Drop the memoised drift evaluation (called by the integrator after a solve)."""
         self._memo = None
 
-    def prime(self, x: Tensor) -> None:
-        """Start a solve from ``x``: forget any earlier evaluation (kept for API compatibility; the memo below
-        catches torchsde's repeated evaluation at the initial state by itself)."""
-        self._memo = None
-
     # -- torchsde contract -------------------------------------------------------------------------------------
     def f(self, t: Tensor, y: Tensor) -> Tensor:
         """Drift in the solver's convention, (B, d).
