@@ -1,11 +1,11 @@
-"""Graph diffusion solvers for the heat equation on a graph, registered in :mod:`nsde_coin.solvers` (family "graph").
+"""``diffuse``: the one entry to the graph diffusion solvers (family ``"graph"`` of :mod:`nsde_coin.solvers`).
 
 Parametrisation (the same for every solver): ``diffuse(u, L, sigma2, layer_num)`` evolves ``u_t = −L u`` (equivalently
 ``u_t = −σ² L u`` for ``layer_num`` units of time) over the total diffusion time **T = layer_num · σ²**, starting from
 ``u``. The paper's COIN step ``u ← u − σ² L u`` repeated ``layer_num`` times is the ``"explicit"`` solver.
 Alternatively pass ``t=T, steps=k`` (then ``σ² = T/k``, ``layer_num = k``).
 
-Solvers (``solver=``):
+Solvers (``solver=``; each is one small module of :mod:`nsde_coin.graph.solvers`):
 
 * ``"explicit"`` — ``layer_num`` explicit Euler steps ``u ← (I − σ²L) u`` (first order in σ²). Stable only when
   ``σ²·λ_max(L) < 2``; beyond that the solver raises ``ValueError`` unless ``allow_unstable=True`` (needed to reproduce
@@ -36,29 +36,21 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from typing import Any, Optional, Union
 
-import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
-from scipy.special import ive
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.errors import NonFiniteError
-from nsde_coin.graph.laplacian import GraphOperator, as_operator, torch_csr
+from nsde_coin.graph.laplacian import GraphOperator, as_operator
 from nsde_coin.graph.laplacian_checks import check_laplacian as _check_laplacian
-from nsde_coin.graph.sparse import apply_linear, from_columns, propagate, to_columns
-from nsde_coin.solvers import SolverInfo, get_solver, list_solvers, register_solver
+from nsde_coin.graph.solvers._common import _check_nodes  # importing the package registers the solvers
+from nsde_coin.graph.solvers.explicit import PositivityWarning
+from nsde_coin.graph.solvers.random_walk import WALKS
+from nsde_coin.graph.sparse import from_columns, to_columns
+from nsde_coin.solvers import SolverInfo, get_solver, list_solvers
 
 __all__ = ["WALKS", "PositivityWarning", "check_options", "diffuse", "solver_options", "stability_report"]
-
-WALKS = ("discrete", "continuous")
-
-
-class PositivityWarning(UserWarning):
-    """An explicit step violates σ²·max_i L_ii ≤ 1, so ``I − σ²L`` has negative entries (u may leave [0, 1])."""
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -227,240 +219,3 @@ def _rows_shape(shape: tuple[int, ...], rows: int) -> tuple[int, ...]:
     if len(shape) == 3:
         return (shape[0], rows, shape[2])
     return (rows,) + tuple(shape[1:])
-
-
-def _check_nodes(nodes: Any, n: int) -> torch.Tensor:
-    if not isinstance(nodes, torch.Tensor) or nodes.dtype != torch.long or nodes.dim() != 1:
-        raise TypeError("nodes must be a 1-D torch.long tensor of node ids")
-    if nodes.numel() and (int(nodes.min()) < 0 or int(nodes.max()) >= n):
-        raise ValueError(f"nodes must lie in [0, {n}), got range [{int(nodes.min())}, {int(nodes.max())}]")
-    return nodes
-
-
-# ------------------------------------------------------------------------------------------------------- explicit
-def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
-              allow_unstable: bool = False) -> tuple[torch.Tensor, None]:
-    lam = op.lambda_max
-    if s * lam >= 2.0 and not allow_unstable:
-        raise ValueError(
-            f"explicit graph diffusion is unstable: sigma2·lambda_max = {s:.6g}·{lam:.6g} = {s * lam:.8g} ≥ 2 "
-            f"(stable iff sigma2 < 2/lambda_max = {2.0 / lam:.4g}); use solver='implicit' or 'exact' (stable for "
-            f"every sigma2), a smaller sigma2, or allow_unstable=True (CLI: --allow-unstable) to reproduce the "
-            f"original behaviour (e.g. the paper's Cora setting sigma2=0.35)")
-    if op.nonpositive_offdiag and s * op.max_diag > 1.0 and not op._cache.get(("pos_warned", s)):
-        op._cache[("pos_warned", s)] = True
-        warnings.warn(
-            f"explicit step sigma2={s:g} exceeds the non-negativity bound 1/max_i L_ii = {1.0 / op.max_diag:.4g} "
-            f"(sigma2·max L_ii = {s * op.max_diag:.4g} > 1): I − sigma2·L has negative entries, so diffused "
-            f"probabilities can become negative; 'implicit' and 'exact' preserve positivity", PositivityWarning,
-            stacklevel=4)
-    p = op.step_matrix(s, u.dtype, u.device)
-    p_t = op.step_matrix(s, u.dtype, u.device, transpose=True)
-    return propagate(u, p, k, p_t), None
-
-
-# ------------------------------------------------------------------------------------------------------- implicit
-def _sym_parts(op: GraphOperator, dtype: torch.dtype, device: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(M, q) with L = diag(q) M diag(1/q) and M symmetric (q = None when L itself is symmetric)."""
-    if op.symmetric:
-        return op.csr(dtype, device), None
-    if op.similarity is None:
-        raise ValueError("no symmetric form known for this non-symmetric Laplacian")
-    key = ("M", dtype, torch.device(device) if device is not None else torch.device("cpu"))
-    hit = op._cache.get(key)
-    if hit is None:
-        q = op.similarity
-        m = sp.csr_matrix(sp.diags(1.0 / q) @ op.scipy @ sp.diags(q))
-        m = sp.csr_matrix((m + m.T) * 0.5)
-        hit = op._cache[key] = (torch_csr(m, dtype, device), torch.as_tensor(q, dtype=dtype, device=device)[:, None])
-    return hit
-
-
-def _cg(apply_a, b: torch.Tensor, x0: torch.Tensor, tol: float, maxiter: int) -> torch.Tensor:
-    """Conjugate gradients for A X = B column by column in parallel (A SPD), relative residual ``tol`` per column."""
-    x = x0.clone()
-    r = b - apply_a(x)
-    bnorm = b.norm(dim=0).clamp_min(torch.finfo(b.dtype).tiny)
-    p = r.clone()
-    rs = (r * r).sum(0)
-    for _ in range(maxiter):
-        if bool((rs.sqrt() <= tol * bnorm).all()):
-            return x
-        ap = apply_a(p)
-        denom = (p * ap).sum(0)
-        alpha = torch.where(denom > 0, rs / denom.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = (r * r).sum(0)
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-        p = r + beta * p
-        rs = rs_new
-    if bool((rs.sqrt() <= tol * bnorm).all()):
-        return x
-    worst = float((rs.sqrt() / bnorm).max())
-    raise ValueError(f"implicit solver: conjugate gradients did not reach tol={tol:g} in maxiter={maxiter} "
-                     f"iterations (relative residual {worst:.3g}); raise maxiter or tol")
-
-
-def _default_tol(dtype: torch.dtype, f32: float, f64: float) -> float:
-    return f64 if dtype == torch.float64 else f32
-
-
-def _implicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, tol: Optional[float] = None,
-              maxiter: Optional[int] = None) -> tuple[torch.Tensor, None]:
-    tol = _default_tol(u.dtype, 1e-6, 1e-12) if tol is None else float(tol)
-    maxiter = max(100, 10 * op.n) if maxiter is None else int(maxiter)
-    if op.symmetric or op.similarity is not None:
-        m, q = _sym_parts(op, u.dtype, u.device)
-
-        def solve_sym(v: torch.Tensor) -> torch.Tensor:
-            for _ in range(k):
-                v = _cg(lambda x: x + s * (m @ x), v, v, tol, maxiter)
-            return v
-
-        if q is None:
-            return apply_linear(u, solve_sym, solve_sym), None
-        return apply_linear(u, lambda v: q * solve_sym(v / q), lambda g: solve_sym(q * g) / q), None
-
-    key = ("lu", s)
-    lu = op._cache.get(key)
-    if lu is None:
-        lu = op._cache[key] = spla.splu(sp.csc_matrix(sp.eye(op.n) + s * op.scipy))
-
-    def lu_solve(trans: str):
-        def run(v: torch.Tensor) -> torch.Tensor:
-            x = v.detach().cpu().double().numpy()
-            for _ in range(k):
-                x = lu.solve(np.ascontiguousarray(x), trans=trans)
-            return torch.from_numpy(np.ascontiguousarray(x)).to(dtype=v.dtype, device=v.device)
-        return run
-
-    return apply_linear(u, lu_solve("N"), lu_solve("T")), None
-
-
-# ---------------------------------------------------------------------------------------------------------- exact
-def _chebyshev_coeffs(alpha: float, tol: float) -> np.ndarray:
-    """Coefficients c_j of exp(−α(1 + x)) = Σ_j c_j T_j(x) on [−1, 1], truncated where the tail is below ``tol``."""
-    coeffs = [float(ive(0, alpha))]
-    j = 1
-    while True:
-        c = float(ive(j, alpha))
-        coeffs.append(2.0 * c * (-1) ** j)
-        if j > alpha and 2.0 * c < tol * 0.5:
-            break
-        j += 1
-    return np.asarray(coeffs)
-
-
-def _exact(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
-           tol: Optional[float] = None) -> tuple[torch.Tensor, None]:
-    if not (op.symmetric or op.similarity is not None):
-        raise ValueError("solver='exact' needs a symmetric Laplacian (kinds paper, sym, comb) or one built with "
-                         "kind='rw'; use solver='implicit' or 'explicit' for a general non-symmetric L")
-    tol = _default_tol(u.dtype, 1e-7, 1e-14) if tol is None else float(tol)
-    m, q = _sym_parts(op, u.dtype, u.device)
-    b = max(op.lambda_max, 0.0) * (1.0 + 1e-6) + 1e-12  # spectrum of M inside [0, b]
-    alpha = s * k * b / 2.0
-    coeffs = _chebyshev_coeffs(alpha, tol)
-    scale = 2.0 / b
-
-    def heat(v: torch.Tensor) -> torch.Tensor:
-        t_prev, t_cur = v, scale * (m @ v) - v
-        out = coeffs[0] * t_prev + coeffs[1] * t_cur
-        for c in coeffs[2:]:
-            t_prev, t_cur = t_cur, 2.0 * (scale * (m @ t_cur) - t_cur) - t_prev
-            out = out + c * t_cur
-        return out
-
-    if q is None:
-        return apply_linear(u, heat, heat), None
-    return apply_linear(u, lambda v: q * heat(v / q), lambda g: heat(q * g) / q), None
-
-
-# ---------------------------------------------------------------------------------------------------- random walk
-def _walk_table(op: GraphOperator, s: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CSR of the transition matrix P = I − sL as (row_ptr, col, key) with key = row + cumulative probability."""
-    key = ("walk", s)
-    hit = op._cache.get(key)
-    if hit is None:
-        p = sp.csr_matrix(sp.eye(op.n) - s * op.scipy)
-        p.data[p.data < 0] = 0.0  # only rounding-level negatives get here (checked by the caller)
-        p.eliminate_zeros()
-        p.sort_indices()
-        keys = np.empty_like(p.data)
-        for_rows = np.repeat(np.arange(op.n), np.diff(p.indptr))
-        cums = np.cumsum(p.data)
-        starts = np.concatenate([[0.0], cums[p.indptr[1:-1] - 1]]) if op.n > 1 else np.zeros(1)
-        keys[:] = cums - starts[for_rows]
-        totals = keys[p.indptr[1:] - 1]
-        keys = keys / totals[for_rows]  # renormalise rows to exactly 1
-        keys[p.indptr[1:] - 1] = 1.0
-        keys = keys + for_rows
-        hit = op._cache[key] = (torch.from_numpy(p.indptr.astype(np.int64)), torch.from_numpy(p.indices.astype(
-            np.int64)), torch.from_numpy(keys))
-    return hit
-
-
-def _step_walkers(states: torch.Tensor, table, gen: torch.Generator) -> torch.Tensor:
-    indptr, cols, keys = table
-    r = torch.rand(states.shape[0], dtype=torch.float64, generator=gen)
-    idx = torch.searchsorted(keys, states.double() + r, right=True)
-    idx = torch.minimum(torch.maximum(idx, indptr[states]), indptr[states + 1] - 1)
-    return cols[idx]
-
-
-def _random_walk(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, generator=None, seed: int = 0,
-                 samples: int = 1000, walk: str = "discrete", nodes=None) -> tuple[torch.Tensor, torch.Tensor]:
-    if walk not in WALKS:
-        raise ValueError(f"walk={walk!r} is not valid; valid choices: {', '.join(WALKS)}")
-    if not is_int(samples) or samples < 2:
-        raise ValueError(f"samples must be an int ≥ 2 (needed for a standard error), got {samples!r}")
-    if not op.markov:
-        raise ValueError(f"solver='random_walk' needs a Laplacian that generates a Markov chain (zero row sums and "
-                         f"non-positive off-diagonals): kinds paper, rw, comb; got kind={op.kind!r} "
-                         f"(e.g. 'sym' rows do not sum to 0)")
-    if walk == "discrete":
-        if s * op.max_diag > 1.0 + 1e-12:
-            raise ValueError(f"walk='discrete' needs I − sigma2·L ≥ 0, i.e. sigma2·max_i L_ii ≤ 1; got "
-                             f"{s:g}·{op.max_diag:.4g} = {s * op.max_diag:.4g} (max sigma2 {1.0 / op.max_diag:.4g}); "
-                             f"use walk='continuous' (any sigma2) or a smaller sigma2")
-        table, rate = _walk_table(op, s), 0.0
-    else:
-        rate = op.max_diag  # uniformisation: N ~ Poisson(rate·T) steps of P = I − L/rate
-        table = _walk_table(op, 1.0 / rate) if rate > 0 else None
-    gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
-    start = torch.arange(op.n) if nodes is None else _check_nodes(nodes, op.n).cpu()
-    chunk = max(1, (1 << 20) // samples)
-    means, errs = [], []
-    for c0 in range(0, start.numel(), chunk):
-        states = start[c0:c0 + chunk].repeat_interleave(samples)
-        if walk == "discrete":
-            for _ in range(k):
-                states = _step_walkers(states, table, gen)
-        elif table is not None:
-            jumps = torch.poisson(torch.full(states.shape, rate * s * k, dtype=torch.float64), generator=gen).long()
-            for j in range(int(jumps.max()) if jumps.numel() else 0):
-                active = jumps > j
-                states = torch.where(active, _step_walkers(states, table, gen), states)
-        vals = u[states.to(u.device)].reshape(-1, samples, u.shape[1])
-        means.append(vals.mean(1))
-        errs.append(vals.detach().std(1) / math.sqrt(samples))
-    return torch.cat(means), torch.cat(errs)
-
-
-# -------------------------------------------------------------------------------------------------- registration
-for _info in (
-    SolverInfo("explicit", "graph", "nsde_coin",
-               "explicit Euler u ← (I − σ²L)u, the paper's COIN step; stable iff σ²·λ_max < 2", weak_order=1.0,
-               impl=_explicit),
-    SolverInfo("implicit", "graph", "nsde_coin",
-               "implicit Euler (I + σ²L)u⁺ = u by conjugate gradients; unconditionally stable", weak_order=1.0,
-               unconditionally_stable=True, impl=_implicit),
-    SolverInfo("exact", "graph", "nsde_coin",
-               "heat kernel exp(−layer_num·σ²·L)u by a Chebyshev expansion (no time-stepping error)",
-               unconditionally_stable=True, impl=_exact),
-    SolverInfo("random_walk", "graph", "nsde_coin",
-               "Monte Carlo average over random-walk end nodes (discrete ↔ explicit, continuous ↔ exact)",
-               stochastic=True, impl=_random_walk),
-):
-    register_solver(_info)  # the graph family registers itself when nsde_coin.graph is imported
