@@ -1,10 +1,12 @@
 """The solver registry: one table of every way nsde_coin can compute u(x, T) = E[f(X_T)].
 
-Each entry is a :class:`SolverInfo` record. Three families share the table:
+Each entry is a record of its family's type (a :class:`SolverInfo` subclass). Three families share the table:
 
-* ``"sde"`` — torchsde methods (names verbatim), integrating dX = v dt + σ dW and averaging f over paths;
-* ``"ode"`` — torchdiffeq methods for the σ = 0 limit, u = f(flow_T(x));
-* ``"graph"`` — diffusion of outputs on a graph, u_t = −σ² L u (registered by :mod:`nsde_coin.graph.diffusion`).
+* ``"sde"`` — torchsde methods (names verbatim), integrating dX = v dt + σ dW and averaging f over paths
+  (:class:`SDESolverInfo`);
+* ``"ode"`` — torchdiffeq methods for the σ = 0 limit, u = f(flow_T(x)) (:class:`ODESolverInfo`);
+* ``"graph"`` — diffusion of outputs on a graph, u_t = −σ² L u (:class:`GraphSolverInfo`, registered by the
+  modules of :mod:`nsde_coin.graph.solvers`).
 
 Imports point one way: this module (the core) never imports :mod:`nsde_coin.graph`. A package whose solvers
 register themselves on import tells the registry how to load them with :func:`register_family_loader`
@@ -22,7 +24,7 @@ ordinary order of accuracy in the step size (``None`` for exact or Monte Carlo s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 FAMILIES = ("sde", "ode", "graph")
@@ -33,49 +35,89 @@ GRAD_MODES = ("backprop", "adjoint", "reversible")
 
 @dataclass(frozen=True)
 class SolverInfo:
-    """Metadata of one registered solver.
+    """The fields every registered solver has; each family's record type adds its own (the base of the three).
+
+    A solver is registered as the record type of its family (:data:`RECORD_TYPES`): :class:`SDESolverInfo`,
+    :class:`ODESolverInfo` or :class:`GraphSolverInfo`, so an ODE record has no noise types and an SDE record no
+    implementation callable.
 
     Attributes:
         name: registry key (torchsde/torchdiffeq method names verbatim).
-        family: ``"sde"``, ``"ode"`` or ``"graph"``.
+        family: ``"sde"``, ``"ode"`` or ``"graph"`` (fixed by the record type).
         backend: library that runs it (``"torchsde"``, ``"torchdiffeq"``, ``"nsde_coin"``).
         description: one line for tables.
-        sde_types: SDE interpretations it integrates (empty for ODE/graph).
-        noise_types: torchsde noise types it supports (empty for ODE/graph).
-        strong_order: noise type → strong order (SDE only).
-        weak_order: weak order (SDE) or order of accuracy (ODE/graph); ``None`` for exact / Monte Carlo.
+        weak_order: weak order (SDE) or order of accuracy in the step size (ODE/graph); ``None`` for exact / Monte
+            Carlo solvers.
         grad_modes: gradient modes it supports as the forward solver.
-        adaptive: whether it chooses its own step size (rtol/atol).
-        levy_area: Lévy-area approximation the Brownian motion must provide (``None``, ``"space-time"``, ``"foster"``).
-        adjoint_capable: whether it may be used as the *adjoint* (backward) method of an SDE solve.
         stochastic: whether the result is a Monte Carlo estimate with a standard error.
-        unconditionally_stable: graph solvers: stable for every step size.
-        impl: callable that runs it (graph solvers); ``None`` when the backend dispatches by name.
     """
 
     name: str
     family: str
     backend: str
     description: str
+    weak_order: Optional[float] = None
+    grad_modes: tuple[str, ...] = ("backprop",)
+    stochastic: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the metadata (the record type's fields, without ``impl``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "impl"}
+        return {key: list(val) if isinstance(val, tuple) else (dict(val) if isinstance(val, dict) else val)
+                for key, val in out.items()}
+
+
+@dataclass(frozen=True)
+class SDESolverInfo(SolverInfo):
+    """A torchsde method integrating dX = v dt + σ dW (family ``"sde"``).
+
+    Attributes:
+        sde_types: SDE interpretations it integrates (``"ito"``, ``"stratonovich"``).
+        noise_types: torchsde noise types it supports.
+        strong_order: noise type → strong (pathwise) order in dt.
+        levy_area: Lévy-area approximation the Brownian motion must provide (``None``, ``"space-time"``, ``"foster"``).
+        adjoint_capable: whether it may be used as the *adjoint* (backward) method of an SDE solve.
+    """
+
+    family: str = field(default="sde", init=False)
+    stochastic: bool = True
     sde_types: tuple[str, ...] = ()
     noise_types: tuple[str, ...] = ()
     strong_order: dict[str, float] = field(default_factory=dict)
-    weak_order: Optional[float] = None
-    grad_modes: tuple[str, ...] = ("backprop",)
-    adaptive: bool = False
     levy_area: Optional[str] = None
     adjoint_capable: bool = False
-    stochastic: bool = False
+
+
+@dataclass(frozen=True)
+class ODESolverInfo(SolverInfo):
+    """A torchdiffeq method for the σ = 0 limit, u = f(flow_T(x)) (family ``"ode"``).
+
+    Attributes:
+        adaptive: whether it chooses its own step size (rtol/atol).
+    """
+
+    family: str = field(default="ode", init=False)
+    adaptive: bool = False
+
+
+@dataclass(frozen=True)
+class GraphSolverInfo(SolverInfo):
+    """A graph diffusion solver for u_t = −σ² L u, run by :func:`nsde_coin.graph.diffusion.diffuse` (family
+    ``"graph"``).
+
+    Attributes:
+        unconditionally_stable: stable for every step size σ².
+        impl: ``impl(u, op, sigma2, layer_num, **options) -> (u_T, stderr or None)`` with ``u`` of shape
+            (n, columns); its keyword-only parameters are the options the solver takes.
+    """
+
+    family: str = field(default="graph", init=False)
     unconditionally_stable: bool = False
     impl: Optional[Callable[..., Any]] = field(default=None, compare=False, repr=False)
 
-    def record(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the metadata (without ``impl``)."""
-        out = asdict(self)
-        out.pop("impl")
-        for key in ("sde_types", "noise_types", "grad_modes"):
-            out[key] = list(out[key])
-        return out
+
+RECORD_TYPES: dict[str, type[SolverInfo]] = {"sde": SDESolverInfo, "ode": ODESolverInfo, "graph": GraphSolverInfo}
+"""family → the record type its solvers are registered as."""
 
 
 _REGISTRY: dict[tuple[str, str], SolverInfo] = {}
@@ -83,13 +125,19 @@ _LOADERS: dict[str, list[Callable[[], Any]]] = {}
 
 
 def register_solver(info: SolverInfo, *, overwrite: bool = False) -> SolverInfo:
-    """Add ``info`` to the registry, keyed by ``(family, name)``. A new solver is exactly one call of this.
+    """Add ``info`` (the record type of its family) to the registry, keyed by ``(family, name)``. A new solver is
+    exactly one call of this.
 
     Registering the same metadata again (e.g. a module reload) replaces the entry; different metadata under a taken
     key raises ``ValueError`` unless ``overwrite=True``.
     """
     if info.family not in FAMILIES:
         raise ValueError(f"family={info.family!r} is not one of {FAMILIES}")
+    if not isinstance(info, RECORD_TYPES[info.family]):
+        raise TypeError(f"a {info.family} solver is registered as a {RECORD_TYPES[info.family].__name__}, "
+                        f"got a {type(info).__name__} for {info.name!r}")
+    if isinstance(info, GraphSolverInfo) and not callable(info.impl):
+        raise TypeError(f"graph solver {info.name!r} needs a callable impl, got {info.impl!r}")
     bad = [g for g in info.grad_modes if g not in GRAD_MODES]
     if bad:
         raise ValueError(f"grad_modes {bad} are not among {GRAD_MODES}")
@@ -255,32 +303,30 @@ _EULER_LIKE = {"diagonal": 0.5, "additive": 1.0, "scalar": 0.5, "general": 0.5}
 _SDE_GRADS = ("backprop", "adjoint")
 
 for _info in (
-    SolverInfo("euler", "sde", "torchsde", "Euler–Maruyama (Itô): a ResNet step plus sqrt(dt)·σ·noise",
-               ("ito",), _ALL_NOISE, _EULER_LIKE, 1.0, _SDE_GRADS, adjoint_capable=True, stochastic=True),
-    SolverInfo("milstein", "sde", "torchsde", "Milstein (derivative-free), Itô or Stratonovich",
-               ("ito", "stratonovich"), ("diagonal", "additive", "scalar"),
-               {"diagonal": 1.0, "additive": 1.0, "scalar": 1.0}, 1.0, _SDE_GRADS,
-               adjoint_capable=True, stochastic=True),
-    SolverInfo("srk", "sde", "torchsde", "stochastic Runge–Kutta (Rößler SRI), uses space-time Lévy area",
-               ("ito",), ("diagonal", "additive", "scalar"),
-               {"diagonal": 1.5, "additive": 1.5, "scalar": 1.5}, 1.5, _SDE_GRADS,
-               levy_area="space-time", stochastic=True),
-    SolverInfo("euler_heun", "sde", "torchsde", "Euler–Heun (Stratonovich)",
-               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
-               adjoint_capable=True, stochastic=True),
-    SolverInfo("heun", "sde", "torchsde", "Heun (Stratonovich)",
-               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
-               adjoint_capable=True, stochastic=True),
-    SolverInfo("midpoint", "sde", "torchsde", "midpoint (Stratonovich); torchsde's default Stratonovich adjoint",
-               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
-               adjoint_capable=True, stochastic=True),
-    SolverInfo("reversible_heun", "sde", "torchsde",
-               "reversible Heun (Stratonovich): exact gradients with adjoint_reversible_heun",
-               ("stratonovich",), _ALL_NOISE, _EULER_LIKE, 1.0, ("backprop", "adjoint", "reversible"),
-               stochastic=True),
-    SolverInfo("log_ode", "sde", "torchsde", "log-ODE midpoint (Stratonovich), uses Foster Lévy area",
-               ("stratonovich",), _ALL_NOISE, _ONE_EXCEPT_GENERAL, 1.0, _SDE_GRADS,
-               levy_area="foster", adjoint_capable=True, stochastic=True),
+    SDESolverInfo("euler", "torchsde", "Euler–Maruyama (Itô): a ResNet step plus sqrt(dt)·σ·noise", 1.0, _SDE_GRADS,
+                  sde_types=("ito",), noise_types=_ALL_NOISE, strong_order=_EULER_LIKE, adjoint_capable=True),
+    SDESolverInfo("milstein", "torchsde", "Milstein (derivative-free), Itô or Stratonovich", 1.0, _SDE_GRADS,
+                  sde_types=("ito", "stratonovich"), noise_types=("diagonal", "additive", "scalar"),
+                  strong_order={"diagonal": 1.0, "additive": 1.0, "scalar": 1.0}, adjoint_capable=True),
+    SDESolverInfo("srk", "torchsde", "stochastic Runge–Kutta (Rößler SRI), uses space-time Lévy area", 1.5,
+                  _SDE_GRADS, sde_types=("ito",), noise_types=("diagonal", "additive", "scalar"),
+                  strong_order={"diagonal": 1.5, "additive": 1.5, "scalar": 1.5}, levy_area="space-time"),
+    SDESolverInfo("euler_heun", "torchsde", "Euler–Heun (Stratonovich)", 1.0, _SDE_GRADS,
+                  sde_types=("stratonovich",), noise_types=_ALL_NOISE, strong_order=_ONE_EXCEPT_GENERAL,
+                  adjoint_capable=True),
+    SDESolverInfo("heun", "torchsde", "Heun (Stratonovich)", 1.0, _SDE_GRADS,
+                  sde_types=("stratonovich",), noise_types=_ALL_NOISE, strong_order=_ONE_EXCEPT_GENERAL,
+                  adjoint_capable=True),
+    SDESolverInfo("midpoint", "torchsde", "midpoint (Stratonovich); torchsde's default Stratonovich adjoint", 1.0,
+                  _SDE_GRADS, sde_types=("stratonovich",), noise_types=_ALL_NOISE, strong_order=_ONE_EXCEPT_GENERAL,
+                  adjoint_capable=True),
+    SDESolverInfo("reversible_heun", "torchsde",
+                  "reversible Heun (Stratonovich): exact gradients with adjoint_reversible_heun", 1.0,
+                  ("backprop", "adjoint", "reversible"), sde_types=("stratonovich",), noise_types=_ALL_NOISE,
+                  strong_order=_EULER_LIKE),
+    SDESolverInfo("log_ode", "torchsde", "log-ODE midpoint (Stratonovich), uses Foster Lévy area", 1.0, _SDE_GRADS,
+                  sde_types=("stratonovich",), noise_types=_ALL_NOISE, strong_order=_ONE_EXCEPT_GENERAL,
+                  levy_area="foster", adjoint_capable=True),
 ):
     register_solver(_info)
 
@@ -298,5 +344,5 @@ for _name, _order, _adaptive, _desc in (
     ("dopri5", 5.0, True, "Dormand–Prince 5(4), adaptive (torchdiffeq's default)"),
     ("dopri8", 8.0, True, "Dormand–Prince 8(7), adaptive"),
 ):
-    register_solver(SolverInfo(_name, "ode", "torchdiffeq", _desc, weak_order=_order,
-                               grad_modes=("backprop", "adjoint"), adaptive=_adaptive))
+    register_solver(ODESolverInfo(_name, "torchdiffeq", _desc, weak_order=_order, grad_modes=("backprop", "adjoint"),
+                                  adaptive=_adaptive))

@@ -30,18 +30,19 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i in infos:
         notes = []
-        if i.adaptive:
+        if getattr(i, "adaptive", False):  # each family's record has only its own fields
             notes.append("adaptive")
-        if i.levy_area:
+        if getattr(i, "levy_area", None):
             notes.append(f"Lévy area: {i.levy_area}")
-        if i.adjoint_capable:
+        if getattr(i, "adjoint_capable", False):
             notes.append("adjoint method")
-        if i.unconditionally_stable:
+        if getattr(i, "unconditionally_stable", False):
             notes.append("unconditionally stable")
         if i.stochastic and i.family == "graph":
             notes.append("Monte Carlo")
         weak = "-" if i.weak_order is None else f"{i.weak_order:g}"
-        rows.append((i.family, i.name, i.backend, "/".join(i.sde_types) or "-", ",".join(i.noise_types) or "-",
+        rows.append((i.family, i.name, i.backend, "/".join(getattr(i, "sde_types", ())) or "-",
+                     ",".join(getattr(i, "noise_types", ())) or "-",
                      _order(i), weak, ",".join(i.grad_modes), "; ".join(notes)))
     print(format_table(head, rows))
     return 0

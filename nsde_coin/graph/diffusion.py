@@ -48,7 +48,7 @@ from nsde_coin.graph.solvers._common import _check_nodes  # importing the packag
 from nsde_coin.graph.solvers.explicit import PositivityWarning
 from nsde_coin.graph.solvers.random_walk import WALKS
 from nsde_coin.graph.sparse import from_columns, to_columns
-from nsde_coin.solvers import SolverInfo, get_solver, list_solvers
+from nsde_coin.solvers import GraphSolverInfo, get_solver, list_solvers
 
 __all__ = ["WALKS", "PositivityWarning", "check_options", "diffuse", "solver_options", "stability_report"]
 
@@ -181,14 +181,14 @@ def diffuse(
     return res, (from_columns(err, shape) if err is not None else torch.zeros_like(res))
 
 
-def solver_options(solver: Union[str, SolverInfo]) -> tuple[str, ...]:
+def solver_options(solver: Union[str, GraphSolverInfo]) -> tuple[str, ...]:
     """The options a graph solver takes: the keyword-only parameters of its implementation, in order."""
-    info = solver if isinstance(solver, SolverInfo) else get_solver(solver, "graph")
+    info = solver if isinstance(solver, GraphSolverInfo) else get_solver(solver, "graph")
     params = inspect.signature(info.impl).parameters.values()
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def _takes_any(info: SolverInfo) -> bool:
+def _takes_any(info: GraphSolverInfo) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(info.impl).parameters.values())
 
 
@@ -198,10 +198,10 @@ def _short(value: Any) -> str:
     return repr(value) if len(repr(value)) <= 40 else f"<{type(value).__name__}>"
 
 
-def check_options(solver: Union[str, SolverInfo], options: dict[str, Any]) -> dict[str, Any]:
+def check_options(solver: Union[str, GraphSolverInfo], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` if the graph solver takes every one of them; else a one-line ``ValueError`` naming the option, the
     solver's valid options and the solvers that do take it. ``allow_unstable`` is a permission every solver takes."""
-    info = solver if isinstance(solver, SolverInfo) else get_solver(solver, "graph")
+    info = solver if isinstance(solver, GraphSolverInfo) else get_solver(solver, "graph")
     valid = solver_options(info)
     if _takes_any(info):
         return dict(options)

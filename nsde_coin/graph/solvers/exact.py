@@ -15,7 +15,7 @@ from scipy.special import ive
 from nsde_coin.graph.operator import GraphOperator
 from nsde_coin.graph.solvers._common import _default_tol, _sym_parts
 from nsde_coin.graph.sparse import apply_linear
-from nsde_coin.solvers import SolverInfo, register_solver
+from nsde_coin.solvers import GraphSolverInfo, register_solver
 
 __all__: list[str] = []
 
@@ -58,6 +58,6 @@ def _exact(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
     return apply_linear(u, lambda v: q * heat(v / q), lambda g: heat(q * g) / q), None
 
 
-register_solver(SolverInfo("exact", "graph", "nsde_coin",
-                           "heat kernel exp(−layer_num·σ²·L)u by a Chebyshev expansion (no time-stepping error)",
-                           unconditionally_stable=True, impl=_exact))
+register_solver(GraphSolverInfo("exact", "nsde_coin",
+                                "heat kernel exp(−layer_num·σ²·L)u by a Chebyshev expansion (no time-stepping error)",
+                                unconditionally_stable=True, impl=_exact))

@@ -14,7 +14,7 @@ import torch
 
 from nsde_coin.graph.operator import GraphOperator
 from nsde_coin.graph.sparse import propagate
-from nsde_coin.solvers import SolverInfo, register_solver
+from nsde_coin.solvers import GraphSolverInfo, register_solver
 
 __all__ = ["PositivityWarning"]
 
@@ -44,6 +44,6 @@ def _explicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *,
     return propagate(u, p, k, p_t), None
 
 
-register_solver(SolverInfo("explicit", "graph", "nsde_coin",
-                           "explicit Euler u ← (I − σ²L)u, the paper's COIN step; stable iff σ²·λ_max < 2",
-                           weak_order=1.0, impl=_explicit))
+register_solver(GraphSolverInfo("explicit", "nsde_coin",
+                                "explicit Euler u ← (I − σ²L)u, the paper's COIN step; stable iff σ²·λ_max < 2",
+                                weak_order=1.0, impl=_explicit))

@@ -17,7 +17,7 @@ import torch
 from nsde_coin.graph.operator import GraphOperator
 from nsde_coin.graph.solvers._common import _default_tol, _sym_parts
 from nsde_coin.graph.sparse import apply_linear
-from nsde_coin.solvers import SolverInfo, register_solver
+from nsde_coin.solvers import GraphSolverInfo, register_solver
 
 __all__: list[str] = []
 
@@ -80,6 +80,6 @@ def _implicit(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, tol: Opti
     return apply_linear(u, lu_solve("N"), lu_solve("T")), None
 
 
-register_solver(SolverInfo("implicit", "graph", "nsde_coin",
-                           "implicit Euler (I + σ²L)u⁺ = u by conjugate gradients; unconditionally stable",
-                           weak_order=1.0, unconditionally_stable=True, impl=_implicit))
+register_solver(GraphSolverInfo("implicit", "nsde_coin",
+                                "implicit Euler (I + σ²L)u⁺ = u by conjugate gradients; unconditionally stable",
+                                weak_order=1.0, unconditionally_stable=True, impl=_implicit))

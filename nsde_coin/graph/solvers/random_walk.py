@@ -18,7 +18,7 @@ import torch
 from nsde_coin._checks import is_int
 from nsde_coin.graph.operator import GraphOperator
 from nsde_coin.graph.solvers._common import _check_nodes
-from nsde_coin.solvers import SolverInfo, register_solver
+from nsde_coin.solvers import GraphSolverInfo, register_solver
 
 __all__ = ["WALKS"]
 
@@ -95,6 +95,7 @@ def _random_walk(u: torch.Tensor, op: GraphOperator, s: float, k: int, *, genera
     return torch.cat(means), torch.cat(errs)
 
 
-register_solver(SolverInfo("random_walk", "graph", "nsde_coin",
-                           "Monte Carlo average over random-walk end nodes (discrete ↔ explicit, continuous ↔ exact)",
-                           stochastic=True, impl=_random_walk))
+register_solver(GraphSolverInfo("random_walk", "nsde_coin",
+                                "Monte Carlo average over random-walk end nodes "
+                                "(discrete ↔ explicit, continuous ↔ exact)",
+                                stochastic=True, impl=_random_walk))
