@@ -7,7 +7,7 @@ Pipeline per task (features x_i ∈ R^d from a backbone):
 
 1. x ← x − base_mean (mean feature of the base classes), x ← x / ‖x‖₂;
 2. queries shifted by (mean of support − mean of queries), so both sets share a centre;
-3. Gaussian kNN graph over support + query (:mod:`nsde_coin.apps.knn`: k = 8 incl. self, scale d^(m) with m = 4,
+3. Gaussian kNN graph over support + query (:mod:`nsde_coin.graph.knn`: k = 8 incl. self, scale d^(m) with m = 4,
    symmetric normalisation, symmetrised), L = diag(W1) − W;
 4. COIN head: the base ResNet h = x + ReLU(W₁x) → linear → softmax (:class:`nsde_coin.graph.coin.COINBase`), then
    the softmax outputs diffused by :func:`nsde_coin.graph.diffusion.diffuse` (``layer_num`` = 10 steps of
@@ -35,8 +35,8 @@ from torch import Tensor
 
 from nsde_coin.apps.ensemble import forward_copies, init_copies
 from nsde_coin.apps.fewshot_data import FewShotFeatures
-from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.errors import NonFiniteError
+from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 
 __all__ = ["FewShotConfig", "eligible_classes", "sample_tasks", "preprocess_tasks", "ncm_predict",
            "coin_head_predict", "run_fewshot", "mean_ci95"]

@@ -6,7 +6,7 @@ Protocol per seed:
 * features standardised over all samples (transductive: no labels are used), constant columns left at 0;
 * ``n_train`` labelled samples (20 by default) drawn stratified — each class gets its proportional share by the
   largest-remainder rule and at least one — and every other sample is unlabelled and scored (the test set);
-* one Gaussian kNN graph over all samples (:mod:`nsde_coin.apps.knn`; 40 neighbours as in the paper, scale
+* one Gaussian kNN graph over all samples (:mod:`nsde_coin.graph.knn`; 40 neighbours as in the paper, scale
   d^(m) with m = 20 — the paper gives no m here, so the few-shot ratio m = k/2 is kept), L = diag(W1) − W;
 * COIN: the base ResNet (:class:`~nsde_coin.graph.coin.COINEnsemble`, one member per seed) and ``layer_num`` = 40
   explicit steps of σ² = 0.2 (checked: σ²·λ_max < 2); the ablation is the same ensemble, same initialisation, with
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.errors import NonFiniteError
+from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 
 __all__ = ["TabularData", "TabularConfig", "breast_cancer", "load_csv", "stratified_labelled", "standardize",
            "classification_metrics", "run_tabular"]

@@ -1,9 +1,9 @@
-"""Gaussian kNN graph (nsde_coin.apps.knn) against a direct dense computation, invariants and input checks."""
+"""Gaussian kNN graph (nsde_coin.graph.knn) against a direct dense computation, invariants and input checks."""
 
 import pytest
 import torch
 
-from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph
+from nsde_coin.graph.knn import gaussian_knn_edges, gaussian_knn_graph
 
 
 def dense_reference(x: torch.Tensor, k: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
