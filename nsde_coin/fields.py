@@ -43,6 +43,7 @@ from nsde_coin._checks import is_int
 from nsde_coin.solvers import NOISE_TYPES
 
 TimeLike = Union[float, Tensor]
+SLOPE_BLOCK = 1 << 18  # elements of one (rows, d, width) block of StateDiagonalDiffusion.sigma_and_slope (1 MiB)
 
 ACTIVATIONS = {
     "tanh": torch.tanh,
@@ -400,6 +401,9 @@ class StateDiagonalDiffusion(Diffusion):
         s = torch.einsum("bdw,dw->bd", h, self.w2) + self.b2  # (B, d)
         return h, s
 
+    def _block_rows(self) -> int:
+        return max(1, SLOPE_BLOCK // (self.dim * self.width))
+
     def _squash(self, s: Tensor) -> Tensor:
         if self.sigma_max is None:
             return F.softplus(s)
@@ -408,23 +412,53 @@ class StateDiagonalDiffusion(Diffusion):
     def forward(self, t: TimeLike, x: Tensor) -> Tensor:
         """σ(x, t), shape (B, d)."""
         _check_x(x, self.dim, "StateDiagonalDiffusion")
-        return self._squash(self._pre(t, x)[1])
+        rows = self._block_rows()
+        if torch.is_grad_enabled() or x.shape[0] <= rows:
+            return self._squash(self._pre(t, x)[1])
+        s = torch.empty_like(x)  # no tape to keep: blocks of rows whose temporaries stay in cache
+        for lo in range(0, x.shape[0], rows):
+            s[lo:lo + rows] = self._pre(t, x[lo:lo + rows])[1]
+        return self._squash(s)
 
     def prod(self, t: TimeLike, x: Tensor, v: Tensor) -> Tensor:
         return self(t, x) * v
 
-    def ito_correction(self, t: TimeLike, x: Tensor) -> Tensor:
-        """½ σ_i ∂σ_i/∂x_i in closed form, shape (B, d)."""
-        h, s = self._pre(t, x)
+    def _sigma_slope(self, h: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """σ and ∂σ_i/∂x_i, each (B, d), from :meth:`_pre`'s tanh layer h and pre-activation s."""
         ds_dx = ((1 - h * h) * self.w1 * self.w2).sum(-1)
         if self.sigma_max is None:
-            sig = F.softplus(s)
-            dsig = torch.sigmoid(s) * ds_dx
-        else:
+            return F.softplus(s), torch.sigmoid(s) * ds_dx
+        p = torch.sigmoid(s)
+        sig = self.sigma_max * p
+        return sig, sig * (1 - p) * ds_dx
+
+    def ito_correction(self, t: TimeLike, x: Tensor) -> Tensor:
+        """½ σ_i ∂σ_i/∂x_i in closed form, shape (B, d)."""
+        sig, dsig = self._sigma_slope(*self._pre(t, x))
+        return 0.5 * sig * dsig
+
+    def sigma_and_slope(self, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
+        """σ(x, t) and its diagonal Jacobian ∂σ_i/∂x_i in closed form, each (B, d), without autograd.
+
+        For solves that need no gradient (``torch.no_grad``): rows go through in blocks whose (rows, d, width)
+        temporaries stay in cache (:data:`SLOPE_BLOCK` elements), so a 32 000-path batch neither allocates nor
+        page-faults 64 MB temporaries per call. Milstein's g·∂g term uses it through
+        :class:`~nsde_coin.sde.FeynmanKacSDE` instead of a vjp through the network (the same numbers up to rounding).
+        """
+        _check_x(x, self.dim, "StateDiagonalDiffusion")
+        with torch.no_grad():
+            w12 = self.w1 * self.w2  # (d, width)
+            total = w12.sum(-1)  # Σ_k w1 w2: ∂s/∂x = Σ_k (1 - h²) w1 w2 = total − Σ_k h² w1 w2
+            s, ds_dx = torch.empty_like(x), torch.empty_like(x)
+            rows = self._block_rows()
+            for lo in range(0, x.shape[0], rows):
+                h, s[lo:lo + rows] = self._pre(t, x[lo:lo + rows])
+                torch.sub(total, torch.einsum("bdw,dw->bd", h.mul_(h), w12), out=ds_dx[lo:lo + rows])
+            if self.sigma_max is None:
+                return F.softplus(s), ds_dx.mul_(torch.sigmoid(s))
             p = torch.sigmoid(s)
             sig = self.sigma_max * p
-            dsig = sig * (1 - p) * ds_dx
-        return 0.5 * sig * dsig
+            return sig, ds_dx.mul_(sig * (1 - p))
 
 
 class GeneralDiffusion(Diffusion):

@@ -368,7 +368,8 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                brownian: Optional[torchsde.BaseBrownian], extra: tuple[Tensor, ...] = ()
                ) -> tuple[Tensor, Optional[Tensor]]:
     as_diagonal = info.name in _DIAGONAL_VIEW and callable(getattr(diffusion, "diagonal", None))
-    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as, as_diagonal=as_diagonal)
+    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as, as_diagonal=as_diagonal,
+                        closed_form_slope=not torch.is_grad_enabled())
     size = (y0.shape[0], int(getattr(diffusion, "noise_dim", y0.shape[1])))
     levy = {None: "none", "space-time": "space-time", "foster": "foster"}.get(info.levy_area, info.levy_area)
     if brownian is not None:
