@@ -336,8 +336,8 @@ def as_diffusion(value: Any, dim: Optional[int]) -> nn.Module:
     if s.dim() == 0:
         if dim is None:
             raise ValueError(f"diffusion={value!r} needs the dimension d to mean sigma*I; give a drift with a dim "
-                             f"or ScalarDiffusion(d, {float(s)!r})")
-        return ScalarDiffusion(dim, s)
+                             f"or ScalarDiffusion(d, {value!r})")
+        return ScalarDiffusion(dim, value)
     if dim is not None and s.shape[0] != dim or s.dim() > 2:
         raise ValueError(f"diffusion has shape {tuple(s.shape)}; expected a float, ({dim if dim else 'd'},) or "
                          f"({dim if dim else 'd'}, m) for d = {dim if dim else 'the number of features'}")
