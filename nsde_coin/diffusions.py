@@ -120,7 +120,7 @@ class ZeroDiffusion(Diffusion):
 
 
 class _PositiveParam(Diffusion):
-    """Shared storage of a positive σ (constant, or learnable through softplus)."""
+    """Shared storage of a positive constant diagonal σ (fixed, or learnable through softplus) and its products."""
 
     def _store_sigma(self, sigma: Tensor, learnable: bool) -> None:
         self.learnable = bool(learnable)
@@ -137,6 +137,13 @@ class _PositiveParam(Diffusion):
     @property
     def is_zero(self) -> bool:
         return (not self.learnable) and bool((self._sigma == 0).all())
+
+    def prod(self, t: TimeLike, x: Tensor, v: Tensor) -> Tensor:
+        return self.sigma.to(v.dtype) * v
+
+    def diagonal(self, t: TimeLike, x: Tensor) -> Tensor:
+        """σ's diagonal (σ, …, σ) or (σ_1, …, σ_d), expanded to (B, d) (torchsde's diagonal-noise layout)."""
+        return self.sigma.to(x.dtype).expand(x.shape[0], self.dim)
 
 
 def _is_tensor_like(value: Any) -> bool:
@@ -174,13 +181,6 @@ class ScalarDiffusion(_PositiveParam):
         """σ·I expanded to (B, d, d)."""
         eye = torch.eye(self.dim, dtype=x.dtype, device=x.device) * self.sigma.to(x.dtype)
         return eye.expand(x.shape[0], self.dim, self.dim)
-
-    def prod(self, t: TimeLike, x: Tensor, v: Tensor) -> Tensor:
-        return self.sigma.to(v.dtype) * v
-
-    def diagonal(self, t: TimeLike, x: Tensor) -> Tensor:
-        """The diagonal of σ, (σ, …, σ), expanded to (B, d) (torchsde's diagonal-noise layout)."""
-        return self.sigma.to(x.dtype).expand(x.shape[0], self.dim)
 
 
 class DiagonalDiffusion(_PositiveParam):
@@ -227,13 +227,6 @@ class DiagonalDiffusion(_PositiveParam):
     def forward(self, t: TimeLike, x: Tensor) -> Tensor:
         """diag(σ) expanded to (B, d, d)."""
         return torch.diag_embed(self.sigma.to(x.dtype)).expand(x.shape[0], self.dim, self.dim)
-
-    def prod(self, t: TimeLike, x: Tensor, v: Tensor) -> Tensor:
-        return self.sigma.to(v.dtype) * v
-
-    def diagonal(self, t: TimeLike, x: Tensor) -> Tensor:
-        """(σ_1, …, σ_d) expanded to (B, d) (torchsde's diagonal-noise layout)."""
-        return self.sigma.to(x.dtype).expand(x.shape[0], self.dim)
 
 
 class GeneralDiffusion(Diffusion):
