@@ -41,7 +41,7 @@ def _case(d: int, solver: str, mode: str):
     if mode == "fast":
         diffusion, bm = ScalarDiffusion(d, SIGMA), None
     else:
-        diffusion = GeneralDiffusion(SIGMA * torch.eye(d), noise_type="additive")
+        diffusion = GeneralDiffusion(d, SIGMA * torch.eye(d), noise_type="additive")
         levy = get_solver(solver, "sde").levy_area
         bm = FixedGridBrownian(0.0, 1.0, (B, d), steps=STEPS, seed=1, levy_area=levy)
 

@@ -44,7 +44,7 @@ def _setup(seed: int = 0):
 
     torch.manual_seed(seed)
     drift = MLPDrift(D, width=WIDTH, depth=2)
-    diffusion = DiagonalDiffusion(torch.full((D,), SIGMA))
+    diffusion = DiagonalDiffusion(D, SIGMA)
     x = torch.randn(B, D)
     head = torch.randn(D, 3) / D**0.5
     return drift, diffusion, x, head

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any, Optional, Union
 
 import torch
@@ -24,13 +25,27 @@ import torchdiffeq
 import torchsde
 from torch import Tensor, nn
 
-from nsde_coin._checks import is_int, is_real
+from nsde_coin._checks import is_int
 from nsde_coin._field_checks import check_shape, field_call
 from nsde_coin.brownian import FixedGridBrownian
-from nsde_coin.errors import NonFiniteError, invalid_choice
-from nsde_coin.fields import ZeroDiffusion, ZeroDrift
+from nsde_coin.diffusions import ZeroDiffusion, as_diffusion
+from nsde_coin.drifts import ZeroDrift
+from nsde_coin.errors import NonFiniteError
 from nsde_coin.sde import FeynmanKacSDE
-from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
+from nsde_coin.solve_options import (  # noqa: F401  (re-exported: nsde_coin.integrate.check_settings & co.)
+    SOLVER_KWARGS,
+    adjoint_tensors,
+    check_adjoint_fields,
+    check_input,
+    check_settings,
+    check_solver_kwargs,
+    choose_solver,
+    draw_seed,
+    resolve_steps,
+)
+from nsde_coin.solvers import SolverInfo
+
+__all__ = ["feynman_kac"]
 
 _STEP_INFLATION = 1e-10
 # solvers whose additive-noise path multiplies the dense (B, d, d) σ every step: a constant diagonal σ is handed to
@@ -51,152 +66,11 @@ class _ODEFunc(nn.Module):
         return check_shape("drift", t, field_call("drift", self.drift, x, t, x), x.shape)
 
 
-def draw_seed(generator: Optional[torch.Generator] = None) -> int:
-    """A fresh 62-bit seed from ``generator`` (torch's global generator when None)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
-
-
-def resolve_steps(T: float, steps: Optional[int], dt: Optional[float]) -> int:
-    """The number of equal steps on [0, T] from ``steps`` or ``dt`` (default 20); validated."""
-    if steps is not None and dt is not None:
-        raise ValueError(f"give steps or dt, not both (got steps={steps!r}, dt={dt!r})")
-    if dt is not None:
-        if not is_real(dt) or not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"dt={dt!r} is not valid; expected a finite float > 0")
-        n = T / float(dt)
-        steps = max(1, math.ceil(n - 1e-9 * n))
-    if steps is None:
-        steps = 20
-    if not is_int(steps) or steps < 1:
-        raise ValueError(f"steps={steps!r} is not valid; expected an int >= 1")
-    return int(steps)
-
-
-def check_settings(f: Any, drift: Any, diffusion: Any, T: Any, samples: Any, sde_type: Any, grad_mode: Any,
-                   rtol: Any = 1e-3, atol: Any = 1e-4, adaptive: Any = False, brownian: Any = None,
-                   adjoint_params: Any = None) -> None:
-    """Check every argument of :func:`feynman_kac` that does not depend on x (``drift``/``diffusion`` already with
-    None replaced by the zero fields). :class:`~nsde_coin.model.ConvectionDiffusionNet` calls it at construction.
-    Raises a one-line ``ValueError``/``TypeError`` naming the value and the valid choices."""
-    if not callable(f):
-        raise TypeError(f"f must be callable (the base model, (N, d) -> (N, C)), got {type(f).__name__}")
-    if not is_real(T) or not math.isfinite(T) or T <= 0:
-        raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
-    if not is_int(samples) or samples < 1:
-        raise ValueError(f"samples={samples!r} is not valid; expected an int >= 1")
-    if sde_type not in SDE_TYPES:
-        raise ValueError(invalid_choice("sde_type", sde_type, SDE_TYPES))
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not is_real(tol) or not math.isfinite(tol) or tol < 0:
-            raise ValueError(f"{name}={tol!r} is not valid; expected a finite float >= 0 (adaptive solver tolerance)")
-    if not isinstance(adaptive, bool):
-        raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} ({adaptive!r})")
-    if brownian is not None and not isinstance(brownian, torchsde.BaseBrownian):
-        raise TypeError(f"brownian must be a torchsde Brownian motion (e.g. nsde_coin.FixedGridBrownian) or None, "
-                        f"got {type(brownian).__name__}")
-    if adjoint_params is not None and (isinstance(adjoint_params, Tensor) or not all(
-            isinstance(p, Tensor) for p in adjoint_params)):
-        raise TypeError("adjoint_params must be a sequence of tensors (the ones a plain-callable field uses) or None")
-    if not callable(drift):
-        raise TypeError(f"drift must be callable (t, x) -> (B, d) or None, got {type(drift).__name__}")
-    if not callable(diffusion) or not hasattr(diffusion, "noise_type"):
-        raise TypeError("diffusion must be a diffusion module with forward(t, x) and noise_type (see "
-                        f"nsde_coin.fields) or None, got {type(diffusion).__name__}")
-    dims = {name: getattr(field, "dim", None) for name, field in (("drift", drift), ("diffusion", diffusion))}
-    if None not in dims.values() and dims["drift"] != dims["diffusion"]:
-        raise ValueError(f"the drift has dim={dims['drift']} but the diffusion has dim={dims['diffusion']}; "
-                         f"both fields must act on the same d features")
-
-
-def _check_x(x: Any, drift: Any, diffusion: Any) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D of shape (B, d), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] < 1:
-        raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"x contains NaN or Inf ({int((~torch.isfinite(x)).sum())} non-finite entries)")
-    d = x.shape[1]
-    for name, field in (("drift", drift), ("diffusion", diffusion)):
-        dim = getattr(field, "dim", None)
-        if dim is not None and dim != d:
-            raise ValueError(f"x has {d} features but the {name} expects dim={dim}")
-
-
-SOLVER_KWARGS = ("rtol", "atol", "adaptive", "brownian", "adjoint_params")
-
-
-def check_solver_kwargs(kwargs: dict[str, Any]) -> None:
-    """Keywords a model passes on to :func:`feynman_kac` unchanged must be among :data:`SOLVER_KWARGS`."""
-    for key in kwargs:
-        if key not in SOLVER_KWARGS:
-            raise TypeError(f"unexpected keyword argument {key!r} (passed on to feynman_kac); valid keywords: "
-                            f"{', '.join(SOLVER_KWARGS)}")
-
-
-def _params(*modules: Any, extra: Sequence[Tensor] = ()) -> tuple[Tensor, ...]:
-    seen: dict[int, Tensor] = {}
-    for m in modules:
-        if isinstance(m, nn.Module):
-            for p in m.parameters():
-                if p.requires_grad:
-                    seen.setdefault(id(p), p)
-    for p in extra:
-        seen.setdefault(id(p), p)
-    return tuple(seen.values())
-
-
-def check_adjoint_fields(drift: Any, diffusion: Any, grad_mode: str,
-                         adjoint_params: Optional[Sequence[Tensor]] = None) -> None:
-    """Adjoint gradients reach only the tensors handed to the adjoint solver: the parameters of ``drift`` and
-    ``diffusion`` when they are ``nn.Module``s, plus ``adjoint_params``. A plain callable's captured tensors cannot be
-    found, so with ``grad_mode`` ``"adjoint"``/``"reversible"`` a non-module field needs ``adjoint_params`` (``()``
-    when it has no parameters) — otherwise its parameters would silently get no gradient. Raises ``TypeError``."""
-    if grad_mode == "backprop" or adjoint_params is not None:
-        return
-    for name, field in (("drift", drift), ("diffusion", diffusion)):
-        if field is not None and not isinstance(field, nn.Module):
-            raise TypeError(f"grad_mode={grad_mode!r} with a {name} that is not an nn.Module "
-                            f"({type(field).__name__}): the adjoint pass cannot find the tensors it depends on, so "
-                            f"they would get no gradient; make the {name} an nn.Module, pass adjoint_params=(tensors "
-                            f"it uses) (or () if it has none), or use grad_mode='backprop'")
-
-
-def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str = "backprop",
-                  sde_type: str = "ito", adjoint_method: Optional[str] = None) -> tuple[SolverInfo, str]:
-    """Validate the solver for this diffusion and return (info, the SDE convention it will integrate in).
-
-    Defaults: ``"euler"`` (ODE family when σ = 0; Euler–Maruyama for SDEs), ``"reversible_heun"`` for
-    ``grad_mode="reversible"``.
-    """
-    if sde_type not in SDE_TYPES:
-        raise ValueError(invalid_choice("sde_type", sde_type, SDE_TYPES))
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
-    if getattr(diffusion, "is_zero", False):
-        name = "euler" if solver is None else solver
-        return validate(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
-    name = solver if solver is not None else ("reversible_heun" if grad_mode == "reversible" else "euler")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
-    integrate_as = sde_type if sde_type in info.sde_types else info.sde_types[0]
-    if grad_mode == "reversible" and adjoint_method not in (None, "adjoint_reversible_heun"):
-        raise ValueError(f"grad_mode='reversible' uses adjoint_method='adjoint_reversible_heun', got "
-                         f"adjoint_method={adjoint_method!r}; use grad_mode='adjoint' for other adjoint methods")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
-                    adjoint_method=adjoint_method)
-    return info, integrate_as
-
-
 def feynman_kac(
     f: Callable[[Tensor], Tensor],
     x: Tensor,
     drift: Optional[Callable[..., Tensor]],
-    diffusion: Optional[nn.Module],
+    diffusion: Union[None, float, Tensor, nn.Module],
     T: float = 1.0,
     *,
     samples: int = 16,
@@ -222,7 +96,9 @@ def feynman_kac(
         f: base model, (N, d) → (N, C) or (N,).
         x: initial states, (B, d).
         drift: v(t, x) → (B, d), or None for v = 0.
-        diffusion: a diffusion field (:mod:`nsde_coin.fields`), or None for σ = 0.
+        diffusion: a diffusion field (:mod:`nsde_coin.fields`); or a float σ for σ·I (:class:`ScalarDiffusion`, as
+            in torchsde/diffrax), a (d,) tensor for diag(σ), a (d, m) tensor for a constant matrix
+            (:func:`~nsde_coin.diffusions.as_diffusion`); or None for σ = 0.
         T: diffusion time (> 0).
         samples: K paths per input (forced to 1 when σ = 0).
         steps / dt: time grid (default 20 steps). Ignored by adaptive ODE solvers except as the first step.
@@ -259,10 +135,14 @@ def feynman_kac(
         Path k of input b is row b·K + k of the replicated batch.
     """
     drift = ZeroDrift(None) if drift is None else drift
-    diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
+    if diffusion is None:
+        diffusion = ZeroDiffusion(None)
+    elif isinstance(diffusion, (Real, Tensor)):  # a float / tensor σ
+        check_input(x, drift, None)
+        diffusion = as_diffusion(diffusion, x.shape[1])
     check_settings(f, drift, diffusion, T, samples, sde_type, grad_mode, rtol, atol, adaptive, brownian,
                    adjoint_params)
-    _check_x(x, drift, diffusion)
+    check_input(x, drift, diffusion)
     check_adjoint_fields(drift, diffusion, grad_mode, adjoint_params)
     extra = tuple(adjoint_params or ())
     T = float(T)
@@ -339,7 +219,7 @@ def _solve_ode(x: Tensor, drift: Callable[..., Tensor], T: float, n_steps: int, 
         options = {"grid_constructor": grid}
     if grad_mode == "adjoint":
         ys = torchdiffeq.odeint_adjoint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options,
-                                        adjoint_params=_params(drift, extra=extra))
+                                        adjoint_params=adjoint_tensors(drift, extra=extra))
     else:
         ys = torchdiffeq.odeint(func, x, ts, rtol=rtol, atol=atol, method=info.name, options=options)
     return ys[-1], (ys if return_paths else None)
@@ -368,7 +248,8 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                brownian: Optional[torchsde.BaseBrownian], extra: tuple[Tensor, ...] = ()
                ) -> tuple[Tensor, Optional[Tensor]]:
     as_diagonal = info.name in _DIAGONAL_VIEW and callable(getattr(diffusion, "diagonal", None))
-    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as, as_diagonal=as_diagonal)
+    sde = FeynmanKacSDE(drift, diffusion, sde_type=sde_type, integrate_as=integrate_as, as_diagonal=as_diagonal,
+                        closed_form_slope=not torch.is_grad_enabled())
     size = (y0.shape[0], int(getattr(diffusion, "noise_dim", y0.shape[1])))
     levy = {None: "none", "space-time": "space-time", "foster": "foster"}.get(info.levy_area, info.levy_area)
     if brownian is not None:
@@ -393,7 +274,7 @@ def _solve_sde(y0: Tensor, drift: Callable[..., Tensor], diffusion: nn.Module, T
                 adjoint_method = "adjoint_reversible_heun"
             ys = torchsde.sdeint_adjoint(sde, y0, ts, adjoint_method=adjoint_method, adjoint_adaptive=adaptive,
                                          adjoint_rtol=rtol, adjoint_atol=atol,
-                                         adjoint_params=_params(drift, diffusion, extra=extra), **kwargs)
+                                         adjoint_params=adjoint_tensors(drift, diffusion, extra=extra), **kwargs)
     finally:
         sde.forget()
     return ys[-1], (ys if return_paths else None)

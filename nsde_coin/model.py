@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Optional
+from numbers import Real
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.brownian import step_seed
-from nsde_coin.fields import ZeroDiffusion, ZeroDrift
+from nsde_coin.diffusions import ZeroDiffusion, as_diffusion
+from nsde_coin.drifts import ZeroDrift
 from nsde_coin.integrate import (
     check_adjoint_fields,
     check_settings,
@@ -37,7 +39,9 @@ class ConvectionDiffusionNet(nn.Module):
     Args:
         base: the base model f, (N, d) → (N, C) (logits for classifiers).
         drift: v(t, x) → (B, d) (e.g. :class:`~nsde_coin.fields.MLPDrift`), or None for v = 0.
-        diffusion: a diffusion field (:mod:`nsde_coin.fields`), or None for σ = 0 (an ODE network).
+        diffusion: a diffusion field (:mod:`nsde_coin.fields`), or None for σ = 0 (an ODE network); a float σ means
+            σ·I (:class:`~nsde_coin.fields.ScalarDiffusion`, its d taken from the drift's ``dim``) and a (d,) tensor
+            diag(σ), as for :func:`~nsde_coin.integrate.feynman_kac`.
         T: diffusion time.
         steps: time steps on [0, T].
         solver, grad_mode, sde_type, adjoint_method: see :func:`~nsde_coin.integrate.feynman_kac`; checked here.
@@ -62,7 +66,8 @@ class ConvectionDiffusionNet(nn.Module):
     :func:`~nsde_coin.integrate.feynman_kac`.
     """
 
-    def __init__(self, base: Callable[[Tensor], Tensor], drift: Optional[nn.Module], diffusion: Optional[nn.Module],
+    def __init__(self, base: Callable[[Tensor], Tensor], drift: Optional[nn.Module],
+                 diffusion: Union[None, float, Tensor, nn.Module],
                  T: float = 1.0, *, steps: int = 20, solver: Optional[str] = None, grad_mode: str = "backprop",
                  samples: int = 8, eval_samples: Optional[int] = None, sde_type: str = "ito",
                  adjoint_method: Optional[str] = None, seed: Optional[int] = None, output: str = "probs",
@@ -82,6 +87,8 @@ class ConvectionDiffusionNet(nn.Module):
             raise ValueError(f"T={T!r} is not valid; expected a finite float > 0 (the diffusion time)")
         self.base = base
         self.drift = ZeroDrift(None) if drift is None else drift
+        if isinstance(diffusion, (Real, Tensor)):  # a float / tensor σ
+            diffusion = as_diffusion(diffusion, getattr(self.drift, "dim", None))
         self.diffusion = ZeroDiffusion(None) if diffusion is None else diffusion
         self.T = float(T)
         self.steps = resolve_steps(self.T, steps, None)

@@ -19,14 +19,30 @@ instead of being silently broadcast. A field that fails on a dtype mismatch (flo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from nsde_coin._field_checks import check_shape, field_call
 from nsde_coin.fields import Diffusion
 from nsde_coin.solvers import NOISE_TYPES, SDE_TYPES
+
+
+class _KnownSlope(torch.autograd.Function):
+    """σ (B, d) as a function of y whose vjp is ``grad * slope`` (a diagonal Jacobian known in closed form)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, sig: Tensor, slope: Tensor) -> Tensor:
+        ctx.save_for_backward(slope)
+        return sig.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None, None
 
 
 class FeynmanKacSDE(nn.Module):
@@ -40,6 +56,10 @@ class FeynmanKacSDE(nn.Module):
         sde_type: the convention the model is written in: ``"ito"`` (default, Feynman–Kac) or ``"stratonovich"``.
         integrate_as: the convention of the solver that will integrate it (defaults to ``sde_type``). This is what
             torchsde reads from the ``sde_type`` attribute; the drift is converted when the two differ.
+        closed_form_slope: for solves that need no gradient of the result (run under ``torch.no_grad``): when the
+            diffusion is diagonal and has ``sigma_and_slope(t, x)`` (σ and ∂σ_i/∂x_i in closed form), a ``g``
+            evaluated for a vjp (grad enabled, ``y.requires_grad`` — Milstein's g·∂g term) is a node whose backward
+            is ``grad * slope`` instead of a tape through the network (first derivatives only).
         as_diagonal: present a constant diagonal σ (a diffusion with a ``diagonal(t, x)`` method) to torchsde as
             ``"diagonal"`` noise, with ``g`` returning the (B, d) diagonal instead of the (B, d, d) matrix. The SDE is
             the same; solvers that would multiply the dense matrix every step (reversible_heun) become O(B·d).
@@ -54,7 +74,8 @@ class FeynmanKacSDE(nn.Module):
     """
 
     def __init__(self, drift: Callable[..., Tensor], diffusion: nn.Module, sde_type: str = "ito",
-                 integrate_as: Optional[str] = None, as_diagonal: bool = False) -> None:
+                 integrate_as: Optional[str] = None, as_diagonal: bool = False,
+                 closed_form_slope: bool = False) -> None:
         super().__init__()
         if sde_type not in SDE_TYPES:
             raise ValueError(f"sde_type={sde_type!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
@@ -91,6 +112,8 @@ class FeynmanKacSDE(nn.Module):
                       else diffusion.prod)
         self._correction = getattr(diffusion, "ito_correction", None) or (
             lambda t, x: Diffusion.ito_correction(diffusion, t, x))
+        slope = getattr(diffusion, "sigma_and_slope", None)
+        self._slope = slope if closed_form_slope and noise_type == "diagonal" and callable(slope) else None
         self._memo: Optional[tuple[Tensor, Tensor, bool, Tensor]] = None
         self.drift_evals = 0
 
@@ -125,7 +148,11 @@ class FeynmanKacSDE(nn.Module):
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         """Diffusion in torchsde's layout: (B, d) for diagonal noise, (B, d, m) otherwise."""
-        g = field_call("diffusion", self._g, y, t, y)
+        if self._slope is not None and y.requires_grad and torch.is_grad_enabled():
+            sig, slope = self._slope(t, y.detach())
+            g = _KnownSlope.apply(y, check_shape("diffusion", t, sig, y.shape, "diagonal noise: B, d"), slope)
+        else:
+            g = field_call("diffusion", self._g, y, t, y)
         if self._diagonal:
             return check_shape("diffusion", t, g, y.shape, "diagonal noise: B, d")
         m = y.shape[1] if self._noise_dim is None else self._noise_dim

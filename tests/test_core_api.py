@@ -216,7 +216,7 @@ def test_net_train_and_eval_sample_counts():
             seen.append(z.shape[0])
             return z
 
-    net = ConvectionDiffusionNet(Base(), None, DiagonalDiffusion(torch.tensor([0.1, 0.2])), steps=3, samples=4,
+    net = ConvectionDiffusionNet(Base(), None, DiagonalDiffusion(2, torch.tensor([0.1, 0.2])), steps=3, samples=4,
                                  eval_samples=16, seed=0, output="identity")
     x = torch.randn(2, 2)
     net(x)
@@ -271,19 +271,19 @@ def test_field_validation_messages():
     with pytest.raises(ValueError, match=r"sigma must be >= 0 \(a standard deviation\), got -0.5"):
         ScalarDiffusion(2, -0.5)
     with pytest.raises(ValueError, match=r"got \[0.1, -0.2\]"):
-        DiagonalDiffusion(torch.tensor([0.1, -0.2]))
+        DiagonalDiffusion(2, torch.tensor([0.1, -0.2]))
     with pytest.raises(ValueError, match="learnable sigma must be > 0"):
         ScalarDiffusion(2, 0.0, learnable=True)
     with pytest.raises(ValueError, match=r"shape \(d,\), got shape \(2, 2\)"):
-        DiagonalDiffusion(torch.ones(2, 2))
+        DiagonalDiffusion(2, torch.ones(2, 2))
     with pytest.raises(ValueError, match="must be a scalar"):
         ScalarDiffusion(2, torch.ones(2))
     with pytest.raises(ValueError, match=r"matrix must have shape \(d, m\)"):
-        GeneralDiffusion(torch.ones(3))
+        GeneralDiffusion(3, torch.ones(3))
     with pytest.raises(ValueError, match="noise_type='scalar' needs a single Brownian motion"):
-        GeneralDiffusion(torch.ones(3, 2), noise_type="scalar")
+        GeneralDiffusion(3, torch.ones(3, 2), noise_type="scalar")
     with pytest.raises(ValueError, match="noise_type='diagonal' is not valid for a constant matrix"):
-        GeneralDiffusion(torch.ones(3, 2), noise_type="diagonal")
+        GeneralDiffusion(3, torch.ones(3, 2), noise_type="diagonal")
     with pytest.raises(ValueError, match="both dim and noise_dim"):
         GeneralDiffusion(dim=3)
     with pytest.raises(ValueError, match=r"square matrix of shape \(d, d\)"):
@@ -305,9 +305,9 @@ def test_field_validation_messages():
 def test_field_attributes_and_positivity():
     assert ZeroDiffusion(3).is_zero and ScalarDiffusion(3, 0.0).is_zero
     assert not ScalarDiffusion(3, 0.1).is_zero and not ScalarDiffusion(3, 0.1, learnable=True).is_zero
-    assert GeneralDiffusion(torch.zeros(2, 2)).is_zero
-    assert not GeneralDiffusion(torch.zeros(2, 2), learnable=True).is_zero
-    for field, nt, m in ((ScalarDiffusion(3, 0.2), "additive", 3), (DiagonalDiffusion(torch.ones(3)), "additive", 3),
+    assert GeneralDiffusion(2, torch.zeros(2, 2)).is_zero
+    assert not GeneralDiffusion(2, torch.zeros(2, 2), learnable=True).is_zero
+    for field, nt, m in ((ScalarDiffusion(3, 0.2), "additive", 3), (DiagonalDiffusion(3, torch.ones(3)), "additive", 3),
                          (StateDiagonalDiffusion(3), "diagonal", 3), (GeneralDiffusion(dim=3, noise_dim=2),
                                                                       "additive", 2)):
         assert field.noise_type == nt and field.noise_dim == m
@@ -315,15 +315,15 @@ def test_field_attributes_and_positivity():
         g = field(0.2, x)
         expect = g * v if nt == "diagonal" else torch.einsum("bdm,bm->bd", g, v)
         torch.testing.assert_close(field.prod(0.2, x, v), expect)
-    learn = DiagonalDiffusion(torch.tensor([0.5, 1e-3]), learnable=True)
+    learn = DiagonalDiffusion(2, torch.tensor([0.5, 1e-3]), learnable=True)
     torch.testing.assert_close(learn.sigma, torch.tensor([0.5, 1e-3]))
     with torch.no_grad():
         learn.raw_sigma.sub_(20.0)  # a huge optimiser step keeps sigma positive
     assert (learn.sigma > 0).all()
-    bounded = StateDiagonalDiffusion(3, sigma_max=0.5, init_sigma=0.2)
+    bounded = StateDiagonalDiffusion(3, sigma_max=0.5, sigma=0.2)
     s = bounded(0.0, 100 * torch.randn(50, 3))
     assert (s > 0).all() and (s < 0.5).all()
-    torch.testing.assert_close(StateDiagonalDiffusion(3, init_sigma=0.2)(0.0, torch.zeros(1, 3)),
+    torch.testing.assert_close(StateDiagonalDiffusion(3, sigma=0.2)(0.0, torch.zeros(1, 3)),
                                torch.full((1, 3), 0.2), atol=0.05, rtol=0)
     drift = MLPDrift(3, width=8, time_dependent=False)
     assert torch.equal(drift(0.0, x := torch.randn(2, 3)), drift(5.0, x))
@@ -339,7 +339,7 @@ def test_numpy_scalars_are_valid_numbers():
     assert ConvectionDiffusionNet(nn.Linear(2, 2), None, None, np.float32(0.5)).T == 0.5
     d = MLPDrift(np.int64(3), width=np.int64(4))
     assert d.dim == 3 and type(d.dim) is int and d.inp.out_features == 4
-    assert StateDiagonalDiffusion(2, init_sigma=np.float32(0.25), sigma_max=np.float64(1.0)).sigma_max == 1.0
+    assert StateDiagonalDiffusion(2, sigma=np.float32(0.25), sigma_max=np.float64(1.0)).sigma_max == 1.0
     a = FixedGridBrownian(0.0, 1.0, (3, 2), steps=np.int64(4), seed=np.int64(7), dtype=torch.float64)
     b = FixedGridBrownian(0.0, 1.0, (3, 2), steps=4, seed=7, dtype=torch.float64)
     assert a.steps == 4 and torch.equal(a(0.25, 0.75), b(0.25, 0.75))

@@ -30,7 +30,7 @@ D = 2
 
 def _const_diag_statedep(sigma: float) -> StateDiagonalDiffusion:
     """A "diagonal"-noise field (state-dependent code path) whose σ is the constant ``sigma``."""
-    field = StateDiagonalDiffusion(D, width=4, init_sigma=sigma).double()
+    field = StateDiagonalDiffusion(D, width=4, sigma=sigma).double()
     with torch.no_grad():
         field.w2.zero_()
     return field
@@ -39,10 +39,10 @@ def _const_diag_statedep(sigma: float) -> StateDiagonalDiffusion:
 # noise type → a constant σ·I-marginal field of that torchsde noise type (each coordinate ~ x + σ W_T)
 FIELDS = {
     "additive-scalar": lambda: ScalarDiffusion(D, SIGMA).double(),
-    "additive-diagonal": lambda: DiagonalDiffusion(torch.full((D,), SIGMA, dtype=F64)),
+    "additive-diagonal": lambda: DiagonalDiffusion(D, torch.full((D,), SIGMA, dtype=F64)),
     "diagonal": lambda: _const_diag_statedep(SIGMA),
-    "general": lambda: GeneralDiffusion(SIGMA * torch.eye(D, dtype=F64), noise_type="general"),
-    "scalar": lambda: GeneralDiffusion(torch.full((D, 1), SIGMA, dtype=F64), noise_type="scalar"),
+    "general": lambda: GeneralDiffusion(D, SIGMA * torch.eye(D, dtype=F64), noise_type="general"),
+    "scalar": lambda: GeneralDiffusion(D, torch.full((D, 1), SIGMA, dtype=F64), noise_type="scalar"),
 }
 
 
@@ -107,7 +107,7 @@ def test_ito_correction_autograd_matches_closed_forms():
         field.wt.normal_(0, 0.5)
     t = torch.tensor(0.3, dtype=F64)
     torch.testing.assert_close(field.ito_correction(t, x), Diffusion.ito_correction(field, t, x))
-    bounded = StateDiagonalDiffusion(3, width=8, sigma_max=0.9, init_sigma=0.3).double()
+    bounded = StateDiagonalDiffusion(3, width=8, sigma_max=0.9, sigma=0.3).double()
     with torch.no_grad():
         bounded.w2.normal_(0, 0.5)
     torch.testing.assert_close(bounded.ito_correction(t, x), Diffusion.ito_correction(bounded, t, x))
@@ -149,7 +149,7 @@ def test_learned_diagonal_noise_agrees_across_ito_and_stratonovich_solvers_pathw
     the same Itô solution: their E[f(X_T)] agree far inside the Monte Carlo error; an unconverted Stratonovich
     solve (the model declared Stratonovich) differs by many standard errors."""
     torch.manual_seed(0)
-    field = StateDiagonalDiffusion(2, width=8, init_sigma=0.6).double()
+    field = StateDiagonalDiffusion(2, width=8, sigma=0.6).double()
     with torch.no_grad():
         field.w2.normal_(0, 0.6)
     x = torch.tensor([[0.5, -1.0]], dtype=F64)

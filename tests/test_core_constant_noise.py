@@ -32,8 +32,8 @@ def _run(diffusion, solver, grad_mode="backprop"):
 @pytest.mark.parametrize("kind", ["scalar", "diagonal"])
 def test_constant_sigma_matches_the_dense_general_matrix(solver, kind):
     sigma = torch.tensor([0.3, 0.5, 0.2], dtype=F64)
-    fast = ScalarDiffusion(3, 0.3) if kind == "scalar" else DiagonalDiffusion(sigma)
-    dense = GeneralDiffusion(torch.diag(fast.sigma.expand(3).to(F64)),
+    fast = ScalarDiffusion(3, 0.3) if kind == "scalar" else DiagonalDiffusion(3, sigma)
+    dense = GeneralDiffusion(3, torch.diag(fast.sigma.expand(3).to(F64)),
                              noise_type="additive" if solver in NO_GENERAL else "general")
     m_fast, g_fast = _run(fast.double(), solver)
     m_dense, g_dense = _run(dense.double(), solver)

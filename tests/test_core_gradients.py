@@ -13,11 +13,11 @@ def _setup(diffusion="state"):
     torch.manual_seed(0)
     drift = MLPDrift(2, width=16).double()
     if diffusion == "state":
-        diff = StateDiagonalDiffusion(2, width=8, init_sigma=0.4).double()
+        diff = StateDiagonalDiffusion(2, width=8, sigma=0.4).double()
         with torch.no_grad():
             diff.w2.normal_(0, 0.3)
     else:
-        diff = DiagonalDiffusion(torch.tensor([0.3, 0.5], dtype=F64), learnable=True)
+        diff = DiagonalDiffusion(2, torch.tensor([0.3, 0.5], dtype=F64), learnable=True)
     x = torch.randn(4, 2, dtype=F64, requires_grad=True)
     return drift, diff, x
 

@@ -50,7 +50,7 @@ def train():
     data = make_spirals(N, dim=DIM, classes=3, seed=0)
     torch.manual_seed(0)
     model = ConvectionDiffusionNet(nn.Linear(DIM, 3), MLPDrift(DIM, width=16, depth=2, time_dependent=True),
-                                   DiagonalDiffusion(torch.full((DIM,), 0.4), learnable=True), T=1.0, steps=5,
+                                   DiagonalDiffusion(DIM, 0.4, learnable=True), T=1.0, steps=5,
                                    solver="euler", samples=4, seed=7).double()
     res = fit(model, data.x_train.double(), data.y_train, epochs=EPOCHS, batch_size=BATCH, lr=2e-2, seed=3)
     return model, res
@@ -72,7 +72,7 @@ def test_a_shard_of_the_batch_gets_the_paths_of_its_rows():
     torch.manual_seed(0)
     x = torch.randn(9, DIM, dtype=torch.float64)
     base, drift = nn.Linear(DIM, 3).double(), MLPDrift(DIM, width=8, depth=2).double()
-    diff = DiagonalDiffusion(torch.full((DIM,), 0.5, dtype=torch.float64))
+    diff = DiagonalDiffusion(DIM, torch.full((DIM,), 0.5, dtype=torch.float64))
     f = lambda z: base(z).softmax(-1)  # noqa: E731
     whole, _ = feynman_kac(f, x, drift, diff, samples=6, steps=4, seed=11)
     top, _ = feynman_kac(f, x[:4], drift, diff, samples=6, steps=4, seed=11, batch_rows=(0, 9))

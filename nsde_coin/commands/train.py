@@ -200,11 +200,11 @@ def build_models(cfg: dict[str, Any], dim: int, classes: int) -> dict[str, nn.Mo
                                                solver=cfg["ode_solver"], grad_mode=cfg["ode_grad_mode"])
         else:
             if cfg["diffusion"] == "diagonal":
-                diffusion = DiagonalDiffusion(torch.full((dim,), float(cfg["sigma"])), learnable=True)
+                diffusion = DiagonalDiffusion(dim, float(cfg["sigma"]), learnable=True)
             elif cfg["diffusion"] == "scalar":
                 diffusion = ScalarDiffusion(dim, float(cfg["sigma"]), learnable=True)
             else:
-                diffusion = StateDiagonalDiffusion(dim, init_sigma=float(cfg["sigma"]))
+                diffusion = StateDiagonalDiffusion(dim, sigma=float(cfg["sigma"]))
             out[name] = ConvectionDiffusionNet(
                 base, drift, diffusion, T=cfg["T"], steps=cfg["steps"], solver=cfg["solver"],
                 grad_mode=cfg["grad_mode"], samples=cfg["samples"], eval_samples=cfg["eval_samples"],
