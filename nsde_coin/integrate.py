@@ -1,8 +1,8 @@
 """u(x, T) = E[f(X_T) | X_0 = x] by Monte Carlo over SDE paths (torchsde) or, for σ = 0, one ODE flow (torchdiffeq).
 
 :func:`feynman_kac` is the one entry point. It validates every argument (solver combinations through
-:func:`nsde_coin.solvers.validate`), replicates each input ``samples`` times, integrates dX = v dt + σ dW from 0 to T,
-evaluates f on X_T and returns the Monte Carlo mean and its standard error.
+:func:`nsde_coin.solvers.check_solver`), replicates each input ``samples`` times, integrates dX = v dt + σ dW from 0
+to T, evaluates f on X_T and returns the Monte Carlo mean and its standard error.
 
 Brownian motion: fixed-step solves use :class:`~nsde_coin.brownian.FixedGridBrownian` (cheap, O(1) memory,
 identical on the adjoint pass, with whatever Lévy area the solver needs); adaptive SDE stepping
@@ -30,7 +30,7 @@ from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.errors import NonFiniteError, invalid_choice
 from nsde_coin.fields import ZeroDiffusion, ZeroDrift
 from nsde_coin.sde import FeynmanKacSDE
-from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
+from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, check_solver
 
 _STEP_INFLATION = 1e-10
 # solvers whose additive-noise path multiplies the dense (B, d, d) σ every step: a constant diagonal σ is handed to
@@ -180,14 +180,14 @@ def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str =
         raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
     if getattr(diffusion, "is_zero", False):
         name = "euler" if solver is None else solver
-        return validate(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
+        return check_solver(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
     name = solver if solver is not None else ("reversible_heun" if grad_mode == "reversible" else "euler")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
+    info = check_solver(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
     integrate_as = sde_type if sde_type in info.sde_types else info.sde_types[0]
     if grad_mode == "reversible" and adjoint_method not in (None, "adjoint_reversible_heun"):
         raise ValueError(f"grad_mode='reversible' uses adjoint_method='adjoint_reversible_heun', got "
                          f"adjoint_method={adjoint_method!r}; use grad_mode='adjoint' for other adjoint methods")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
+    info = check_solver(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
                     adjoint_method=adjoint_method)
     return info, integrate_as
 
