@@ -113,8 +113,3 @@ DEPRECATED: dict[str, tuple[str, str]] = {
 _solvers.register_family_loader("graph", lambda: importlib.import_module("nsde_coin.graph"))
 
 __getattr__ = deprecated_getattr(__name__, DEPRECATED)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) - set(DEPRECATED))
-

@@ -16,10 +16,14 @@ from nsde_coin.errors import deprecated_getattr
 Target = Union[str, tuple[str, str]]  # "module" (same attribute name) or ("module", "attribute")
 
 
-def lazy_getattr(module: str, lazy: Mapping[str, Target],
-                 deprecated: Mapping[str, tuple[str, str]] | None = None) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that imports the names of ``lazy`` on first use (then caches them in the module) and
-    serves ``deprecated`` through :func:`nsde_coin.errors.deprecated_getattr` (warning on every use)."""
+def lazy_attributes(module: str, lazy: Mapping[str, Target], deprecated: Mapping[str, tuple[str, str]] | None = None,
+                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``(__getattr__, __dir__)``: ``__getattr__`` imports the names of ``lazy`` on first use (then caches
+    them in the module) and serves ``deprecated`` through :func:`nsde_coin.errors.deprecated_getattr` (warning on
+    every use); ``__dir__`` lists the module's names and the lazy ones (not the deprecated ones).
+
+    Use: ``__getattr__, __dir__ = lazy_attributes(__name__, {"load_dataset": "nsde_coin.graph.datasets"})``.
+    """
     old = deprecated_getattr(module, deprecated or {})
 
     def __getattr__(name: str) -> Any:
@@ -31,4 +35,7 @@ def lazy_getattr(module: str, lazy: Mapping[str, Target],
         setattr(sys.modules[module], name, value)  # later look-ups skip __getattr__
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[module])) | set(lazy))
+
+    return __getattr__, __dir__

@@ -80,6 +80,14 @@ def test_import_nsde_coin_loads_neither_graph_nor_apps():
     assert out.stdout.strip() == "[]", out.stdout  # nsde_coin.apps itself loads no application either
 
 
+def test_cli_solvers_loads_no_application():
+    code = ("import sys\nfrom nsde_coin import cli\ncli.main(['solvers', '--json'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('nsde_coin.apps.')), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
+    assert '"random_walk"' in out.stdout  # the graph family is listed (its package loads, the apps do not)
+
+
 # -------------------------------------------------------------------------------------------- deprecated aliases
 @pytest.mark.parametrize("old", sorted(nsde_coin.DEPRECATED))
 def test_deprecated_top_level_alias_warns_and_is_the_same_object(old):

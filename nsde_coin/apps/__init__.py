@@ -5,7 +5,7 @@ the applications until one is asked for. ``weighted_laplacian`` is the combinato
 symmetric kNN weights, i.e. ``nsde_coin.graph.laplacian.laplacian(..., kind="comb", symmetrize="none")``.
 """
 
-from nsde_coin._lazy import lazy_getattr
+from nsde_coin._lazy import lazy_attributes
 
 _LAZY = {
     "FewShotConfig": "nsde_coin.apps.fewshot", "run_fewshot": "nsde_coin.apps.fewshot",
@@ -18,7 +18,7 @@ _LAZY = {
     "gaussian_knn_edges": "nsde_coin.apps.knn", "gaussian_knn_graph": "nsde_coin.apps.knn",
     "weighted_laplacian": "nsde_coin.apps.knn",
 }
-__getattr__ = lazy_getattr(__name__, _LAZY)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     # few-shot learning
@@ -42,7 +42,3 @@ __all__ = [
     "gaussian_knn_graph",
     "weighted_laplacian",
 ]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))

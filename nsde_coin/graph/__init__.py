@@ -9,7 +9,7 @@ submodule's name); :func:`laplacian_from_weights` builds it from a weight matrix
 Laplacian you already have.
 """
 
-from nsde_coin._lazy import lazy_getattr
+from nsde_coin._lazy import lazy_attributes
 from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, node_nll_loss
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse, solver_options, stability_report
 from nsde_coin.graph.laplacian import (
@@ -29,7 +29,7 @@ _LAZY = {
     "EarlyStopper": "nsde_coin.graph.experiment.train", "TrainConfig": "nsde_coin.graph.experiment.train",
     "run_protocol": "nsde_coin.graph.experiment.runner",
 }
-__getattr__ = lazy_getattr(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss")})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss")})
 
 __all__ = [
     # operators and diffusion
@@ -60,7 +60,3 @@ __all__ = [
     "random_split",
     "run_protocol",
 ]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
