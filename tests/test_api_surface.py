@@ -219,9 +219,13 @@ def test_api_table_lists_every_public_name_where_it_is_defined():
                 assert obj.__module__ == where, f"{doc}: {package}.{name} is defined in {obj.__module__}, not {where}"
 
 
-def test_architecture_table_groups_exactly_the_public_names():
-    """docs/concepts/architecture.md (and the README's copy): rows ``| `package` | `a`, `b` | what |``."""
-    text = (ROOT / "docs" / "concepts" / "architecture.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("doc", ["docs/concepts/architecture.md", "README.md"])
+def test_architecture_table_groups_exactly_the_public_names(doc):
+    """The "Public API" tables of the architecture page and the README: rows ``| `package` | `a`, `b` | what |``."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    if "## Public API" not in text:
+        pytest.skip(f"{doc} has no 'Public API' section yet (the integrator pastes it from the api branch's report)")
+    text = text.split("## Public API", 1)[1]
     listed: dict[str, list[str]] = {}
     for package, names in re.findall(r"^\| `(nsde_coin[\w.]*)` \| (`[^|]*`) \|", text, flags=re.M):
         listed.setdefault(package, []).extend(re.findall(r"`(\w+)`", names))
