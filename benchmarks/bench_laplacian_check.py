@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_propagate import cora_adjacency, sparse_features  # noqa: E402
 
 from nsde_coin.commands.common import cpu_model  # noqa: E402
-from nsde_coin.graph.coin import COIN, nll_loss  # noqa: E402
+from nsde_coin.graph.coin import COIN, node_nll_loss  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr  # noqa: E402
 from nsde_coin.graph.laplacian_checks import laplacian_problem  # noqa: E402
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
         def run():
             opt.zero_grad()
-            nll_loss(m.log_prob(x), y, idx).backward()
+            node_nll_loss(m.log_prob(x), y, idx).backward()
             opt.step()
         return run
 

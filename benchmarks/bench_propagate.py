@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import torch
 
 from nsde_coin.commands.common import cpu_model
-from nsde_coin.graph.coin import COIN, COINEnsemble, nll_loss
+from nsde_coin.graph.coin import COIN, COINEnsemble, node_nll_loss
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
 
@@ -143,7 +143,7 @@ def bench_epochs(a: sp.csr_matrix, repeats: int, ensemble: int) -> dict:
 
         def run():
             opt.zero_grad()
-            loss = nll_loss(model.log_prob(feats), y, idx)
+            loss = node_nll_loss(model.log_prob(feats), y, idx)
             (loss.sum() if ens else loss).backward()
             opt.step()
         return run

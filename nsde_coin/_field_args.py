@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from nsde_coin._checks import is_int
+from nsde_coin.errors import warn_deprecated
 
 TimeLike = Union[float, Tensor]
 
@@ -62,6 +62,6 @@ def _check_x(x: Tensor, dim: Optional[int], who: str) -> None:
 
 
 def _deprecated(old: str, new: str) -> None:
-    """Warn (DeprecationWarning, pointing at the caller's line) that ``old`` is spelled ``new`` from now on."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; write {new}", DeprecationWarning,
-                  stacklevel=3)
+    """Warn (:func:`nsde_coin.errors.warn_deprecated`, pointing at the caller's line) that ``old`` is spelled
+    ``new`` from now on."""
+    warn_deprecated(old, new, stacklevel=3)

@@ -1,8 +1,8 @@
 """u(x, T) = E[f(X_T) | X_0 = x] by Monte Carlo over SDE paths (torchsde) or, for σ = 0, one ODE flow (torchdiffeq).
 
 :func:`feynman_kac` is the one entry point. It validates every argument (solver combinations through
-:func:`nsde_coin.solvers.validate`), replicates each input ``samples`` times, integrates dX = v dt + σ dW from 0 to T,
-evaluates f on X_T and returns the Monte Carlo mean and its standard error.
+:func:`nsde_coin.solvers.check_solver`), replicates each input ``samples`` times, integrates dX = v dt + σ dW from 0
+to T, evaluates f on X_T and returns the Monte Carlo mean and its standard error.
 
 Brownian motion: fixed-step solves use :class:`~nsde_coin.brownian.FixedGridBrownian` (cheap, O(1) memory,
 identical on the adjoint pass, with whatever Lévy area the solver needs); adaptive SDE stepping

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.errors import invalid_choice
-from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, validate
+from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, check_solver
 
 __all__ = ["SOLVER_KWARGS", "adjoint_tensors", "check_adjoint_fields", "check_input", "check_settings",
            "check_solver_kwargs", "choose_solver", "draw_seed", "resolve_steps"]
@@ -156,13 +156,13 @@ def choose_solver(diffusion: Any, solver: Optional[str] = None, grad_mode: str =
         raise ValueError(invalid_choice("grad_mode", grad_mode, GRAD_MODES))
     if getattr(diffusion, "is_zero", False):
         name = "euler" if solver is None else solver
-        return validate(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
+        return check_solver(name, family="ode", grad_mode=grad_mode, adjoint_method=adjoint_method), "ode"
     name = solver if solver is not None else ("reversible_heun" if grad_mode == "reversible" else "euler")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
+    info = check_solver(name, family="sde", noise_type=diffusion.noise_type, grad_mode=grad_mode)
     integrate_as = sde_type if sde_type in info.sde_types else info.sde_types[0]
     if grad_mode == "reversible" and adjoint_method not in (None, "adjoint_reversible_heun"):
         raise ValueError(f"grad_mode='reversible' uses adjoint_method='adjoint_reversible_heun', got "
                          f"adjoint_method={adjoint_method!r}; use grad_mode='adjoint' for other adjoint methods")
-    info = validate(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
+    info = check_solver(name, family="sde", noise_type=diffusion.noise_type, sde_type=integrate_as, grad_mode=grad_mode,
                     adjoint_method=adjoint_method)
     return info, integrate_as

@@ -13,7 +13,7 @@ register themselves on import tells the registry how to load them with :func:`re
 (``nsde_coin/__init__.py`` does so for the graph family), and the loader runs the first time that family is listed
 or looked up.
 
-All validation of solver / noise type / SDE type / gradient mode combinations lives in :func:`validate`, so every
+All validation of solver / noise type / SDE type / gradient mode combinations lives in :func:`check_solver`, so every
 error message that names the valid choices is produced in one place.
 
 Order conventions (as in torchsde): ``strong_order`` maps a noise type to the strong (pathwise) order of
@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
+
+from nsde_coin.errors import deprecated_alias
 
 FAMILIES = ("sde", "ode", "graph")
 SDE_TYPES = ("ito", "stratonovich")
@@ -224,7 +226,7 @@ def get_solver(name: str, family: Optional[str] = None) -> SolverInfo:
     return hits[0]
 
 
-def validate(
+def check_solver(
     name: str,
     *,
     family: Optional[str] = None,
@@ -293,6 +295,9 @@ def validate(
                 raise ValueError(f"adjoint_method={adjoint_method!r} does not support the adjoint SDE's "
                                  f"{adj_noise} noise; valid adjoint methods here: {_choices(ok)}")
     return info
+
+
+validate = deprecated_alias(check_solver, "nsde_coin.solvers.validate", "nsde_coin.solvers.check_solver")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_core_imports_nothing_from_graph_and_graph_solvers_register_themselves()
             "names = [s.name for s in nsde_coin.list_solvers('graph')]\n"
             "assert names == ['explicit', 'implicit', 'exact', 'random_walk'], names\n"
             "assert 'nsde_coin.graph.diffusion' in sys.modules\n"
-            "assert nsde_coin.COIN is __import__('nsde_coin.graph.coin', fromlist=['COIN']).COIN\n")
+            "assert nsde_coin.graph.COIN is __import__('nsde_coin.graph.coin', fromlist=['COIN']).COIN\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

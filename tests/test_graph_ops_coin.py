@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from problems import ring_graph
 
-from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, base_logits, nll_loss
+from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, base_logits, node_nll_loss
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse
 from nsde_coin.graph.laplacian import as_operator, graph_operator, laplacian
 
@@ -136,7 +136,7 @@ def test_unstable_sigma_needs_opt_in_and_is_clamped_and_flagged():
     assert neg > 0 and m.last_negative_fraction == pytest.approx(neg)
     assert m.last_min_prob == pytest.approx(float(u.detach().min()))
     assert torch.isfinite(lp).all() and float(lp.detach().min()) == pytest.approx(np.log(m.eps))
-    loss = nll_loss(lp, torch.zeros(N, dtype=torch.long))
+    loss = node_nll_loss(lp, torch.zeros(N, dtype=torch.long))
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
     strict = COIN(D, C, layer_num=30, sigma2=sigma2, allow_unstable=True, on_negative="raise",
@@ -164,10 +164,10 @@ def test_ensemble_matches_independent_models_under_adam():
     for _ in range(5):
         for m, o in zip(models, opts):
             o.zero_grad()
-            nll_loss(m.log_prob(x), y, idx).backward()
+            node_nll_loss(m.log_prob(x), y, idx).backward()
             o.step()
         opt_e.zero_grad()
-        losses = nll_loss(ens.log_prob(x), y, idx)
+        losses = node_nll_loss(ens.log_prob(x), y, idx)
         assert losses.shape == (3,)
         losses.sum().backward()
         opt_e.step()
@@ -182,10 +182,10 @@ def test_nll_loss_matches_torch():
     lp = torch.log_softmax(torch.randn(2, N, C, generator=_gen()), -1)
     y = torch.randint(0, C, (N,), generator=_gen(1))
     idx = torch.tensor([1, 4, 5])
-    per = nll_loss(lp, y, idx)
+    per = node_nll_loss(lp, y, idx)
     for i in range(2):
         assert float(per[i]) == pytest.approx(float(F.nll_loss(lp[i, idx], y[idx])))
-    assert float(nll_loss(lp[0], y, idx)) == pytest.approx(float(per[0]))
+    assert float(node_nll_loss(lp[0], y, idx)) == pytest.approx(float(per[0]))
 
 
 @pytest.mark.parametrize("kwargs, exc, fragment", [

@@ -43,13 +43,14 @@ def test_torchdiffeq_knows_every_ode_name():
 ])
 def test_bad_combinations_name_valid_choices(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
-        solvers.validate(**kwargs)
+        solvers.check_solver(**kwargs)
 
 
 def test_valid_combinations():
-    assert solvers.validate("reversible_heun", family="sde", grad_mode="reversible").name == "reversible_heun"
-    assert solvers.validate("srk", family="sde", noise_type="diagonal", sde_type="ito").strong_order["diagonal"] == 1.5
-    assert solvers.validate("dopri5", family="ode", grad_mode="adjoint").adaptive
+    assert solvers.check_solver("reversible_heun", family="sde", grad_mode="reversible").name == "reversible_heun"
+    info = solvers.check_solver("srk", family="sde", noise_type="diagonal", sde_type="ito")
+    assert info.strong_order["diagonal"] == 1.5
+    assert solvers.check_solver("dopri5", family="ode", grad_mode="adjoint").adaptive
 
 
 def test_type_error_on_non_string():
@@ -60,7 +61,7 @@ def test_type_error_on_non_string():
 def test_adjoint_method_suggestions_match_sde_type():
     """Itô euler with additive noise: the adjoint SDE has general noise; milstein cannot, and only Itô solvers fit."""
     with pytest.raises(ValueError) as err:
-        solvers.validate("euler", family="sde", noise_type="additive", sde_type="ito", grad_mode="adjoint",
+        solvers.check_solver("euler", family="sde", noise_type="additive", sde_type="ito", grad_mode="adjoint",
                          adjoint_method="milstein")
     msg = str(err.value)
     assert "valid adjoint methods here: euler" in msg

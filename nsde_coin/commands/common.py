@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 import torch
 
 from nsde_coin._files import atomic_write, write_with_fallback
-from nsde_coin._nbsize import notebook_size
+from nsde_coin.notebook import notebook_size
 
 __all__ = ["cpu_model", "format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads",
            "environment", "emit", "check_output", "save_result"]

@@ -88,7 +88,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Fill defaults, check every option, and return the run configuration (raises ValueError naming choices)."""
-    from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, validate
+    from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, check_solver
 
     cfg = dict(vars(args))
     cfg.pop("_run", None)
@@ -120,7 +120,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if cfg["sde_type"] is not None and cfg["sde_type"] not in SDE_TYPES:
         raise ValueError(f"--sde-type={cfg['sde_type']!r} is not valid; valid choices: {', '.join(SDE_TYPES)}")
     if "ode" in models:
-        validate(cfg["ode_solver"], family="ode", grad_mode=cfg["ode_grad_mode"])
+        check_solver(cfg["ode_solver"], family="ode", grad_mode=cfg["ode_grad_mode"])
     if "sde" in models:
         if not (cfg["sigma"] > 0 and math.isfinite(cfg["sigma"])):
             raise ValueError(f"--sigma={cfg['sigma']} is not valid for the SDE network; expected a finite float > 0 "
@@ -130,7 +130,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         info = get_solver(cfg["solver"], "sde") if cfg["solver"] in _sde_names() else None
         if cfg["sde_type"] is None:
             cfg["sde_type"] = "ito" if info is None or "ito" in info.sde_types else info.sde_types[0]
-        validate(cfg["solver"], family="sde", noise_type=_NOISE_TYPE[cfg["diffusion"]], sde_type=cfg["sde_type"],
+        check_solver(cfg["solver"], family="sde", noise_type=_NOISE_TYPE[cfg["diffusion"]], sde_type=cfg["sde_type"],
                  grad_mode=cfg["grad_mode"], adjoint_method=cfg["adjoint_method"])
     return cfg
 

@@ -1,16 +1,21 @@
-"""Graph side of nsde_coin: Laplacians, graph diffusion solvers, the COIN model, data sets and the protocol.
+"""Graph side of nsde_coin: Laplacians, graph diffusion solvers and layer, the COIN model, data sets and the protocol.
 
-Importing this package registers the graph solvers (family ``"graph"``, one module each in
-:mod:`nsde_coin.graph.solvers`) with :mod:`nsde_coin.solvers`. The names below are the graph API; the rest lives in
-submodules: Laplacian constructors (:mod:`~nsde_coin.graph.laplacian`), the cached operator
-(:mod:`~nsde_coin.graph.operator`), λ_max (:mod:`~nsde_coin.graph.spectral`), kNN graphs over samples
-(:mod:`~nsde_coin.graph.knn`), ``diffuse`` (:mod:`~nsde_coin.graph.diffusion`), data sets, the model classes
-(:mod:`~nsde_coin.graph.baselines`) and their registry (:mod:`~nsde_coin.graph.models`), the benchmark protocol. The
-Laplacian builder is ``nsde_coin.graph.laplacian.laplacian`` (not re-exported here: it would hide the submodule's
-name).
+Importing this package registers the graph solvers (family ``"graph"``) with :mod:`nsde_coin.solvers`. The names in
+``__all__`` are the graph API; data sets, splits, baselines and the protocol load on first use (they import
+torch_geometric and the experiment runner). Build a graph's Laplacian with :func:`graph_operator` (edge list →
+:class:`GraphOperator`, what every solver, :func:`diffuse`, :class:`COIN` and :func:`lambda_max` take); the same
+matrix as a torch sparse tensor is ``nsde_coin.graph.laplacian.laplacian`` (not re-exported here: it would hide the
+submodule's name); :func:`laplacian_from_weights` builds it from a weight matrix and :func:`as_operator` wraps a
+Laplacian you already have.
+
+The solvers are one module each in :mod:`nsde_coin.graph.solvers`; the rest lives in submodules: the cached
+operator (:mod:`~nsde_coin.graph.operator`), λ_max (:mod:`~nsde_coin.graph.spectral`), kNN graphs over samples
+(:mod:`~nsde_coin.graph.knn`), the model classes (:mod:`~nsde_coin.graph.baselines`) and their registry
+(:mod:`~nsde_coin.graph.models`).
 """
 
-from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, nll_loss
+from nsde_coin._lazy import lazy_attributes
+from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, node_nll_loss
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse, solver_options, stability_report
 from nsde_coin.graph.laplacian import (
     KINDS,
@@ -22,20 +27,41 @@ from nsde_coin.graph.laplacian import (
 )
 from nsde_coin.graph.layers import GraphDiffusion
 
+_LAZY = {
+    "DATASET_NAMES": "nsde_coin.graph.datasets", "load_dataset": "nsde_coin.graph.datasets",
+    "Split": "nsde_coin.graph.splits", "random_split": "nsde_coin.graph.splits",
+    "GRAPH_MODELS": ("nsde_coin.graph.models", "MODELS"), "build_model": "nsde_coin.graph.models",
+    "EarlyStopper": "nsde_coin.graph.experiment.train", "TrainConfig": "nsde_coin.graph.experiment.train",
+    "run_protocol": "nsde_coin.graph.experiment.runner",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss")})
+
 __all__ = [
-    "COIN",
-    "COINBase",
-    "COINEnsemble",
+    # operators and diffusion
+    "KINDS",
     "GraphDiffusion",
     "GraphOperator",
-    "KINDS",
     "PositivityWarning",
     "as_operator",
     "diffuse",
     "graph_operator",
     "lambda_max",
     "laplacian_from_weights",
-    "nll_loss",
     "solver_options",
     "stability_report",
+    # COIN
+    "COIN",
+    "COINBase",
+    "COINEnsemble",
+    "node_nll_loss",
+    # data, baselines, protocol (loaded on first use)
+    "DATASET_NAMES",
+    "EarlyStopper",
+    "GRAPH_MODELS",
+    "Split",
+    "TrainConfig",
+    "build_model",
+    "load_dataset",
+    "random_split",
+    "run_protocol",
 ]

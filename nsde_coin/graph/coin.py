@@ -38,11 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsde_coin._checks import is_int, is_real
+from nsde_coin.errors import deprecated_alias
 from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, graph_operator
 from nsde_coin.graph.layers import GraphDiffusion
 from nsde_coin.graph.sparse_base import SparseBase, SparseFeatures, sparse_features
 
-__all__ = ["COIN", "COINBase", "COINEnsemble", "SparseFeatures", "base_logits", "nll_loss", "sparse_features"]
+__all__ = ["COIN", "COINBase", "COINEnsemble", "SparseFeatures", "base_logits", "node_nll_loss", "sparse_features"]
 
 ON_NEGATIVE = ("clamp", "raise")
 
@@ -324,7 +325,7 @@ class COINEnsemble(_DiffusionHead):
     Same arguments as :class:`COIN` plus ``num_models``. Parameters: ``W1`` (I, d, d), ``b1`` (I, d), ``W2``
     (I, C, d), ``b2`` (I, C); member i is ``W1[i]`` etc. ``forward`` returns u (I, n, C), :meth:`log_prob`
     (I, n, C); ``last_negative_fraction`` / ``last_min_prob`` are (I,) tensors. Train with the **sum** of the
-    members' losses (:func:`nll_loss` returns them per member) so that each member's gradient is its own.
+    members' losses (:func:`node_nll_loss` returns them per member) so that each member's gradient is its own.
     """
 
     def __init__(self, num_models: int, in_dim: int, num_classes: int, layer_num: int = 20, sigma2: float = 0.35,
@@ -394,11 +395,16 @@ class COINEnsemble(_DiffusionHead):
 
 
 
-def nll_loss(log_u: torch.Tensor, y: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean NLL over the nodes ``index`` (all when ``None``): a scalar for log_u (n, C), per member (I,) for
-    (I, n, C) — sum the latter for an ensemble step."""
+def node_nll_loss(log_u: torch.Tensor, y: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean NLL over the nodes ``index`` (all when ``None``) of node log-probabilities: a scalar for log_u (n, C),
+    per member (I,) for (I, n, C) — sum the latter for an ensemble step. (The core's
+    :func:`nsde_coin.training.nll_loss` is the NLL of a batch output given as probabilities, logits or
+    log-probabilities.)"""
     if index is not None:
         log_u, y = log_u[..., index, :], y[index]
     if log_u.dim() == 2:
         return F.nll_loss(log_u, y)
     return -log_u.gather(-1, y.expand(log_u.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+nll_loss = deprecated_alias(node_nll_loss, "nsde_coin.graph.coin.nll_loss", "nsde_coin.graph.node_nll_loss")

@@ -25,6 +25,18 @@ Input conventions (documented once, used everywhere):
   ``edge_index``) to :func:`laplacian`, or a weight matrix (scipy sparse, torch sparse or dense) to
   :func:`laplacian_from_weights` — both go through the same code.
 
+Which function (one constructor, the rest are views and converters of what it builds):
+
+* :func:`graph_operator` — **the** constructor: an edge list → :class:`GraphOperator` (exported as
+  ``nsde_coin.graph.graph_operator``), what :func:`~nsde_coin.graph.diffusion.diffuse`, ``COIN`` and
+  :func:`lambda_max` take.
+* :func:`laplacian` — the same matrix as a torch sparse CSR tensor (registered with its operator, so passing the
+  tensor to ``diffuse`` reuses the cached λ_max); :func:`laplacian_scipy` — as a scipy CSR matrix.
+* :func:`laplacian_from_weights` — the same kinds from an n×n weight matrix instead of an edge list.
+* :func:`as_operator` — not a constructor: the operator of a Laplacian you already have (tensor, scipy, numpy).
+* ``nsde_coin.apps.knn.weighted_laplacian`` — ``laplacian(..., kind="comb", symmetrize="none")`` for the kNN
+  graphs' symmetric weights.
+
 The matrix forms and the cached operator are in :mod:`nsde_coin.graph.operator` (:class:`GraphOperator`,
 :func:`as_operator`, :func:`to_scipy`, :func:`torch_csr`), the eigenvalue computation in
 :mod:`nsde_coin.graph.spectral`; their public names are importable from here as before.

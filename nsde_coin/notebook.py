@@ -1,4 +1,6 @@
-"""Size switch and figure export for the notebooks in ``notebooks/``.
+"""Size switch and figure export for the notebooks in ``notebooks/`` (``from nsde_coin.notebook import by_size``).
+
+Public but not re-exported by :mod:`nsde_coin`: these helpers serve the project's notebooks and figures, not models.
 
 Environment variables:
 
