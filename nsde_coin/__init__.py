@@ -89,11 +89,11 @@ __all__ = [
 
 _GRAPH = ("COIN", "COINBase", "COINEnsemble", "DATASET_NAMES", "EarlyStopper", "GRAPH_MODELS", "GraphDiffusion",
           "GraphOperator", "PositivityWarning", "Split", "TrainConfig", "as_operator", "build_model", "diffuse",
-          "graph_operator", "lambda_max", "laplacian_from_weights", "load_dataset", "random_split", "run_protocol",
-          "stability_report")
+          "gaussian_knn_edges", "gaussian_knn_graph", "graph_operator", "lambda_max", "laplacian_from_weights",
+          "load_dataset", "random_split", "run_protocol", "stability_report", "weighted_laplacian")
 _APPS = ("CovidConfig", "FewShotConfig", "FewShotFeatures", "TabularConfig", "breast_cancer", "covid_snapshots",
-         "digits_features", "gaussian_knn_edges", "gaussian_knn_graph", "load_csv", "load_england_covid",
-         "load_features_file", "run_covid", "run_fewshot", "run_tabular", "weighted_laplacian")
+         "digits_features", "load_csv", "load_england_covid",
+         "load_features_file", "run_covid", "run_fewshot", "run_tabular")
 # old top-level spellings (0.1.0) → their public home; each use warns (NsdeDeprecationWarning) and returns that object
 DEPRECATED: dict[str, tuple[str, str]] = {
     **{name: ("nsde_coin.graph", name) for name in _GRAPH},

@@ -21,8 +21,10 @@ from nsde_coin.errors import NsdeDeprecationWarning, deprecated_alias, deprecate
 ROOT = Path(__file__).resolve().parents[1]
 
 # the core modules: every top-level name must be defined in one of them
-CORE_MODULES = {"nsde_coin.solvers", "nsde_coin.fields", "nsde_coin.sde", "nsde_coin.brownian",
-                "nsde_coin.integrate", "nsde_coin.model", "nsde_coin.training", "nsde_coin.pde"}
+CORE_MODULES = {"nsde_coin.solvers", "nsde_coin.fields", "nsde_coin.drifts", "nsde_coin.diffusions",
+                "nsde_coin.state_diffusion", "nsde_coin.sde", "nsde_coin.brownian", "nsde_coin.integrate",
+                "nsde_coin.solve_options", "nsde_coin.model", "nsde_coin.training", "nsde_coin.loop", "nsde_coin.pde",
+                "nsde_coin.pde_operator", "nsde_coin.stacked"}
 
 # module → names deprecated there (the old spellings the scan below rejects in our own files)
 OLD_NAMES = {

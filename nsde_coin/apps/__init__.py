@@ -1,8 +1,8 @@
 """The paper's other applications: graphs over samples, few-shot learning, COVID-19 forecasting, tabular data.
 
 Every name in ``__all__`` loads its module on first use, so ``import nsde_coin.apps`` (and the CLI) import none of
-the applications until one is asked for. ``weighted_laplacian`` is the combinatorial Laplacian diag(W·1) − W of the
-symmetric kNN weights, i.e. ``nsde_coin.graph.laplacian.laplacian(..., kind="comb", symmetrize="none")``.
+the applications until one is asked for. The Gaussian kNN graph builder the applications use is
+:mod:`nsde_coin.graph.knn` (``nsde_coin.graph.gaussian_knn_graph`` & co.).
 """
 
 from nsde_coin._lazy import lazy_attributes
@@ -15,10 +15,10 @@ _LAZY = {
     "covid_snapshots": "nsde_coin.apps.covid_data", "load_england_covid": "nsde_coin.apps.covid_data",
     "TabularConfig": "nsde_coin.apps.tabular", "breast_cancer": "nsde_coin.apps.tabular",
     "load_csv": "nsde_coin.apps.tabular", "run_tabular": "nsde_coin.apps.tabular",
-    "gaussian_knn_edges": "nsde_coin.graph.knn", "gaussian_knn_graph": "nsde_coin.graph.knn",
-    "weighted_laplacian": "nsde_coin.graph.knn",
 }
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+# the kNN builder moved to nsde_coin.graph.knn (graph construction): the 0.1 spellings warn for one release
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {name: ("nsde_coin.graph", name) for name in (
+    "gaussian_knn_edges", "gaussian_knn_graph", "weighted_laplacian")})
 
 __all__ = [
     # few-shot learning
@@ -37,8 +37,4 @@ __all__ = [
     "breast_cancer",
     "load_csv",
     "run_tabular",
-    # Gaussian kNN graphs over samples
-    "gaussian_knn_edges",
-    "gaussian_knn_graph",
-    "weighted_laplacian",
 ]

@@ -33,6 +33,8 @@ _LAZY = {
     "GRAPH_MODELS": ("nsde_coin.graph.models", "MODELS"), "build_model": "nsde_coin.graph.models",
     "EarlyStopper": "nsde_coin.graph.experiment.train", "TrainConfig": "nsde_coin.graph.experiment.train",
     "run_protocol": "nsde_coin.graph.experiment.runner",
+    "gaussian_knn_edges": "nsde_coin.graph.knn", "gaussian_knn_graph": "nsde_coin.graph.knn",
+    "weighted_laplacian": "nsde_coin.graph.knn",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss")})
 
@@ -64,4 +66,8 @@ __all__ = [
     "load_dataset",
     "random_split",
     "run_protocol",
+    # Gaussian kNN graphs over samples (loaded on first use)
+    "gaussian_knn_edges",
+    "gaussian_knn_graph",
+    "weighted_laplacian",
 ]
