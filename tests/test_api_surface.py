@@ -268,7 +268,5 @@ def test_imports_point_one_way():
     assert wrong == []
 
 
-@pytest.mark.xfail(strict=True, reason="README.md is merged by the integrator: it pastes the new import lines from "
-                                       "the api branch's report, then deletes this marker (strict: it fails then)")
 def test_readme_uses_no_old_path():
     assert old_paths((ROOT / "README.md").read_text(encoding="utf-8")) == []

@@ -16,10 +16,7 @@ import torch
 from nsde_coin.graph import datasets as ds
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.filterwarnings("ignore::nsde_coin.graph.diffusion.PositivityWarning"),
-              # README.md still imports graph names from the top level (the integrator merges README.md): delete
-              # this line with the xfail marker of tests/test_api_surface.py::test_readme_uses_no_old_path
-              pytest.mark.filterwarnings("ignore::nsde_coin.errors.NsdeDeprecationWarning")]
+              pytest.mark.filterwarnings("ignore::nsde_coin.graph.diffusion.PositivityWarning")]
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
