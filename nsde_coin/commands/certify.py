@@ -46,7 +46,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g = sub.add_parser("graph", help=_GRAPH_HELP, description=_GRAPH_HELP.capitalize() + ".", formatter_class=fmt)
     g.add_argument("--dataset", default="cora", help="cora, citeseer or pubmed (default cora)")
     g.add_argument("--solvers", nargs="+", default=["explicit", "implicit", "exact"],
-                   help="COIN solvers to train and certify (same diffusion time; default all three)")
+                   help="COIN solvers to train and certify (same diffusion time; default: all three, explicit "
+                        "implicit exact)")
     g.add_argument("--layer-num", type=int, default=None, help="diffusion steps (default: paper / grid setting)")
     g.add_argument("--sigma2", type=float, default=None, help="diffusion step σ² (default: paper / grid setting)")
     g.add_argument("--k-max", type=int, default=10, help="largest k certified (default 10)")
