@@ -42,54 +42,43 @@ _N, _SMALL_N = SMALL_DEFAULTS["n"]
 _EPOCHS, _SMALL_EPOCHS = SMALL_DEFAULTS["epochs"]
 
 
+def _opt(g: argparse._ArgumentGroup, flag: str, type_: Any, text: str) -> None:
+    """One option whose default is the job's (:data:`~nsde_coin.job.TRAIN_DEFAULTS`); the help shows it."""
+    g.add_argument(flag, type=type_, default=_D[flag.lstrip("-").replace("-", "_")], help=text)
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (embedded spirals)")
     d.add_argument("--n", "--points", dest="n", type=int, default=None,
                    help=f"number of points, train + test (default {_N}; {_SMALL_N} in small mode; under torchrun "
                         f"write --points: torchrun reads --n as an abbreviation of its own options)")
-    d.add_argument("--dim", type=int, default=_D["dim"],
-                   help=f"ambient dimension of the embedding (default {_D['dim']})")
-    d.add_argument("--classes", type=int, default=_D["classes"],
-                   help=f"number of spiral arms / classes (default {_D['classes']})")
-    d.add_argument("--label-noise", type=float, default=_D["label_noise"],
-                   help=f"fraction of training labels flipped (default {_D['label_noise']})")
+    _opt(d, "--dim", int, "ambient dimension of the embedding")
+    _opt(d, "--classes", int, "number of spiral arms / classes")
+    _opt(d, "--label-noise", float, "fraction of training labels flipped")
     m = p.add_argument_group("models")
     m.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                    help=f"which models to train (default: all three, {' '.join(MODEL_NAMES)})")
-    m.add_argument("--solver", default=_D["solver"],
-                   help=f"SDE solver (torchsde name; `nsde-coin solvers --family sde`; default {_D['solver']})")
-    m.add_argument("--ode-solver", default=_D["ode_solver"],
-                   help=f"ODE solver for the σ = 0 network (torchdiffeq name; default {_D['ode_solver']})")
-    m.add_argument("--grad-mode", default=_D["grad_mode"],
-                   help=f"SDE gradient mode: backprop, adjoint or reversible (default {_D['grad_mode']})")
-    m.add_argument("--ode-grad-mode", default=_D["ode_grad_mode"],
-                   help=f"ODE gradient mode: backprop or adjoint (default {_D['ode_grad_mode']})")
-    m.add_argument("--adjoint-method", default=None,
-                   help="SDE solver of the adjoint pass (with --grad-mode adjoint; default: torchsde's choice for "
-                        "--solver)")
-    m.add_argument("--sde-type", default=None, help="ito or stratonovich (default: what --solver integrates)")
-    m.add_argument("--steps", type=int, default=_D["steps"],
-                   help=f"fixed time steps over [0, T] (default {_D['steps']})")
-    m.add_argument("--T", type=float, default=_D["T"], help=f"terminal time (default {_D['T']})")
-    m.add_argument("--sigma", type=float, default=_D["sigma"],
-                   help=f"initial diffusion σ of the SDE network (default {_D['sigma']})")
-    m.add_argument("--diffusion", default=_D["diffusion"], help="SDE diffusion, all learnable: diagonal (constant, one "
-                   "σ per coordinate), scalar (constant σ·I), state (state-dependent diagonal σ_i(x_i, t)) (default "
-                   f"{_D['diffusion']})")
-    m.add_argument("--samples", type=int, default=_D["samples"],
-                   help=f"Monte Carlo paths per input while training (default {_D['samples']})")
-    m.add_argument("--eval-samples", type=int, default=_D["eval_samples"],
-                   help=f"Monte Carlo paths per input at test (default {_D['eval_samples']})")
-    m.add_argument("--width", type=int, default=_D["width"],
-                   help=f"hidden width of the MLP drift (default {_D['width']})")
+    _opt(m, "--solver", str, "SDE solver (torchsde name; `nsde-coin solvers --family sde`)")
+    _opt(m, "--ode-solver", str, "ODE solver for the σ = 0 network (torchdiffeq name)")
+    _opt(m, "--grad-mode", str, "SDE gradient mode: backprop, adjoint or reversible")
+    _opt(m, "--ode-grad-mode", str, "ODE gradient mode: backprop or adjoint")
+    _opt(m, "--adjoint-method", str,
+         "SDE solver of the adjoint pass (with --grad-mode adjoint; default: torchsde's choice for --solver)")
+    _opt(m, "--sde-type", str, "ito or stratonovich (default: what --solver integrates)")
+    _opt(m, "--steps", int, "fixed time steps over [0, T]")
+    _opt(m, "--T", float, "terminal time")
+    _opt(m, "--sigma", float, "initial diffusion σ of the SDE network")
+    _opt(m, "--diffusion", str, "SDE diffusion, all learnable: diagonal (constant, one σ per coordinate), scalar "
+         "(constant σ·I), state (state-dependent diagonal σ_i(x_i, t))")
+    _opt(m, "--samples", int, "Monte Carlo paths per input while training")
+    _opt(m, "--eval-samples", int, "Monte Carlo paths per input at test")
+    _opt(m, "--width", int, "hidden width of the MLP drift")
     o = p.add_argument_group("optimisation and output")
     o.add_argument("--epochs", type=int, default=None,
                    help=f"epoch budget: training epochs per model (default {_EPOCHS}; {_SMALL_EPOCHS} in small mode)")
-    o.add_argument("--batch-size", type=int, default=_D["batch_size"],
-                   help=f"minibatch size (default {_D['batch_size']})")
-    o.add_argument("--lr", type=float, default=_D["lr"], help=f"Adam learning rate (default {_D['lr']})")
-    o.add_argument("--seed", type=int, default=_D["seed"],
-                   help=f"seed of data, initial weights, minibatches and noise (default {_D['seed']})")
+    _opt(o, "--batch-size", int, "minibatch size")
+    _opt(o, "--lr", float, "Adam learning rate")
+    _opt(o, "--seed", int, "seed of data, initial weights, minibatches and noise")
     o.add_argument("--threads", type=int, default=_D["threads"], help=THREADS_HELP)
     o.add_argument("--out", default=DEFAULT_OUT, metavar="FILE",
                    help=f"results file (JSON); the decision-region PNG goes next to it as FILE with .png (default "
