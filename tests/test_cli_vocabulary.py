@@ -204,10 +204,16 @@ def test_train_out_file_puts_the_figure_next_to_it(tmp_path, monkeypatch):
 
 
 def test_help_and_solvers_import_neither_the_apps_nor_pyg():
+    # one fresh interpreter: the library's job imports no CLI, graph or app module; `nsde-coin --help` and
+    # `nsde-coin solvers` import no app and no PyTorch Geometric; `covid`'s parser does import its app (the control)
     code = (
         "import json, sys, contextlib, io\n"
+        "seen = lambda *p: sorted(m for m in sys.modules if m.startswith(p))\n"
+        "import nsde_coin.job, nsde_coin.machine\n"
+        "nsde_coin.job.resolve_config({})\n"
+        "layers = seen('nsde_coin.cli', 'nsde_coin.commands', 'nsde_coin.graph', 'nsde_coin.apps')\n"
         "from nsde_coin.cli import build_parser, main\n"
-        "heavy = lambda: sorted(m for m in sys.modules if m.startswith(('nsde_coin.apps', 'torch_geometric')))\n"
+        "heavy = lambda: seen('nsde_coin.apps', 'torch_geometric')\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try:\n"
         "        main(['--help'])\n"
@@ -217,12 +223,23 @@ def test_help_and_solvers_import_neither_the_apps_nor_pyg():
         "    assert main(['solvers']) == 0\n"
         "    after_solvers = heavy()\n"
         "    build_parser(['covid'])\n"
-        "print(json.dumps([after_help, after_solvers, heavy()]))\n"
+        "print(json.dumps([layers, after_help, after_solvers, heavy()]))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
-    after_help, after_solvers, after_covid = json.loads(res.stdout.strip().splitlines()[-1])
-    assert after_help == [] and after_solvers == []
+    layers, after_help, after_solvers, after_covid = json.loads(res.stdout.strip().splitlines()[-1])
+    assert layers == [] and after_help == [] and after_solvers == []
     assert "nsde_coin.apps.covid" in after_covid  # the check sees an app module when one is imported
+
+
+def test_train_defaults_are_the_jobs_defaults():
+    from nsde_coin.commands.train import resolve
+    from nsde_coin.job import TRAIN_DEFAULTS, resolve_config
+
+    cli = resolve(build_parser(["train"]).parse_args(["train"]))
+    assert cli == resolve_config({})  # one set of defaults: what `nsde-coin train` runs is the library's default job
+    assert set(cli) == set(TRAIN_DEFAULTS) | {"small"}
+    with pytest.raises(ValueError, match="'layer_num' is not valid; valid choices: T, adjoint_method"):
+        resolve_config({"layer_num": 3})
