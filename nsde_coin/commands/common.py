@@ -78,7 +78,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class _DeprecatedAlias(argparse.Action):
-    """An old spelling of an option: stores like the new one, and says once on stderr which flag replaces it."""
+    """An old spelling of an option: stores like the new one and, each time it is used, says on stderr which flag
+    replaces it."""
 
     def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
         self.new = new
