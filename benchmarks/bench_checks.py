@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from nsde_coin.commands.common import cpu_model
+    from nsde_coin.machine import cpu_model
 
     start = time.perf_counter()
     times: dict[str, dict[str, list[float]]] = {impl: {c: [] for c in CASES} for impl in ("baseline", "candidate")}

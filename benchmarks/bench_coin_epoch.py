@@ -43,11 +43,11 @@ from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
 
 from nsde_coin._heap import keep_large_blocks  # noqa: E402
-from nsde_coin.commands.common import cpu_model  # noqa: E402
 from nsde_coin.graph.diffusion import diffuse  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features  # noqa: E402
+from nsde_coin.machine import cpu_model  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nsde_coin import FixedGridBrownian, GeneralDiffusion, MLPDrift, ScalarDiffusion, feynman_kac, get_solver
-from nsde_coin.commands.common import cpu_model
+from nsde_coin.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 SOLVERS = ["euler", "milstein", "srk", "heun", "midpoint", "euler_heun", "reversible_heun", "log_ode"]

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from nsde_coin.commands.common import cpu_model
+from nsde_coin.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -331,7 +331,7 @@ def main() -> None:
                 for ds, ref in prev.get("reference", {}).items():
                     refs.setdefault(ds, ref)
     rows: list[dict[str, Any]] = []
-    common = ["--splits", str(args.splits), "--inits", str(args.inits), "--max-epochs", str(args.max_epochs)]
+    common = ["--splits", str(args.splits), "--inits", str(args.inits), "--epochs", str(args.max_epochs)]
     for ds in args.datasets:
         for model in [] if args.reference_only else args.models:
             if args.memory:

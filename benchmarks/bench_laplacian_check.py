@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_propagate import cora_adjacency, sparse_features  # noqa: E402
 
-from nsde_coin.commands.common import cpu_model  # noqa: E402
 from nsde_coin.graph.coin import COIN, node_nll_loss  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr  # noqa: E402
 from nsde_coin.graph.laplacian_checks import laplacian_problem  # noqa: E402
+from nsde_coin.machine import cpu_model  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 

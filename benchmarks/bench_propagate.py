@@ -34,10 +34,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from nsde_coin.commands.common import cpu_model
 from nsde_coin.graph.coin import COIN, COINEnsemble, node_nll_loss
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
+from nsde_coin.machine import cpu_model
 
 warnings.filterwarnings("ignore", category=UserWarning)
 

@@ -36,16 +36,14 @@ FIT_SCRIPT = r"""
 import json, sys, time
 import torch
 import torch.distributed as dist
-from nsde_coin.commands.train import build_models, resolve
-from nsde_coin.cli import build_parser
+from nsde_coin.job import build_models, resolve_config
 from nsde_coin.toydata import make_spirals
 from nsde_coin.training import fit
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
-    args = build_parser(["train"]).parse_args(["train", "--points", "2400", "--models", "sde", "--no-plot"])
-    cfg = resolve(args)
+    cfg = resolve_config({"n": 2400, "models": ["sde"], "no_plot": True})
     data = make_spirals(cfg["n"], dim=cfg["dim"], classes=cfg["classes"], label_noise=cfg["label_noise"], seed=0)
     model = build_models(cfg, data.dim, data.classes)["sde"]
     res = fit(model, data.x_train, data.y_train, epochs=int(sys.argv[2]), batch_size=cfg["batch_size"],
@@ -153,7 +151,7 @@ def main() -> None:
     import distributed
     import torch
 
-    from nsde_coin.commands.common import cpu_model
+    from nsde_coin.machine import cpu_model
 
     load0 = os.getloadavg()
     t0 = time.perf_counter()

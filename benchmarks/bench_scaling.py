@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from nsde_coin.commands.common import cpu_model
+    from nsde_coin.machine import cpu_model
 
     here = str(HERE.parent)
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]

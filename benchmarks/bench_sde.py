@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nsde_coin.commands.common import cpu_model
+from nsde_coin.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 B, D, WIDTH, STEPS, T, SIGMA = 1000, 16, 64, 20, 1.0, 0.3

@@ -10,15 +10,28 @@ from typing import Optional
 from nsde_coin.commands import COMMANDS
 
 
+def describe(doc: Optional[str], fallback: str) -> str:
+    """A command's ``--help`` description: the first paragraph of its module docstring, as one line."""
+    first = (doc or "").strip().split("\n\n")[0].replace("``", "")
+    return " ".join(first.split()) or fallback
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """Parser with every sub-command; only the module of the requested command is imported."""
-    parser = argparse.ArgumentParser(prog="nsde-coin", description="Networks as convection-diffusion equations.")
+    """Parser with every sub-command; only the module of the requested command is imported (so ``nsde-coin --help``
+    and ``nsde-coin solvers`` import neither :mod:`nsde_coin.apps` nor PyTorch Geometric)."""
+    parser = argparse.ArgumentParser(prog="nsde-coin", description="Networks as convection-diffusion equations. "
+                                     "Every sub-command shares one vocabulary: --out FILE is the results file (a "
+                                     "figure goes next to it as FILE with .png), --epochs the epoch budget, "
+                                     "--threads the torch threads (default 1), --json prints the record.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
         if name == wanted:
+            from nsde_coin.commands.common import HelpFormatter
+
             mod = importlib.import_module(module)
-            p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+            p = sub.add_parser(name, help=help_, description=describe(mod.__doc__, help_),
+                               formatter_class=HelpFormatter)
             mod.add_parser(p)
             p.set_defaults(_run=mod.run)
         else:
@@ -35,6 +48,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    import torch
+
+    threads = torch.get_num_threads()  # --threads applies to this command only (main may be called in-process)
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FloatingPointError, OSError) as exc:
@@ -46,6 +62,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a protocol sweep: clean-up has run, no traceback
         print(f"nsde-coin {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

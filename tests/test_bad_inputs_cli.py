@@ -325,7 +325,7 @@ def _tiny_graph():
     return preprocess(sp.csr_matrix((a | a.T).astype(float)), x.astype(float), y, name="tiny")
 
 
-GRAPH_RUN = ["graph", "--dataset", "cora", "--model", "mlp", "--splits", "1", "--inits", "2", "--max-epochs", "3",
+GRAPH_RUN = ["graph", "--dataset", "cora", "--model", "mlp", "--splits", "1", "--inits", "2", "--epochs", "3",
              "--patience", "2", "--no-progress", "--json"]
 
 

@@ -17,36 +17,55 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nsde_coin.commands.common import add_common_arguments, emit, environment, format_table, set_threads, small_mode
+from nsde_coin.commands.common import (
+    add_common_arguments,
+    add_deprecated_alias,
+    emit,
+    environment,
+    format_table,
+    set_threads,
+    small_mode,
+)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    s = sub.add_parser("sde", help="certified L2 radius: SDE / ODE network with a prefix vs Gaussian augmentation")
-    s.add_argument("--dataset", default="spirals", help="spirals (embedded, 12-D) or digits (scikit-learn, [0, 1])")
+    fmt = p.formatter_class
+    s = sub.add_parser("sde", help=_SDE_HELP, description=_SDE_HELP.capitalize() + ".", formatter_class=fmt)
+    s.add_argument("--dataset", default="spirals",
+                   help="spirals (embedded, 12-D) or digits (scikit-learn, [0, 1]) (default spirals)")
     s.add_argument("--scale", type=float, default=0.25, help="smoothing scale s = σ0·√t0 (default 0.25)")
     s.add_argument("--n0", type=int, default=100, help="paths that choose the class (default 100)")
     s.add_argument("--n", type=int, default=None, help="paths that bound p_A (default 2000; small mode 300)")
-    s.add_argument("--alpha", type=float, default=0.001, help="failure probability per certificate (0.001)")
+    s.add_argument("--alpha", type=float, default=0.001,
+                   help="failure probability per certificate (default 0.001)")
     s.add_argument("--points", type=int, default=None, help="test inputs certified (default 300; small mode 40)")
-    s.add_argument("--epochs", type=int, default=None, help="training epochs (default 20; small mode 2)")
+    s.add_argument("--epochs", type=int, default=None, help="epoch budget: training epochs (default 20; small mode 2)")
     s.add_argument("--batch", type=int, default=20_000, help="network rows per call (default 20000)")
-    s.add_argument("--seed", type=int, default=0)
-    g = sub.add_parser("graph", help="certified accuracy vs k changed nodes for COIN on a citation graph")
+    s.add_argument("--seed", type=int, default=0, help="seed of data, training and paths (default 0)")
+    g = sub.add_parser("graph", help=_GRAPH_HELP, description=_GRAPH_HELP.capitalize() + ".", formatter_class=fmt)
     g.add_argument("--dataset", default="cora", help="cora, citeseer or pubmed (default cora)")
     g.add_argument("--solvers", nargs="+", default=["explicit", "implicit", "exact"],
-                   help="COIN solvers to train and certify (same diffusion time; default all three)")
+                   help="COIN solvers to train and certify (same diffusion time; default: all three, explicit "
+                        "implicit exact)")
     g.add_argument("--layer-num", type=int, default=None, help="diffusion steps (default: paper / grid setting)")
-    g.add_argument("--sigma2", type=float, default=None, help="step σ² (default: paper / grid setting)")
+    g.add_argument("--sigma2", type=float, default=None, help="diffusion step σ² (default: paper / grid setting)")
     g.add_argument("--k-max", type=int, default=10, help="largest k certified (default 10)")
     g.add_argument("--split", type=int, default=0, help="random split seed (default 0)")
     g.add_argument("--init", type=int, default=0, help="initialisation seed (default 0)")
-    g.add_argument("--max-epochs", type=int, default=None, help="training epochs cap (default 10000; small 30)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget: a maximum, as early stopping usually ends training sooner (default 10000; "
+                        "small mode 30)")
+    add_deprecated_alias(g, "--max-epochs", "--epochs")
     g.add_argument("--max-nodes", type=int, default=None, help="certify at most this many test nodes (default all)")
     g.add_argument("--root", default=None, help="offline data folder (default $NSDE_COIN_DATA or ../shared/data)")
     for q in (s, g):
-        add_common_arguments(q)
+        add_common_arguments(q, figure="the certified-accuracy curve")
         q.add_argument("--no-plot", action="store_true", help="do not write the PNG next to --out")
+
+
+_SDE_HELP = "certified L2 radius: SDE / ODE network with a prefix vs Gaussian augmentation"
+_GRAPH_HELP = "certified accuracy vs k changed nodes for COIN on a citation graph"
 
 
 def _pct(v: float) -> str:
@@ -139,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                               progress=not args.no_progress)
         table = _sde_table(r)
     else:
-        max_epochs = args.max_epochs if args.max_epochs is not None else (30 if small else 10_000)
+        max_epochs = args.epochs if args.epochs is not None else (30 if small else 10_000)
         r = ex.graph_experiment(args.dataset, solvers=tuple(args.solvers), layer_num=args.layer_num,
                                 sigma2=args.sigma2, k_max=args.k_max, split=args.split, init=args.init,
                                 max_epochs=max_epochs, root=args.root, max_nodes=args.max_nodes,

@@ -4,6 +4,13 @@ Every application command prints a table (or, with ``--json``, the JSON record) 
 ``--out`` when given. The record carries the wall time, thread count, torch version and CPU model so numbers can be
 compared across machines.
 
+One vocabulary across the sub-commands (tests/test_cli_vocabulary.py holds the table): ``--out FILE`` is always the
+results file, and a figure goes next to it as ``FILE`` with ``.png``; ``--epochs`` is the epoch budget (a maximum
+where early stopping ends training sooner); ``--layer-num`` / ``--sigma2`` are the diffusion steps and the step σ²;
+``--threads`` defaults to 1; ``--json`` prints the record instead of the table; ``--no-progress`` hides the progress
+bars. Every option's help shows its default (:class:`HelpFormatter`); an old spelling stays for one release as a
+hidden alias that says on stderr which flag replaces it (:func:`add_deprecated_alias`).
+
 Results are never lost to a bad output location: every command calls :func:`check_output` on its ``--out`` before
 any work (a folder where a file is expected, a file where a folder is expected, a folder that cannot be written:
 one-line ``ValueError``), writes each result file atomically (:func:`nsde_coin._files.atomic_write`) and, if the
@@ -17,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,10 +33,15 @@ from typing import Any, Optional, Union
 import torch
 
 from nsde_coin._files import atomic_write, write_with_fallback
+from nsde_coin.machine import cpu_model, machine_facts
 from nsde_coin.notebook import notebook_size
 
-__all__ = ["cpu_model", "format_table", "small_mode", "add_common_arguments", "add_coin_arguments", "set_threads",
-           "environment", "emit", "check_output", "save_result"]
+__all__ = ["cpu_model", "format_table", "small_mode", "HelpFormatter", "add_deprecated_alias", "add_common_arguments",
+           "add_coin_arguments", "set_threads", "environment", "emit", "check_output", "save_result"]
+
+THREADS_HELP = ("torch CPU threads (default 1: these tensors are small and, on a shared or loaded CPU, extra threads "
+                "mostly wait for each other; raise it on an idle multi-core machine)")
+"""The help of ``--threads``, the same in every sub-command."""
 
 
 def small_mode() -> bool:
@@ -47,13 +58,58 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """``--out``, ``--json``, ``--threads``, ``--no-progress``."""
+def _shown(value: Any) -> str:
+    """A default as a user types it: list items separated by spaces."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, plus ``(default: X)`` after the help of every option that takes a value, has a default
+    and whose help does not already say it (flags, whose default is off, are left alone)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or not action.option_strings or action.nargs == 0
+                or action.default is None or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {_shown(action.default).replace('%', '%%')})"
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores like the new one and, each time it is used, says on stderr which flag
+    replaces it."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new} (the old spelling is removed "
+              f"in the next release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(p: Union[argparse.ArgumentParser, argparse._ArgumentGroup], old: str, new: str) -> None:
+    """Accept ``old`` (hidden from ``--help``) as the earlier spelling of the option ``new``, already added to ``p``:
+    same destination, type and number of values, plus a one-line deprecation warning on stderr naming ``new``."""
+    target = next(a for a in p._actions if new in a.option_strings)
+    p.add_argument(old, dest=target.dest, type=target.type, nargs=target.nargs, metavar=target.metavar,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_DeprecatedAlias, new=new)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, figure: Optional[str] = None) -> None:
+    """``--out``, ``--json``, ``--threads``, ``--no-progress``; ``figure`` names the PNG written next to ``--out``
+    (``None``: the command writes no figure)."""
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="write the JSON record to this file")
+    extra = f"; {figure} goes next to it as FILE with .png" if figure else ""
+    o.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help=f"results file: the JSON record, written atomically{extra} (default: none, the record is "
+                        f"only printed)")
     o.add_argument("--json", action="store_true", help="print the JSON record instead of the table")
-    o.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest on a loaded machine)")
+    o.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     o.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -65,14 +121,16 @@ def add_coin_arguments(g: argparse._ArgumentGroup, *, k: int, m: int, layer_num:
     g.add_argument("--m", type=int, default=m, help=f"Gaussian scale = m-th nearest distance, self first (default {m})")
     g.add_argument("--layer-num", type=int, default=layer_num, help=f"diffusion steps (default {layer_num})")
     g.add_argument("--sigma2", type=float, default=sigma2, help=f"diffusion step σ² (default {sigma2})")
-    g.add_argument("--solver", default="explicit", help="graph solver: explicit, implicit, exact, random_walk")
-    g.add_argument("--allow-unstable", action="store_true", help="let explicit run past σ²·λ_max ≥ 2")
-    g.add_argument("--epochs", type=int, default=epochs, help=f"{optimizer} steps (default {epochs})")
+    g.add_argument("--solver", default="explicit",
+                   help="graph solver: explicit, implicit, exact, random_walk (default explicit)")
+    g.add_argument("--allow-unstable", action="store_true",
+                   help="let the explicit solver run past sigma2·lambda_max >= 2 (otherwise an error)")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"epoch budget: {optimizer} steps (default {epochs})")
     g.add_argument("--lr", type=float, default=lr, help=f"{optimizer} learning rate (default {lr})")
 
 
 def set_threads(threads: Optional[int]) -> int:
-    """Apply ``--threads`` (validated) and return the thread count in use."""
+    """Apply ``--threads`` (validated; ``None`` leaves torch's setting) and return the thread count in use."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
@@ -80,22 +138,9 @@ def set_threads(threads: Optional[int]) -> int:
     return torch.get_num_threads()
 
 
-def cpu_model() -> str:
-    """The CPU model name (from /proc/cpuinfo where available), for benchmark and run records."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def environment(wall_s: float) -> dict[str, Any]:
     """Run metadata for the JSON record."""
-    return {"wall_s": round(wall_s, 2), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": cpu_model(), "command": " ".join(sys.argv)}
+    return {"wall_s": round(wall_s, 2), **machine_facts(), "command": " ".join(sys.argv)}
 
 
 def check_output(path: Optional[Union[str, os.PathLike]], *, folder: bool = False, append: bool = False,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nsde_coin.commands.common import (
     add_common_arguments,
+    add_deprecated_alias,
     check_output,
     emit,
     environment,
@@ -27,7 +28,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     from nsde_coin.apps.covid import MODELS
 
     d = p.add_argument_group("data")
-    d.add_argument("--path", type=Path, default=None, help="england_covid.json, or a folder holding it")
+    d.add_argument("--path", type=Path, default=None,
+                   help="england_covid.json, or a folder holding it (default $NSDE_COIN_DATA/covid/ or "
+                        "<repo>/../shared/data/covid/)")
     d.add_argument("--download", action="store_true", help="download the file if it is not found (needs internet)")
     d.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the file")
     d.add_argument("--lags", type=int, default=8, help="days of history per prediction (default 8)")
@@ -35,11 +38,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--missing", type=float, default=0.9, help="fraction of training targets missing (default 0.9)")
     r.add_argument("--masks", type=int, default=None, help="random masks (default 10; 3 in small mode)")
     r.add_argument("--inits", type=int, default=None, help="initialisations per mask (default 10; 2 in small mode)")
-    r.add_argument("--epochs", type=int, default=None, help="Adam steps (default 200; 100 in small mode)")
-    r.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to run (default all)")
+    r.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget: Adam steps, the best validation epoch is kept (default 200; 100 in small mode)")
+    r.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help=f"models to run (default: all, {' '.join(MODELS)})")
     r.add_argument("--seed", type=int, default=0, help="mask / initialisation seed (default 0)")
     m = p.add_argument_group("COIN")
-    m.add_argument("--layers", type=int, default=10, help="diffusion layers (default 10)")
+    m.add_argument("--layer-num", dest="layers", metavar="LAYER_NUM", type=int, default=10,
+                   help="diffusion steps (default 10)")
+    add_deprecated_alias(m, "--layers", "--layer-num")
     m.add_argument("--sigma2", type=float, default=0.5, help="diffusion step σ² (default 0.5)")
     m.add_argument("--allow-unstable", action="store_true",
                    help="let the explicit diffusion step run past sigma2·lambda_max >= 2 (otherwise an error)")

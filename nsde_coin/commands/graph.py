@@ -4,6 +4,7 @@ Examples::
 
     nsde-coin graph --dataset cora --model coin --layer-num 20 --sigma2 0.35 --allow-unstable --splits 10 --inits 2 \\
         --out runs.jsonl
+    nsde-coin graph --dataset cora --model mlp --epochs 200 --patience 20 --out runs.jsonl
     nsde-coin graph --dataset cora --model gcn --splits 10 --inits 2 --out runs.jsonl --json
     nsde-coin graph --dataset citeseer --model coin --grid --out grid.jsonl
     nsde-coin graph --dataset cora --model coin --allow-unstable --splits 100 --inits 20 --out cora.jsonl --workers 8
@@ -27,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from nsde_coin.commands.common import check_output
+from nsde_coin.commands.common import THREADS_HELP, add_deprecated_alias, check_output
 from nsde_coin.graph.baselines import MODELS, default_hparams, resolve_hparams
 from nsde_coin.graph.datasets import DATASET_NAMES
 
@@ -36,28 +37,34 @@ GRID_SIGMA2 = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASET_NAMES)}")
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASET_NAMES)} (required)")
     p.add_argument("--model", default="coin", help=f"one of: {', '.join(MODELS)} (default coin)")
     p.add_argument("--layer-num", type=int, help="COIN: diffusion steps (default 20)")
-    p.add_argument("--sigma2", type=float, help="COIN: step sigma^2 (default 0.35)")
+    p.add_argument("--sigma2", type=float, help="COIN: diffusion step sigma^2 (default 0.35)")
     p.add_argument("--solver", help="COIN: graph solver (explicit, implicit, exact, random_walk; default explicit)")
     p.add_argument("--allow-unstable", action="store_true",
                    help="COIN: let the explicit solver run past sigma2*lambda_max >= 2 (the paper's Cora setting)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other model hyper-parameter (repeatable), e.g. --hparam hidden=32")
+                   help="any other model hyper-parameter (repeatable), e.g. --hparam hidden=32 (default: none, the "
+                        "model's defaults)")
     p.add_argument("--splits", type=int, default=10, help="random splits (seeds 0..S-1; default 10)")
     p.add_argument("--inits", type=int, default=2, help="initialisations per split (default 2)")
-    p.add_argument("--out", help="JSONL results file (resumable); default: keep results in memory")
+    p.add_argument("--out", metavar="FILE",
+                   help="results file: JSON Lines, one record per run, appended to and resumable (default: none, "
+                        "results kept in memory)")
     p.add_argument("--root", help="offline data folder (default $NSDE_COIN_DATA or <repo>/../shared/data)")
-    p.add_argument("--source", help="data source: npz / planetoid (cora, citeseer), graphgallery / pyg (Amazon, "
-                                    "Coauthor)")
-    p.add_argument("--max-epochs", type=int, default=10_000)
-    p.add_argument("--patience", type=int, default=50)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch.set_num_threads (default 1: on a shared or small machine more intra-op threads can "
-                        "make these sparse kernels much slower; raise it on an idle multi-core machine)")
+    p.add_argument("--source", help="data source: npz / planetoid (cora, citeseer), planetoid (pubmed), graphgallery / "
+                                    "pyg (Amazon, Coauthor) (default: the first listed)")
+    p.add_argument("--epochs", dest="max_epochs", metavar="EPOCHS", type=int, default=10_000,
+                   help="epoch budget per run: a maximum, as early stopping (--patience) usually ends a run sooner "
+                        "(default 10000)")
+    add_deprecated_alias(p, "--max-epochs", "--epochs")
+    p.add_argument("--patience", type=int, default=50,
+                   help="early stopping: stop after this many epochs without a new lowest validation loss (default "
+                        "50)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 0.0005)")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--shard", help=argparse.SUPPRESS)  # removed: one driver spreads the runs (--workers/--scheduler)
     p.add_argument("--workers", type=int, default=None,
                    help="run on an embedded Dask cluster of this many single-threaded worker processes (each run "
@@ -65,14 +72,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "the fastest way through a long protocol")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="run on an existing Dask cluster (started with `dask scheduler` / `dask worker --nthreads 1`);"
-                        " this process stays the only writer of --out")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+                        " this process stays the only writer of --out (default: none)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the summary record as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary record as JSON instead of the table")
     p.add_argument("--grid", action="store_true", help="COIN hyper-parameter grid: layer_num x sigma2 by val acc")
-    p.add_argument("--grid-layers", default=",".join(map(str, GRID_LAYERS)), help="grid values of layer_num")
-    p.add_argument("--grid-sigma2", default=",".join(map(str, GRID_SIGMA2)), help="grid values of sigma2")
+    p.add_argument("--grid-layers", default=",".join(map(str, GRID_LAYERS)),
+                   help=f"grid values of layer_num, comma-separated (default {','.join(map(str, GRID_LAYERS))})")
+    p.add_argument("--grid-sigma2", default=",".join(map(str, GRID_SIGMA2)),
+                   help=f"grid values of sigma2, comma-separated (default {','.join(map(str, GRID_SIGMA2))})")
     p.add_argument("--grid-splits", type=int, default=3, help="splits per grid point (default 3)")
     p.add_argument("--grid-inits", type=int, default=1, help="inits per grid point (default 1)")
 

@@ -10,7 +10,7 @@ from nsde_coin.solvers import FAMILIES, list_solvers
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--family", choices=FAMILIES, help="only this family")
+    p.add_argument("--family", choices=FAMILIES, help="only this family (default: all families)")
     p.add_argument("--json", action="store_true", help="print machine-readable records")
 
 

@@ -26,10 +26,10 @@ from nsde_coin.commands.common import (
 def add_parser(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--csv", type=Path, default=None, help="CSV file with a header row (default: breast cancer)")
-    d.add_argument("--label", default=None, help="label column of --csv")
+    d.add_argument("--label", default=None, help="label column of --csv (default: none; required with --csv)")
     r = p.add_argument_group("protocol")
     r.add_argument("--n-train", type=int, default=20, help="labelled samples per seed (default 20)")
-    r.add_argument("--seeds", type=int, default=None, help="seeds (labelled sets × inits; default 30, 5 small)")
+    r.add_argument("--seeds", type=int, default=None, help="seeds (labelled sets × inits; default 30; 5 in small mode)")
     r.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     m = p.add_argument_group("COIN")
     add_coin_arguments(m, k=40, m=20, layer_num=40, sigma2=0.2, epochs=200, lr=0.01, optimizer="Adam")
