@@ -246,7 +246,7 @@ def _layer(module: str) -> str:
     part = module.split(".")[1] if "." in module else "core"
     if part in ("graph", "apps", "certify", "commands", "cli", "demo"):
         return part
-    return "demo" if part in ("toydata", "plotting", "notebook") else "core"
+    return "demo" if part in ("toydata", "plotting", "notebook", "job") else "core"
 
 
 def test_imports_point_one_way():
