@@ -63,7 +63,8 @@ def test_early_stop_on_epoch_stops_after_that_epoch_and_on_loss_before_its_step(
     w, f = _quadratic()
     res = train(f, make_optimizer([w], "sgd", lr=0.5), 100, divergence=DIV, start=10,
                 on_loss=(lambda s: STOP if s.index == 13 else None,))
-    assert res.stopped and res.epochs == 4 and float(w.detach()) == 2.0 * 0.5 ** 3  # epochs 10..13 begun, 13's step not taken
+    # epochs 10..13 begun, 13's step not taken
+    assert res.stopped and res.epochs == 4 and float(w.detach()) == 2.0 * 0.5 ** 3
 
 
 def test_callback_counts_and_batch_indices():
