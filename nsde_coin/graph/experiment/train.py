@@ -22,7 +22,7 @@ from nsde_coin.graph.baselines import GraphNet
 from nsde_coin.graph.splits import Split
 from nsde_coin.loop import STOP, BestWeights, Diverged, Divergence, EarlyStopper, Epoch, make_optimizer, train
 
-__all__ = ["EarlyStopper", "TrainConfig", "train_run"]
+__all__ = ["TrainConfig", "train_run"]  # EarlyStopper (imported above) lives in nsde_coin.loop
 
 LINEAR_SOLVERS = ("explicit", "implicit", "exact")  # deterministic linear maps: the read-out shortcut applies
 
