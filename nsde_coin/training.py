@@ -16,7 +16,6 @@ equal the 1-process run's up to summation order (float64: ~1e-15). Parameters ar
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from nsde_coin._checks import is_int, is_real
-from nsde_coin.errors import NonFiniteError
+from nsde_coin._checks import is_int
+from nsde_coin.loop import Divergence, Epoch, check_rate, make_optimizer, train
 
 OUTPUTS = ("probs", "log_probs", "logits")
 
@@ -165,8 +164,7 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not is_int(value) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
-    if not (is_real(lr) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr={lr!r} is not valid; expected a float > 0")
+    check_rate("lr", lr)
     epochs, batch_size = int(epochs), int(batch_size)
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} is not valid; valid choices: {', '.join(OUTPUTS)}")
@@ -188,49 +186,54 @@ def fit(
             raise ValueError(f"a minibatch of {smallest} inputs cannot be split over {world} ranks; use a batch_size "
                              f"(and N mod batch_size) of at least {world}")
         _broadcast(params)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = make_optimizer(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     result = FitResult(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, ranks=world)
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=epochs, desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
     sharded = [m for m in model.modules() if hasattr(m, "batch_rows")] if world > 1 else []
+    tally = [0.0, 0]  # this epoch's summed loss over inputs, correct training predictions (this rank's shards)
+
+    def batches(epoch: int) -> list[torch.Tensor]:
+        perm = torch.randperm(n, generator=gen)
+        tally[:] = [0.0, 0]
+        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    def closure(idx: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, int]]:
+        nb = idx.numel()
+        lo, hi = rank * nb // world, (rank + 1) * nb // world  # this rank's shard: inputs lo..hi-1
+        for m in sharded:
+            m.batch_rows = (lo, nb)
+        mine = idx[lo:hi]
+        lp = log_probs_from(model(x[mine]), output, eps)
+        nll = -lp.gather(1, y[mine, None])
+        return (nll.mean() if world == 1 else nll.sum() / nb), (lp, mine, nb)  # shares of the batch mean sum to it
+
+    def count(state: Epoch) -> None:
+        lp, mine, nb = state.aux
+        tally[0] += state.loss * nb
+        tally[1] += int((lp.detach().argmax(dim=1) == y[mine]).sum())
+
+    def end_epoch(state: Epoch) -> None:
+        correct = tally[1]
+        if world > 1:
+            correct = int(_sum_over_ranks(torch.tensor([float(correct)], dtype=torch.float64, device=x.device)))
+        result.train_time_s += state.seconds
+        row = {"epoch": state.index, "loss": tally[0] / n, "train_acc": correct / n, "seconds": state.seconds}
+        if x_val is not None:
+            ev = evaluate(model, x_val, y_val, output=output, eps=eps)
+            row["val_acc"], row["val_loss"] = ev["accuracy"], ev["nll"]
+        result.history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+        if on_epoch is not None:
+            on_epoch(row)
+
+    divergence = Divergence("the training diverged; try a smaller lr or more solver steps",
+                            {"lr": float(lr), "batch_size": batch_size})
     model.train()
-    try:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen)
-            loss_sum, correct = 0.0, 0
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
-                nb = idx.numel()
-                lo, hi = rank * nb // world, (rank + 1) * nb // world  # this rank's shard: inputs lo..hi-1
-                for m in sharded:
-                    m.batch_rows = (lo, nb)
-                mine = idx[lo:hi]
-                out = model(x[mine])
-                lp = log_probs_from(out, output, eps)
-                nll = -lp.gather(1, y[mine, None])
-                loss = nll.mean() if world == 1 else nll.sum() / nb  # shares of the batch mean sum to it
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                value = float(loss.detach()) if world == 1 else _all_reduce_grads(params, loss.detach())
-                if not math.isfinite(value):  # every rank sees the summed loss: they all stop together
-                    raise NonFiniteError(f"non-finite training loss {value} at epoch {epoch}, batch {i}: the "
-                                         f"training diverged; try a smaller lr (now {lr:g}) or more solver steps")
-                opt.step()
-                loss_sum += value * nb
-                correct += int((lp.detach().argmax(dim=1) == y[mine]).sum())
-            if world > 1:
-                correct = int(_sum_over_ranks(torch.tensor([float(correct)], dtype=torch.float64, device=x.device)))
-            seconds = time.perf_counter() - t0
-            result.train_time_s += seconds
-            row = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n, "seconds": seconds}
-            if x_val is not None:
-                ev = evaluate(model, x_val, y_val, output=output, eps=eps)
-                row["val_acc"], row["val_loss"] = ev["accuracy"], ev["nll"]
-            result.history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
-            if on_epoch is not None:
-                on_epoch(row)
+    try:  # every rank checks the summed loss (``reduce``): they all stop together
+        train(closure, opt, epochs, divergence=divergence, batches=batches, start=1, on_loss=(count,),
+              on_epoch=(end_epoch,), reduce=None if world == 1 else (lambda loss: _all_reduce_grads(params, loss)))
     finally:
         for m in sharded:
             m.batch_rows = None

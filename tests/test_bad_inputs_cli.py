@@ -400,6 +400,17 @@ def test_diverging_train_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not (out / "train.json").exists()
 
 
+@pytest.mark.parametrize("lr", ["1e38", "3e38"])
+def test_train_lr_whose_first_adam_step_overflows_is_one_line(lr, tmp_path, capsys):
+    # Adam's first step is lr / (1 - beta1) = 10 lr: past float32's 3.4e38 torch failed inside step() with
+    # "RuntimeError: value cannot be converted to type float without overflow" (a traceback)
+    out = tmp_path / "res"
+    assert main(["train", *TINY, "--models", "base", "--lr", lr, "--out", str(out)]) == 2
+    line = _one_error_line(capsys, "train")
+    assert f"lr={float(lr)!r} is not valid" in line and "float32" in line and "use lr < 3.4e+37" in line
+    assert not (out / "train.json").exists()
+
+
 class _NaNProbs(nn.Module):
     def __init__(self, classes: int = 3):
         super().__init__()

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from nsde_coin.apps.covid_data import CovidSnapshots, daily_laplacian
 from nsde_coin.apps.ensemble import forward_copies, init_copies, module_fn
-from nsde_coin.errors import NonFiniteError
+from nsde_coin.loop import BestWeights, Divergence, Epoch, make_optimizer, train
 
 __all__ = ["CovidConfig", "CovidBase", "CovidGCN", "gcn_adjacency", "gcn_forward_stacked", "draw_masks",
            "fit_linear_regression", "run_covid", "default_config"]
@@ -184,31 +184,31 @@ def _train(forward: Callable[..., Tensor], params: dict[str, Tensor], ys: dict[s
     training targets. The weights of the epoch with the lowest validation MSE are kept per run (early stopping
     without a patience limit) and evaluated on the test snapshots once at the end.
     """
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     count = obs.sum(1)
     r = obs.shape[0]
     best_val = torch.full((r,), math.inf, dtype=torch.float64)
     best_epoch = torch.zeros(r, dtype=torch.long)
-    best = {k: v.detach().clone() for k, v in params.items()}
-    for epoch in range(cfg.epochs):
-        opt.zero_grad()
+    kept = BestWeights(params)
+    best = kept.saved
+
+    def mse() -> Tensor:
         pred = forward(params, "train", True, gen)
-        loss = (((pred - ys["train"]) ** 2 * obs).sum(1) / count).sum()
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (COVID "
-                                 f"regression): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 "
-                                 f"(now {cfg.sigma2:g})")
-        loss.backward()
-        opt.step()
+        return (((pred - ys["train"]) ** 2 * obs).sum(1) / count).sum()
+
+    def validate(state: Epoch) -> None:
+        nonlocal best_val, best_epoch
         with torch.no_grad():
             val = ((forward(params, "val", False, gen) - ys["val"]) ** 2).mean(1).double()
             better = val < best_val
             best_val = torch.where(better, val, best_val)
-            best_epoch = torch.where(better, torch.full_like(best_epoch, epoch), best_epoch)
-            for k, v in params.items():
-                mask = better.view(-1, *([1] * (v.dim() - 1)))
-                best[k] = torch.where(mask, v.detach(), best[k])
+            best_epoch = torch.where(better, torch.full_like(best_epoch, state.index), best_epoch)
+            kept.keep(better)
         tick()
+
+    train(mse, opt, cfg.epochs, on_epoch=(validate,), divergence=Divergence(
+        "the training diverged; try a smaller lr or sigma2", {"lr": cfg.lr, "sigma2": cfg.sigma2},
+        what="COVID regression training loss"))
     with torch.no_grad():
         test = ((forward(best, "test", False, gen) - ys["test"]) ** 2).mean(1).double()
     return {"val": best_val, "test": test, "epoch": best_epoch}

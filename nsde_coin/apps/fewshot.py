@@ -35,8 +35,8 @@ from torch import Tensor
 
 from nsde_coin.apps.ensemble import forward_copies, init_copies
 from nsde_coin.apps.fewshot_data import FewShotFeatures
-from nsde_coin.errors import NonFiniteError
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
+from nsde_coin.loop import Divergence, make_optimizer, train
 
 __all__ = ["FewShotConfig", "eligible_classes", "sample_tasks", "preprocess_tasks", "ncm_predict",
            "coin_head_predict", "run_fewshot", "mean_ci95"]
@@ -191,7 +191,7 @@ def coin_head_predict(
 
     _, params = init_copies(lambda: COINBase(d, n_way), seeds)
     y = torch.arange(n_way).repeat_interleave(k_shot).expand(b, ns)
-    opt = torch.optim.SGD(list(params.values()), lr=lr)
+    opt = make_optimizer(params.values(), "sgd", lr=lr)
 
     def outputs() -> Tensor:
         u = torch.softmax(forward_copies(_base_logits_one, params, x, batched=(True,)), dim=-1)  # (B, n, N)
@@ -200,17 +200,14 @@ def coin_head_predict(
                         allow_unstable=allow_unstable).reshape(b, n, n_way)
         return u
 
-    for epoch in range(epochs):
-        opt.zero_grad()
-        u = outputs()
-        logp = torch.log(u[:, :ns].clamp_min(_LOG_FLOOR))
-        loss = -torch.gather(logp, 2, y.unsqueeze(-1)).mean(dim=(1, 2)).sum()
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (few-shot COIN "
-                                 f"head): with solver={solver!r}, sigma2={sigma2} the diffusion is unstable — use "
-                                 f"solver='implicit' or a smaller sigma2")
-        loss.backward()
-        opt.step()
+    def nll() -> Tensor:
+        logp = torch.log(outputs()[:, :ns].clamp_min(_LOG_FLOOR))
+        return -torch.gather(logp, 2, y.unsqueeze(-1)).mean(dim=(1, 2)).sum()
+
+    train(nll, opt, epochs, divergence=Divergence(
+        "the diffusion is unstable — use solver='implicit' or a smaller sigma2",
+        {"solver": solver, "sigma2": sigma2, "layer_num": layer_num, "lr": lr},
+        what="few-shot COIN head training loss"))
     with torch.no_grad():
         return outputs()[:, ns:].argmax(-1)
 

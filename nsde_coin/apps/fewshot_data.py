@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from nsde_coin._files import atomic_write
 from nsde_coin.datafiles import damaged, read_npz
+from nsde_coin.loop import Divergence, make_optimizer, train
 
 __all__ = ["FewShotFeatures", "digits_features", "load_features_file", "validate_features"]
 
@@ -198,12 +199,10 @@ def digits_features(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = DigitsBackbone(len(base_classes), channels, out_channels)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(net(xb), yb)
-        loss.backward()
-        opt.step()
+    opt = make_optimizer(net.parameters(), lr=lr, weight_decay=weight_decay)
+    trained = train(lambda: nn.functional.cross_entropy(net(xb), yb), opt, epochs, divergence=Divergence(
+        "the training diverged; try a smaller lr", {"lr": lr, "weight_decay": weight_decay},
+        what="digits backbone training loss"))
     net.eval()
     with torch.no_grad():
         base_acc = float((net(xb).argmax(1) == yb).float().mean())
@@ -212,7 +211,7 @@ def digits_features(
     info = {"backbone": f"CNN conv3x3(1->{channels})-ReLU-maxpool2-conv3x3({channels}->{out_channels})-ReLU-flatten, "
                         f"Adam lr={lr}, wd={weight_decay}, {epochs} full-batch epochs",
             "base_classes": list(base_classes), "novel_classes": list(novel_classes),
-            "base_train_accuracy": base_acc, "base_train_loss": float(loss.detach()), "n": int(feats.shape[0]),
+            "base_train_accuracy": base_acc, "base_train_loss": trained.last.loss, "n": int(feats.shape[0]),
             "dim": net.dim, "base_samples": int(xb.shape[0]), "seed": seed}
     out = FewShotFeatures(feats.contiguous(), y[novel_mask].contiguous(), feats_base.mean(0),
                           "sklearn digits (backbone trained here)", info)

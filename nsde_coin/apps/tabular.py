@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nsde_coin.errors import NonFiniteError
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
+from nsde_coin.loop import Divergence, make_optimizer, train
 
 __all__ = ["TabularData", "TabularConfig", "breast_cancer", "load_csv", "stratified_labelled", "standardize",
            "classification_metrics", "run_tabular"]
@@ -213,20 +213,16 @@ def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, prog
         ens = COINEnsemble(cfg.seeds, d, c, layer_num=layers, sigma2=cfg.sigma2, solver=cfg.solver,
                            allow_unstable=cfg.allow_unstable, generator=torch.Generator().manual_seed(cfg.seed + 1))
         ens.set_graph(lap)
-        opt = torch.optim.Adam(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for epoch in range(cfg.epochs):
-            opt.zero_grad()
+        opt = make_optimizer(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        def nll(ens: COINEnsemble = ens) -> torch.Tensor:
             logp = ens.log_prob(x)  # (I, n, C)
-            nll = -logp.gather(-1, data.y.expand(cfg.seeds, n).unsqueeze(-1)).squeeze(-1)
-            loss = ((nll * lab_f).sum(1) / lab_f.sum(1)).sum()
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"non-finite training loss {float(loss.detach())} at epoch {epoch} (tabular "
-                                     f"COIN): the training diverged; try a smaller lr (now {cfg.lr:g}) or sigma2 (now "
-                                     f"{cfg.sigma2:g}), or solver='implicit'")
-            loss.backward()
-            opt.step()
-            if bar is not None:
-                bar.update(1)
+            per_node = -logp.gather(-1, data.y.expand(cfg.seeds, n).unsqueeze(-1)).squeeze(-1)
+            return ((per_node * lab_f).sum(1) / lab_f.sum(1)).sum()
+
+        train(nll, opt, cfg.epochs, on_epoch=() if bar is None else (lambda _: bar.update(1),),
+              divergence=Divergence("the training diverged; try a smaller lr or sigma2, or solver='implicit'",
+                                    {"lr": cfg.lr, "sigma2": cfg.sigma2}, what="tabular COIN training loss"))
         with torch.no_grad():
             prob = ens(x).numpy()
         y = data.y.numpy()

@@ -1,4 +1,4 @@
-"""One protocol run: the paper's optimiser settings, early stopping and the training loop (see :mod:`..protocol`).
+"""One protocol run: the paper's optimiser settings and early stopping on :func:`nsde_coin.loop.train`.
 
 Training (Shchur et al. 2018, as in the COIN paper): Adam (lr 0.01, weight decay 5e-4), full batch, at most 10,000
 epochs, early stopping with patience 50 where the counter resets whenever the validation loss reaches a new minimum
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -21,8 +20,9 @@ import torch.nn.functional as F
 
 from nsde_coin.graph.baselines import GraphNet
 from nsde_coin.graph.splits import Split
+from nsde_coin.loop import STOP, BestWeights, Diverged, Divergence, EarlyStopper, Epoch, make_optimizer, train
 
-__all__ = ["EarlyStopper", "TrainConfig", "train_run"]
+__all__ = ["TrainConfig", "train_run"]  # EarlyStopper (imported above) lives in nsde_coin.loop
 
 LINEAR_SOLVERS = ("explicit", "implicit", "exact")  # deterministic linear maps: the read-out shortcut applies
 
@@ -45,49 +45,6 @@ class TrainConfig:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs!r}")
         if int(self.patience) < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience!r}")
-
-
-class EarlyStopper:
-    """Patience counter that resets on a new minimum of the validation loss OR a new maximum of the accuracy.
-
-    ``update(epoch, val_loss, val_acc)`` returns ``True`` on a reset — the caller then saves the weights that produced
-    these metrics. ``stop`` becomes ``True`` after ``patience`` consecutive epochs without a reset. Comparisons are
-    strict (equal values do not reset); a NaN loss never counts as a new minimum.
-    """
-
-    def __init__(self, patience: int = 50):
-        if int(patience) < 1:
-            raise ValueError(f"patience must be >= 1, got {patience!r}")
-        self.patience = int(patience)
-        self.best_loss = math.inf
-        self.best_acc = -math.inf
-        self.counter = 0
-        self.best_epoch = -1
-        self.loss_at_reset = math.nan
-        self.acc_at_reset = math.nan
-
-    def update(self, epoch: int, val_loss: float, val_acc: float) -> bool:
-        """Record one epoch's validation loss and accuracy; True when the patience counter was reset (save the
-        weights that produced these metrics)."""
-        reset = False
-        if val_loss < self.best_loss:
-            self.best_loss = float(val_loss)
-            reset = True
-        if val_acc > self.best_acc:
-            self.best_acc = float(val_acc)
-            reset = True
-        if reset:
-            self.counter = 0
-            self.best_epoch = int(epoch)
-            self.loss_at_reset, self.acc_at_reset = float(val_loss), float(val_acc)
-        else:
-            self.counter += 1
-        return reset
-
-    @property
-    def stop(self) -> bool:
-        """True once ``patience`` epochs have passed without a reset."""
-        return self.counter >= self.patience
 
 
 # ------------------------------------------------------------------------------------------------ training tasks
@@ -186,14 +143,6 @@ class _ReadoutCOINTask(_ModuleTask):
         return loss, self._metrics(lu.detach()[self.ntr:])
 
 
-def _adam(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    try:
-        return torch.optim.Adam(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # fused kernel unavailable for this device/dtype
-        return torch.optim.Adam(params, **kwargs)
-
-
 def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = TrainConfig(), *,
               fast: bool = True) -> dict[str, Any]:
     """Train ``net`` on one split with early stopping; returns a dict of the run's results.
@@ -208,43 +157,35 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
     t0 = time.perf_counter()
     task = _ReadoutCOINTask(net, y, split) if use_readout else _ModuleTask(net, y, split)
     setup_s = time.perf_counter() - t0
-    opt = _adam(task.params, cfg)
-    saved = [p.detach().clone() for p in task.params]
+    opt = make_optimizer(task.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    best = BestWeights(task.params)
     stopper = EarlyStopper(cfg.patience)
-    status, message, epoch = "ok", "", -1
+    status, message = "ok", ""
+    deterministic = use_readout or task.deterministic  # metrics read off the training pass: judged before the step
+
+    def early_stop(state: Epoch) -> Optional[str]:
+        """Patience on the validation metrics; a reset keeps the weights that produced them."""
+        if stopper.update(state.index, *(state.aux if deterministic else task.eval_val())):
+            best.keep()
+        return STOP if stopper.stop else None
+
+    divergence = Divergence("run stopped, recorded as failed; explicit diffusion past its stability bound? try a "
+                            "stable solver or a smaller sigma2", {"lr": cfg.lr, "weight_decay": cfg.weight_decay})
     t1, c1 = time.perf_counter(), time.process_time()
-    for epoch in range(int(cfg.max_epochs)):  # noqa: B007 (epoch used after the loop)
-        opt.zero_grad(set_to_none=True)
-        loss, val = task.train_forward()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            status = "nonfinite_loss"
-            message = (f"non-finite training loss {loss_value} at epoch {epoch}; run stopped, recorded as failed "
-                       f"(explicit diffusion past its stability bound? try a stable solver or a smaller sigma2)")
-            break
-        if val is not None:
-            if stopper.update(epoch, *val):
-                _copy(saved, task.params)
-            if stopper.stop:
-                break
-            loss.backward()
-            opt.step()
-        else:
-            loss.backward()
-            opt.step()
-            if stopper.update(epoch, *task.eval_val()):
-                _copy(saved, task.params)
-            if stopper.stop:
-                break
+    try:
+        epochs = train(task.train_forward, opt, int(cfg.max_epochs), divergence=divergence,
+                       on_loss=(early_stop,) if deterministic else (),
+                       on_epoch=() if deterministic else (early_stop,)).epochs
+    except Diverged as err:
+        status, message, epochs = "nonfinite_loss", str(err), err.epoch + 1
     train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
-    epochs = epoch + 1
     out: dict[str, Any] = {"status": status, "message": message, "epochs": epochs, "best_epoch": stopper.best_epoch,
                            "readout": use_readout, "setup_s": round(setup_s, 6), "train_time_s": round(train_s, 6),
                            "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4),
                            "train_cpu_s": round(train_cpu_s, 6),
                            "epoch_cpu_ms": round(1e3 * train_cpu_s / max(epochs, 1), 4)}
     if status == "ok":
-        _copy(task.params, saved)
+        best.restore()
         vl, va, ta = task.evaluate()
         if stopper.best_epoch >= 0 and abs(va - stopper.acc_at_reset) > 0.02:
             warnings.warn(f"validation accuracy of the saved weights {va:.4f} differs from the one seen in training "
@@ -253,10 +194,4 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
     else:
         out.update(val_loss=None, val_acc=None, test_acc=None)
     return out
-
-
-def _copy(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for d, s in zip(dst, src):
-            d.copy_(s)
 
