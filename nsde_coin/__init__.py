@@ -36,6 +36,7 @@ from nsde_coin.fields import (
     ZeroDrift,
 )
 from nsde_coin.integrate import feynman_kac
+from nsde_coin.loop import EarlyStopper
 from nsde_coin.model import ConvectionDiffusionNet
 from nsde_coin.pde import PDESolution, cfl_limit, make_grid, solve_convection_diffusion
 from nsde_coin.sde import FeynmanKacSDE
@@ -80,6 +81,7 @@ __all__ = [
     "evaluate",
     "feynman_kac",
     "fit",
+    "EarlyStopper",
     # finite-difference PDE reference
     "PDESolution",
     "cfl_limit",
@@ -87,7 +89,7 @@ __all__ = [
     "solve_convection_diffusion",
 ]
 
-_GRAPH = ("COIN", "COINBase", "COINEnsemble", "DATASET_NAMES", "EarlyStopper", "GRAPH_MODELS", "GraphDiffusion",
+_GRAPH = ("COIN", "COINBase", "COINEnsemble", "DATASET_NAMES", "GRAPH_MODELS", "GraphDiffusion",
           "GraphOperator", "PositivityWarning", "Split", "TrainConfig", "as_operator", "build_model", "diffuse",
           "gaussian_knn_edges", "gaussian_knn_graph", "graph_operator", "lambda_max", "laplacian_from_weights",
           "load_dataset", "random_split", "run_protocol", "stability_report", "weighted_laplacian")

@@ -29,7 +29,7 @@ CORE_MODULES = {"nsde_coin.solvers", "nsde_coin.fields", "nsde_coin.drifts", "ns
 # module → names deprecated there (the old spellings the scan below rejects in our own files)
 OLD_NAMES = {
     "nsde_coin": set(nsde_coin.DEPRECATED),
-    "nsde_coin.graph": {"nll_loss"},
+    "nsde_coin.graph": {"nll_loss", "EarlyStopper"},
     "nsde_coin.graph.coin": {"nll_loss"},
     "nsde_coin.solvers": {"validate"},
 }

@@ -31,12 +31,13 @@ _LAZY = {
     "DATASET_NAMES": "nsde_coin.graph.datasets", "load_dataset": "nsde_coin.graph.datasets",
     "Split": "nsde_coin.graph.splits", "random_split": "nsde_coin.graph.splits",
     "GRAPH_MODELS": ("nsde_coin.graph.models", "MODELS"), "build_model": "nsde_coin.graph.models",
-    "EarlyStopper": "nsde_coin.graph.experiment.train", "TrainConfig": "nsde_coin.graph.experiment.train",
+    "TrainConfig": "nsde_coin.graph.experiment.train",
     "run_protocol": "nsde_coin.graph.experiment.runner",
     "gaussian_knn_edges": "nsde_coin.graph.knn", "gaussian_knn_graph": "nsde_coin.graph.knn",
     "weighted_laplacian": "nsde_coin.graph.knn",
 }
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss")})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, {"nll_loss": ("nsde_coin.graph", "node_nll_loss"),
+                                                                "EarlyStopper": ("nsde_coin", "EarlyStopper")})
 
 __all__ = [
     # operators and diffusion
@@ -58,7 +59,6 @@ __all__ = [
     "node_nll_loss",
     # data, baselines, protocol (loaded on first use)
     "DATASET_NAMES",
-    "EarlyStopper",
     "GRAPH_MODELS",
     "Split",
     "TrainConfig",
