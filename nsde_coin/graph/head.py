@@ -53,8 +53,8 @@ def head_outputs(logits: Tensor, diffusion: Optional[Callable[[Tensor], Tensor]]
 
 def head_log(logits: Tensor, u: Optional[Tensor] = None, eps: float = LOG_FLOOR) -> Tensor:
     """``log u`` of the head: ``log max(u, eps)`` for diffused probabilities ``u``, and ``log_softmax(logits)``
-    (exact, no floor needed) when ``u`` is ``None`` (no diffusion). Shape of ``logits``; floored entries get zero
-    gradient."""
+    (exact, no floor needed) when ``u`` is ``None`` (no diffusion). Shape of ``u`` (of ``logits`` without ``u``);
+    floored entries get zero gradient."""
     if u is None:
         return F.log_softmax(logits, dim=-1)
     return torch.log(u.clamp_min(eps))
