@@ -14,7 +14,8 @@ Every COIN-style model in the package ends the same way (PAPER.md §2, §4):
 :class:`~nsde_coin.graph.ensemble.COINEnsemble`: settings, graph resolution (an ``edge_index``'s operator is kept in
 :mod:`nsde_coin.graph.cache`, shared by every model on that tensor), the two steps above and the negativity
 statistics. The few-shot heads (:mod:`nsde_coin.apps.fewshot`) and the COVID model (:mod:`nsde_coin.apps.covid`)
-call the two functions directly on their stacked base outputs.
+call the two functions directly on their stacked base outputs, and the protocol's read-out training
+(:mod:`nsde_coin.graph.experiment.train`) with its diffusion restricted to the training and validation rows.
 """
 
 from __future__ import annotations
