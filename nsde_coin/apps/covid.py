@@ -15,8 +15,10 @@ Protocol (PAPER.md §4; choices the paper leaves open are marked *interpretation
 * COIN: base u₀ = linear shortcut + MLP 8 → 16 → 1 (ELU), then ``layers`` × [dropout p → u ← u − σ² L_t u] with
   σ² = 0.5, 10 layers, p = 0.25, L_t the paper's Laplacian of day t's symmetrised mobility weights
   (:func:`~nsde_coin.apps.covid_data.daily_laplacian`; σ²·λ_max ≈ 1.66 < 2, stable; the explicit step's
-  non-negativity bound does not matter for a regression). Each step is one :func:`~nsde_coin.graph.diffusion.diffuse`
-  call; a σ² with σ²·λ_max ≥ 2 is rejected before any training unless ``allow_unstable=True``;
+  non-negativity bound does not matter for a regression). This is the one COIN head
+  (:func:`nsde_coin.graph.head.head_outputs` without softmax, with :func:`~nsde_coin.graph.head.dropout_diffusion`
+  of a one-step :class:`~nsde_coin.graph.layers.GraphDiffusion`); a σ² with σ²·λ_max ≥ 2 is rejected before any
+  training unless ``allow_unstable=True``;
 * baselines on the same masks: LR (least squares on the 8 lags + bias, closed form, so it has no initialisation),
   MLP (the COIN base alone, i.e. layer_num = 0), GCN (two ``GCNConv`` layers 8 → 16 → 1, ELU, dropout p on the
   hidden layer, on the same symmetrised daily graphs with GCN's own normalisation ``gcn_norm``; evaluated for all
@@ -25,7 +27,7 @@ Protocol (PAPER.md §4; choices the paper leaves open are marked *interpretation
 * training (*interpretation*): Adam, lr 0.01, weight decay 5e-4, ``epochs`` full-batch steps; early stopping =
   the weights of the epoch with the lowest validation MSE (evaluated every epoch without dropout) give the test MSE;
 * runs: masks × initialisations (10 × 10 by default), all runs of a model trained at once
-  (:mod:`nsde_coin.apps.ensemble`); reported: mean ± std of the test MSE over runs (LR: over masks).
+  (:mod:`nsde_coin.stacked`); reported: mean ± std of the test MSE over runs (LR: over masks).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nsde_coin.apps.covid_data import CovidSnapshots, daily_laplacian
-from nsde_coin.apps.ensemble import forward_copies, init_copies, module_fn
 from nsde_coin.loop import BestWeights, Divergence, Epoch, make_optimizer, train
+from nsde_coin.stacked import forward_copies, init_copies, module_fn
 
 __all__ = ["CovidConfig", "CovidBase", "CovidGCN", "gcn_adjacency", "gcn_forward_stacked", "draw_masks",
            "fit_linear_regression", "run_covid", "default_config"]
@@ -225,8 +227,6 @@ def _model(model: str, cfg: CovidConfig, xs: dict[str, Tensor], graphs: dict[str
     """``(forward(params, split, train, generator) -> (R, n_split), stacked params, description)`` of one trained
     model; ``xs[split]`` (n_split, lags) and ``graphs[split]`` (its block-diagonal Laplacian ``lap`` and weighted
     edges) cover the snapshots of each split, so training touches only the training days."""
-    from nsde_coin.graph.diffusion import diffuse
-
     if model == "gcn":
         adj = {k: gcn_adjacency(g["edge_index"], g["edge_weight"].float(), xs[k].shape[0]) for k, g in graphs.items()}
         ax = {k: adj[k] @ xs[k] for k in xs}
@@ -242,22 +242,34 @@ def _model(model: str, cfg: CovidConfig, xs: dict[str, Tensor], graphs: dict[str
         return forward_gcn, params, f"GCN (GCNConv {cfg.lags}-{cfg.hidden}-1, ELU, hidden dropout {cfg.dropout:g})"
 
     template, params = init_copies(lambda: CovidBase(cfg.lags, cfg.hidden), seeds)
-    fn = module_fn(template)
-    layers = cfg.layers if model == "coin" else 0
-
-    def forward_coin(p: dict[str, Tensor], split: str, train: bool, gen: torch.Generator) -> Tensor:
-        u = forward_copies(fn, p, xs[split]).squeeze(-1).T  # (n, R): runs are columns, diffused together
-        for _ in range(layers):
-            if train and cfg.dropout > 0:
-                u = u * ((torch.rand(u.shape, generator=gen) >= cfg.dropout).to(u.dtype) / (1.0 - cfg.dropout))
-            u = diffuse(u, graphs[split]["lap"], cfg.sigma2, 1, allow_unstable=cfg.allow_unstable)
-        return u.T
+    forward_coin = _coin_forward(module_fn(template), {k: g["lap"] for k, g in graphs.items()}, xs,
+                                 cfg.layers if model == "coin" else 0, cfg)
 
     if model == "coin":
         name = f"COIN (base + {cfg.layers} x [dropout {cfg.dropout:g}, u - {cfg.sigma2:g} L_t u])"
     else:
         name = f"MLP (COIN base: linear + {cfg.lags}-{cfg.hidden}-1 ELU, no diffusion)"
     return forward_coin, params, name
+
+
+def _coin_forward(fn: Callable[..., Tensor], laps: dict[str, Tensor], xs: dict[str, Tensor], layers: int,
+                  cfg: CovidConfig) -> Callable[..., Tensor]:
+    """``forward(params, split, train, generator) -> (R, n_split)`` of R stacked COVID COINs: base values
+    (``fn`` under vmap) → the one COIN head without softmax, ``layers`` × [dropout (training only) → one step of
+    ``u − σ² L u``] on the split's block-diagonal Laplacian ``laps[split]``; ``layers = 0`` is the base alone (MLP).
+    The R runs are the columns of one (n, R) signal, diffused together. A test pins it to COIN's diffusion."""
+    from nsde_coin.graph.head import dropout_diffusion, head_outputs
+    from nsde_coin.graph.layers import GraphDiffusion
+
+    step = GraphDiffusion(cfg.sigma2, 1, cached=False, allow_unstable=cfg.allow_unstable)
+
+    def forward(p: dict[str, Tensor], split: str, train: bool, gen: torch.Generator) -> Tensor:
+        u0 = forward_copies(fn, p, xs[split]).squeeze(-1).T  # (n, R)
+        diffusion = None if layers == 0 else dropout_diffusion(lambda u: step(u, laps[split]), layers,
+                                                               cfg.dropout if train else 0.0, gen)
+        return head_outputs(u0, diffusion, probabilities=False).T
+
+    return forward
 
 
 def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progress: bool = False,

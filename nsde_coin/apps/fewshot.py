@@ -10,15 +10,15 @@ Pipeline per task (features x_i ∈ R^d from a backbone):
 3. Gaussian kNN graph over support + query (:mod:`nsde_coin.graph.knn`: k = 8 incl. self, scale d^(m) with m = 4,
    symmetric normalisation, symmetrised), L = diag(W1) − W;
 4. COIN head: the base ResNet h = x + ReLU(W₁x) → linear → softmax (:class:`nsde_coin.graph.coin.COINBase`), then
-   the softmax outputs diffused by :func:`nsde_coin.graph.diffusion.diffuse` (``layer_num`` = 10 steps of
-   σ² = 0.5, explicit by default); trained on the support nodes only (NLL of log u, 100 epochs of plain SGD,
-   lr 0.1, full batch), then each query is labelled by argmax u.
+   the softmax outputs diffused by a :class:`~nsde_coin.graph.layers.GraphDiffusion` (``layer_num`` = 10 steps of
+   σ² = 0.5, explicit by default) — the one COIN head of :mod:`nsde_coin.graph.head`; trained on the support
+   nodes only (NLL of log u, 100 epochs of plain SGD, lr 0.1, full batch), then each query is labelled by argmax u.
 
 Baselines on the same tasks and preprocessed features: nearest class mean (NCM, Euclidean distance to the support
 mean of each way) and the same head with ``layer_num = 0`` (same initialisation, same optimiser; no diffusion).
 
 Vectorisation: a batch of B tasks is one block-diagonal graph over B·n nodes (one sparse product per diffusion step
-for all tasks) and B heads with stacked parameters (:mod:`nsde_coin.apps.ensemble`); the sum of the B per-task mean
+for all tasks) and B heads with stacked parameters (:mod:`nsde_coin.stacked`); the sum of the B per-task mean
 losses gives every head exactly its own gradient, so this equals B separate runs.
 """
 
@@ -33,16 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nsde_coin.apps.ensemble import forward_copies, init_copies
 from nsde_coin.apps.fewshot_data import FewShotFeatures
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
+from nsde_coin.stacked import forward_copies, init_copies
 
 __all__ = ["FewShotConfig", "eligible_classes", "sample_tasks", "preprocess_tasks", "ncm_predict",
            "coin_head_predict", "run_fewshot", "mean_ci95"]
-
-_LOG_FLOOR = 1e-12  # log(u) floor: explicit diffusion can push a probability to ~0 (or slightly below)
-
 
 @dataclass(frozen=True)
 class FewShotConfig:
@@ -159,6 +156,21 @@ def _base_logits_one(p: dict[str, Tensor], x: Tensor) -> Tensor:
     return base_logits(x, p["W1"][None], p["b1"][None], p["W2"][None], p["b2"][None])[0]
 
 
+def _task_heads(params: dict[str, Tensor], x: Tensor, diffusion: Any, lap: Optional[Tensor]
+                ) -> tuple[Tensor, Tensor]:
+    """``(logits, u)`` (B, n, N) of B stacked COIN heads on their tasks: the one COIN head
+    (:func:`nsde_coin.graph.head.head_outputs`) on the stacked base logits, ``diffusion`` a
+    :class:`~nsde_coin.graph.layers.GraphDiffusion` applied to all tasks at once on the block-diagonal ``lap``
+    (B·n nodes), or ``None`` (layer_num = 0). A test pins task b to ``COIN.forward`` with task b's weights."""
+    from nsde_coin.graph.head import head_outputs
+
+    b, n, _ = x.shape
+    logits = forward_copies(_base_logits_one, params, x, batched=(True,))
+    if diffusion is None:
+        return logits, head_outputs(logits)
+    return logits, head_outputs(logits, lambda u: diffusion(u.reshape(b * n, -1), lap).reshape(u.shape))
+
+
 def coin_head_predict(
     x: Tensor,
     lap: Optional[Tensor],
@@ -183,25 +195,27 @@ def coin_head_predict(
     Returns:
         (B, N·Q) predicted ways of the query nodes.
     """
-    from nsde_coin.graph.diffusion import diffuse
+    from nsde_coin.graph.coin import COINBase
+    from nsde_coin.graph.head import head_log
+    from nsde_coin.graph.layers import GraphDiffusion
 
     b, n, d = x.shape
     ns = n_way * k_shot
-    from nsde_coin.graph.coin import COINBase
-
     _, params = init_copies(lambda: COINBase(d, n_way), seeds)
     y = torch.arange(n_way).repeat_interleave(k_shot).expand(b, ns)
     opt = make_optimizer(params.values(), "sgd", lr=lr)
+    diffusion = None if layer_num == 0 else GraphDiffusion(sigma2, layer_num, solver=solver, cached=False,
+                                                           allow_unstable=allow_unstable)
 
-    def outputs() -> Tensor:
-        u = torch.softmax(forward_copies(_base_logits_one, params, x, batched=(True,)), dim=-1)  # (B, n, N)
-        if layer_num > 0:
-            u = diffuse(u.reshape(b * n, n_way), lap, sigma2, layer_num, solver=solver,
-                        allow_unstable=allow_unstable).reshape(b, n, n_way)
-        return u
+    def outputs() -> Tensor:  # u (B, n, N)
+        return _task_heads(params, x, diffusion, lap)[1]
+
+    def support_log_prob() -> Tensor:  # log u of the support nodes (B, N·K, N), the head's floored log
+        logits, u = _task_heads(params, x, diffusion, lap)
+        return head_log(logits[:, :ns], None if diffusion is None else u[:, :ns])
 
     def nll() -> Tensor:
-        logp = torch.log(outputs()[:, :ns].clamp_min(_LOG_FLOOR))
+        logp = support_log_prob()
         return -torch.gather(logp, 2, y.unsqueeze(-1)).mean(dim=(1, 2)).sum()
 
     train(nll, opt, epochs, divergence=Divergence(

@@ -8,7 +8,7 @@ Protocol per seed:
   largest-remainder rule and at least one — and every other sample is unlabelled and scored (the test set);
 * one Gaussian kNN graph over all samples (:mod:`nsde_coin.graph.knn`; 40 neighbours as in the paper, scale
   d^(m) with m = 20 — the paper gives no m here, so the few-shot ratio m = k/2 is kept), L = diag(W1) − W;
-* COIN: the base ResNet (:class:`~nsde_coin.graph.coin.COINEnsemble`, one member per seed) and ``layer_num`` = 40
+* COIN: the base ResNet (:class:`~nsde_coin.graph.ensemble.COINEnsemble`, one member per seed) and ``layer_num`` = 40
   explicit steps of σ² = 0.2 (checked: σ²·λ_max < 2); the ablation is the same ensemble, same initialisation, with
   ``layer_num = 0``. Adam (lr 0.01, weight decay 5e-4), ``epochs`` full-batch steps on the labelled samples' NLL;
   there is no validation set with 20 labels, so no early stopping;

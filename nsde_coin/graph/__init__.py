@@ -15,8 +15,9 @@ operator (:mod:`~nsde_coin.graph.operator`), λ_max (:mod:`~nsde_coin.graph.spec
 """
 
 from nsde_coin._lazy import lazy_attributes
-from nsde_coin.graph.coin import COIN, COINBase, COINEnsemble, node_nll_loss
+from nsde_coin.graph.coin import COIN, COINBase, node_nll_loss
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse, solver_options, stability_report
+from nsde_coin.graph.ensemble import COINEnsemble
 from nsde_coin.graph.laplacian import (
     KINDS,
     GraphOperator,

@@ -12,7 +12,6 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 from __future__ import annotations
 
 import importlib
-import weakref
 from typing import Any
 
 import torch
@@ -156,24 +155,9 @@ class COINNet(GraphNet):
         self.x = x
         self.coin = COIN(x.shape[1], num_classes, layer_num=layer_num, sigma2=sigma2, solver=solver,
                          allow_unstable=allow_unstable, laplacian_kind=laplacian_kind)
-        self.coin.set_graph(_graph_operator(edge_index, x.shape[0], laplacian_kind))
+        # the operator is kept per (edge_index tensor, kind) in nsde_coin.graph.cache: built once per graph and
+        # shared by every run on it
+        self.coin.set_graph(edge_index, x.shape[0])
 
     def forward(self) -> torch.Tensor:
         return self.coin.log_prob(self.x)
-
-
-_OPERATORS: dict[int, tuple[weakref.ref, dict]] = {}
-
-
-def _graph_operator(edge_index: torch.Tensor, num_nodes: int, kind: str):
-    """The graph's Laplacian operator, built once per (edge_index tensor, kind) and shared by every run on it."""
-    from nsde_coin.graph.laplacian import graph_operator
-
-    hit = _OPERATORS.get(id(edge_index))
-    if hit is None or hit[0]() is not edge_index:
-        hit = _OPERATORS[id(edge_index)] = (weakref.ref(edge_index), {})
-        weakref.finalize(edge_index, _OPERATORS.pop, id(edge_index), None)
-    key = (int(num_nodes), kind)
-    if key not in hit[1]:
-        hit[1][key] = graph_operator(edge_index, int(num_nodes), kind)
-    return hit[1][key]

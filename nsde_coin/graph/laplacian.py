@@ -51,7 +51,7 @@ import scipy.sparse as sp
 import torch
 
 from nsde_coin._checks import is_int
-from nsde_coin.graph.operator import _OPERATORS, GraphOperator, as_operator, to_scipy, torch_csr  # noqa: F401
+from nsde_coin.graph.operator import GraphOperator, as_operator, to_scipy, torch_csr  # noqa: F401
 from nsde_coin.graph.spectral import _lambda_max_scipy
 
 KINDS = ("paper", "sym", "rw", "comb")

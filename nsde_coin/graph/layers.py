@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from nsde_coin.errors import invalid_choice
+from nsde_coin.graph import cache
 from nsde_coin.graph.diffusion import _resolve_time, check_options, diffuse
 from nsde_coin.graph.laplacian import KINDS, SYMMETRIZE, GraphOperator, as_operator, graph_operator
 from nsde_coin.solvers import get_solver
@@ -80,8 +81,6 @@ class GraphDiffusion(nn.Module):
         self.sigma2, self.layer_num = _resolve_time(sigma2, layer_num, t, steps)
         self.solver, self.kind, self.cached, self.symmetrize = solver, kind, cached, symmetrize
         self.allow_unstable = bool(allow_unstable)
-        self._cached_op: Optional[GraphOperator] = None
-        self._cached_shape: Optional[tuple[int, int]] = None
 
     @property
     def t(self) -> float:
@@ -91,11 +90,12 @@ class GraphDiffusion(nn.Module):
     @property
     def operator(self) -> Optional[GraphOperator]:
         """The cached operator (``None`` before the first call, after :meth:`reset_parameters`, or uncached)."""
-        return self._cached_op
+        hit = cache.lookup(self, "operator")
+        return None if hit is None else hit[0]
 
     def reset_parameters(self) -> None:
         """Forget the cached operator (the layer has no parameters); the next call builds it from its graph."""
-        self._cached_op, self._cached_shape = None, None
+        cache.clear(self)
 
     def graph_operator(self, edge_index: Any, num_nodes: int,
                        edge_weight: Optional[torch.Tensor] = None) -> GraphOperator:
@@ -107,12 +107,13 @@ class GraphDiffusion(nn.Module):
         is_edges = isinstance(edge_index, torch.Tensor) and edge_index.layout == torch.strided \
             and not edge_index.is_floating_point()
         shape = (int(num_nodes), int(edge_index.shape[1]) if is_edges else -1)
-        if self.cached and self._cached_op is not None:
-            if shape != self._cached_shape:
+        hit = cache.lookup(self, "operator") if self.cached else None
+        if hit is not None:
+            if shape != hit[1]:
                 raise ValueError(f"cached=True: this layer's operator was built for a graph with (nodes, edges) = "
-                                 f"{self._cached_shape}, now called with {shape}; call reset_parameters() on a new "
+                                 f"{hit[1]}, now called with {shape}; call reset_parameters() on a new "
                                  f"graph or use cached=False")
-            return self._cached_op
+            return hit[0]
         if is_edges:
             op = graph_operator(edge_index, int(num_nodes), self.kind, edge_weight, symmetrize=self.symmetrize)
         else:
@@ -120,8 +121,8 @@ class GraphDiffusion(nn.Module):
                 raise ValueError("edge_weight applies to an edge_index only; a Laplacian or GraphOperator carries its "
                                  "weights")
             op = as_operator(edge_index)
-        if self.cached:
-            self._cached_op, self._cached_shape = op, shape
+        if self.cached:  # kept in the one graph cache (nsde_coin.graph.cache), owned by this layer
+            cache.entries(self)["operator"] = (op, shape)
         return op
 
     def forward(self, u: torch.Tensor, edge_index: Any, edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -10,13 +10,13 @@ eigenvalue computation in :mod:`nsde_coin.graph.spectral`.
 from __future__ import annotations
 
 import warnings
-import weakref
 from typing import Any, Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nsde_coin.graph import cache
 from nsde_coin.graph.spectral import _is_symmetric, _lambda_max_scipy
 
 __all__ = ["GraphOperator", "as_operator", "to_scipy", "torch_csr"]
@@ -109,8 +109,13 @@ class GraphOperator:
         self.max_diag = float(m.diagonal().max()) if self.n else 0.0
         self._lambda_max: Optional[float] = None
         self._tensors: dict[tuple, torch.Tensor] = {}
-        self._cache: dict[Any, Any] = {}  # solver-specific (factorisations, walk tables, warnings given)
         self.csr(dtype)
+
+    @property
+    def _cache(self) -> dict[Any, Any]:
+        """Solver-specific values (factorisations, walk tables, warnings given): this operator's entries in the
+        one graph cache, :mod:`nsde_coin.graph.cache`."""
+        return cache.entries(self)
 
     # -- spectra
     @property
@@ -179,14 +184,9 @@ class GraphOperator:
                 f"lambda_max={lam})")
 
 
-# -------------------------------------------------------------------------------- tensor → operator (weak) cache
-_OPERATORS: dict[int, tuple[weakref.ref, GraphOperator]] = {}
-
-
+# ------------------------------------------------------------------ tensor → operator (in the one weak graph cache)
 def _register(t: torch.Tensor, op: GraphOperator) -> None:
-    key = id(t)
-    _OPERATORS[key] = (weakref.ref(t), op)
-    weakref.finalize(t, _OPERATORS.pop, key, None)
+    cache.entries(t)["operator"] = op
 
 
 def _reject_edge_index(L: torch.Tensor) -> None:
@@ -205,9 +205,9 @@ def as_operator(L: Any, dtype: Optional[torch.dtype] = None) -> GraphOperator:
     if isinstance(L, GraphOperator):
         return L
     if isinstance(L, torch.Tensor):
-        hit = _OPERATORS.get(id(L))
-        if hit is not None and hit[0]() is L:
-            return hit[1]
+        hit = cache.lookup(L, "operator")
+        if hit is not None:
+            return hit
         _reject_edge_index(L)
         op = GraphOperator(L, dtype=dtype or (L.dtype if L.is_floating_point() else torch.float32))
         _register(L, op)  # the operator keeps its own copy, never a reference to L

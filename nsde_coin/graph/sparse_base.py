@@ -3,7 +3,7 @@
 :class:`SparseFeatures` holds x (n×d) in the two orders the kernel reads (CSR rows for ``x W``, CSC columns for the
 weight gradient ``xᵀ G``); :func:`sparse_features` builds and caches it per feature tensor; :class:`SparseBase` is
 the autograd Function with the hand-written backward used by :class:`~nsde_coin.graph.coin.COINBase`,
-:class:`~nsde_coin.graph.coin.COINEnsemble` and the graph protocol.
+:class:`~nsde_coin.graph.ensemble.COINEnsemble` and the graph protocol.
 
 Column panels (the speed of the kernel): the two nnz(x)·d products gather whole rows of a d×d matrix — ``x W1``
 gathers rows of W1, ``xᵀ G`` rows of the n×d gradient G — and on Cora (d = 1433) those 8–14 MB tables do not fit

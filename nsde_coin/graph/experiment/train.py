@@ -134,11 +134,14 @@ class _ReadoutCOINTask(_ModuleTask):
         return coin.layer_num == 0 or (coin.solver in LINEAR_SOLVERS and coin.operator.symmetric)
 
     def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
+        from nsde_coin.graph.head import head_log, head_outputs
+
         logits = self.coin.base(self.x)  # sparse x: coin.py's hand-written kernel
         if self.readout is None:
-            lu = F.log_softmax(logits[self.rows], dim=1)
-        else:
-            lu = torch.log(_Readout.apply(logits.softmax(1), self.readout).clamp_min(self.coin.eps))
+            lu = head_log(logits[self.rows])
+        else:  # the one COIN head, its diffusion restricted to the read-out rows
+            u = head_outputs(logits, lambda u0: _Readout.apply(u0, self.readout))
+            lu = head_log(logits, u, self.coin.eps)
         loss = F.nll_loss(lu[: self.ntr], self.ytr)
         return loss, self._metrics(lu.detach()[self.ntr:])
 
