@@ -38,8 +38,8 @@ from typing import Any, Optional
 from nsde_coin._checks import is_int
 from nsde_coin._threads import torch_threads
 
-__all__ = ["import_distributed", "check_engine", "open_client", "stop_on_sigterm", "unpack", "submit_each_once",
-           "run_units"]
+__all__ = ["import_distributed", "check_engine", "open_client", "stop_on_sigterm", "loads", "unpack",
+           "submit_each_once", "run_units"]
 
 _SHARED: dict[str, Any] = {}  # in a worker process: token -> the unpickled shared inputs of the current sweep
 
@@ -108,7 +108,15 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def unpack(blob: bytes, token: str, load: Callable[[bytes], Any] = pickle.loads) -> Any:
+def loads(blob: bytes) -> Any:
+    """``pickle.loads`` without torch's beta warnings about sparse CSR tensors (not the user's concern)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
+        warnings.filterwarnings("ignore", "Sparse invariant checks", UserWarning)
+        return pickle.loads(blob)
+
+
+def unpack(blob: bytes, token: str, load: Callable[[bytes], Any] = loads) -> Any:
     """``load(blob)``, made once per worker process for ``token`` and kept for the sweep's other units (one shared
     object per process at a time: a new sweep's data replaces the last)."""
     if token not in _SHARED:

@@ -23,23 +23,19 @@ from __future__ import annotations
 
 import pickle
 import uuid
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from nsde_coin.graph.experiment.runner import RunSpec, _fingerprint, resolve_device, run_one
-from nsde_coin.sweep import open_client, submit_each_once, unpack
+from nsde_coin.sweep import loads, open_client, submit_each_once, unpack
 
 __all__ = ["dask_records", "open_client"]
 
 
 def _load_graph(blob: bytes, device: str):
-    with warnings.catch_warnings():  # torch's beta warnings about sparse CSR on unpickling: not the user's concern
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
-        warnings.filterwarnings("ignore", "Sparse invariant checks", UserWarning)
-        data = pickle.loads(blob)
+    data = loads(blob)
     dev = resolve_device(device)  # a worker without the GPU says so
     return data if dev.type == "cpu" else data.clone().to(dev)
 
