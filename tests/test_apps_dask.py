@@ -134,3 +134,16 @@ def test_sigterm_of_a_tabular_driver_with_two_workers_leaves_no_process(tmp_path
     finally:
         _kill([drv.pid, *family])
         drv.wait(timeout=30)
+
+
+def test_bad_engine_arguments_fail_before_any_work(capsys):
+    from nsde_coin.cli import main
+
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        run_tabular(breast_cancer(), TabularConfig(seeds=1, epochs=1), workers=0)
+    with pytest.raises(ValueError, match="not both"):
+        run_fewshot(None, FewShotConfig(), workers=2, client="tcp://127.0.0.1:1")
+    assert main(["tabular", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "--no-progress"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["covid", "--workers", "0", "--no-progress"]) == 2
+    assert "--workers 0 is not valid" in capsys.readouterr().err
