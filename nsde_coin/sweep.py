@@ -78,11 +78,12 @@ def open_client(workers: Optional[int], client: Any, *, gpu: bool = False) -> It
     import dask
 
     # no dashboard, so no use for the workers' statistical profiler (a thread that samples the task's Python stack
-    # every 10 ms, under the GIL the training loop needs); spawned workers inherit this config
+    # every 10 ms, under the GIL the training loop needs); spawned workers inherit this config. The scheduler's HTTP
+    # routes (health, metrics) take a free port of 127.0.0.1: None meant :8787 and a warning when that port is taken
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = distributed.LocalCluster(
-            n_workers=int(workers), threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-            silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None)
+            n_workers=int(workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None)
     try:
         with distributed.Client(cluster) as cl:
             yield cl
