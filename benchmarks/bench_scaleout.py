@@ -8,12 +8,20 @@
     are reported apart). Also the data hand-off: Cora's pickled size and the time to
     pickle + unpickle it (what the cluster path does once per worker) vs a ``load_dataset`` (what loading from
     ``--root`` on every worker would cost).
+(c) One application sweep, ``run_tabular`` (breast cancer, COIN layer_num 40 + its ablation, ``--app-seeds`` seeds,
+    ``--app-epochs`` epochs; one unit = a model × 2 seeds): the default in-process path (each model's seeds in one
+    stacked ensemble), the same units one after the other in this process, and the units on a ``LocalCluster`` of 1
+    and 2 workers (:mod:`nsde_coin.sweep`). Reported: units/s, and the engine's overhead per unit = (sweep wall ×
+    workers − Σ unit wall measured inside the workers) / units, also as a fraction of a unit; the one-off costs
+    (cluster start, worker imports, a first 1-epoch sweep) apart. Stored under ``apps_tabular`` with its own CPU and
+    load figures; the other sections of the JSON file are kept when ``--skip-*`` leaves them out.
 (b) ``fit`` of the ``nsde-coin train`` SDE network (spirals, n = 2400, batch 64, 8 paths, 10 Euler steps) under
     ``torchrun --nproc-per-node 1`` and ``2`` (gloo on 127.0.0.1): seconds per epoch and the speed-up.
 
 The figures depend on the machine's load (recorded: CPU model, cores, load average before and after): on a shared
 2-core machine two workers cannot be twice as fast. Usage: ``python benchmarks/bench_scaleout.py [--splits 2]
-[--inits 2] [--epochs 2]``; writes benchmarks/results/bench_scaleout.json.
+[--inits 2] [--epochs 2] [--app-seeds 8] [--app-epochs 200] [--skip-protocol] [--skip-trainer] [--skip-apps]``;
+writes benchmarks/results/bench_scaleout.json.
 """
 
 from __future__ import annotations
@@ -117,6 +125,81 @@ def protocol(splits: int, inits: int) -> dict:
     return out
 
 
+def _timed(fn, *args):
+    """A unit and its wall time inside the worker (cloudpickled with this script: workers need not import it)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def apps_tabular(seeds: int, epochs: int) -> dict:
+    import torch
+
+    from nsde_coin.apps import tabular as tab
+    from nsde_coin.sweep import open_client, run_units
+
+    torch.set_num_threads(1)
+    data = tab.breast_cancer()
+    cfg = tab.TabularConfig(seeds=seeds, epochs=epochs)
+    x = tab.standardize(data.x).float()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    labelled = torch.stack([tab.stratified_labelled(data.y, cfg.n_train, gen) for _ in range(cfg.seeds)])
+    ei, ew, _ = tab.gaussian_knn_edges(x.double(), cfg.k, cfg.m)
+    lap = tab.weighted_laplacian(ei, ew.float(), x.shape[0])
+    shared = (tab._fit_seeds, data, x, labelled, lap, cfg)
+    models = {"coin": cfg.layer_num, "ablation": 0}
+    units = [({name: layers}, chunk) for name, layers in models.items() for chunk in tab._chunks(seeds, 2)]
+    out: dict = {"cpu": _machine(), "seeds": seeds, "epochs": epochs, "units": len(units), "seeds_per_unit": 2,
+                 "modes": {}}
+    t0 = time.perf_counter()
+    tab.run_tabular(data, cfg)
+    out["modes"]["in-process (stacked, default)"] = {"sweep_s": round(time.perf_counter() - t0, 3)}
+    t0 = time.perf_counter()
+    walls = [_timed(*shared, *u)[1] for u in units]
+    rec = {"sweep_s": time.perf_counter() - t0, "unit_wall_sum_s": sum(walls)}
+    out["modes"]["in-process units"] = rec
+    for workers in (1, 2):
+        rec = {"workers": workers}
+        t0 = time.perf_counter()
+        with open_client(workers, None) as cl:
+            rec["cluster_start_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            cl.run(__import__, "nsde_coin.apps.tabular")
+            rec["worker_warmup_s"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            tiny = tab.TabularConfig(seeds=seeds, epochs=1)
+            with run_units(_timed, (tab._fit_seeds, data, x, labelled, lap, tiny), units[:workers], client=cl,
+                           name="warmup", threads=1) as done:
+                list(done)
+            rec["first_sweep_1_epoch_s"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            with run_units(_timed, shared, units, client=cl, name="bench", threads=1) as done:
+                walls = [w for _, (_, w) in done]
+            rec["sweep_s"] = time.perf_counter() - t1
+        rec["unit_wall_sum_s"] = sum(walls)
+        out["modes"][f"LocalCluster-{workers}"] = rec
+    for mode, rec in out["modes"].items():
+        if "unit_wall_sum_s" in rec:
+            w = rec.get("workers", 1)
+            rec["units_per_s"] = len(units) / rec["sweep_s"]
+            rec["unit_wall_mean_s"] = rec["unit_wall_sum_s"] / len(units)
+            rec["overhead_per_unit_s"] = (rec["sweep_s"] * w - rec["unit_wall_sum_s"]) / len(units)
+            rec["overhead_fraction"] = rec["overhead_per_unit_s"] / rec["unit_wall_mean_s"]
+        out["modes"][mode] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}
+        print("tabular", mode, json.dumps(out["modes"][mode]), flush=True)
+    base = out["modes"]["in-process units"]["units_per_s"]
+    out["throughput_vs_in_process_units"] = {m: round(v["units_per_s"] / base, 3) for m, v in out["modes"].items()
+                                             if "units_per_s" in v}
+    out["cpu"]["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
+    return out
+
+
+def _machine() -> dict:
+    from nsde_coin.commands.common import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_before": [round(v, 2) for v in os.getloadavg()]}
+
+
 def trainer(epochs: int) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +230,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--skip-protocol", action="store_true")
     p.add_argument("--skip-trainer", action="store_true")
+    p.add_argument("--skip-apps", action="store_true")
+    p.add_argument("--app-seeds", type=int, default=8)
+    p.add_argument("--app-epochs", type=int, default=200)
     args = p.parse_args()
     import distributed
     import torch
@@ -163,10 +249,18 @@ def main() -> None:
         result["protocol_cora"] = protocol(args.splits, args.inits)
     if not args.skip_trainer:
         result["trainer"] = trainer(args.epochs)
+    if not args.skip_apps:
+        result["apps_tabular"] = apps_tabular(args.app_seeds, args.app_epochs)
     result["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     dest = HERE / "results" / "bench_scaleout.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sections = ("protocol_cora", "trainer", "apps_tabular")
+    old = json.loads(dest.read_text()) if dest.exists() else {}
+    if args.skip_protocol and args.skip_trainer:  # apps only: the top-level figures stay those of the last full run
+        result = {**old, **{k: result[k] for k in sections if k in result}}
+    else:  # sections not rerun keep their last figures
+        result = {**result, **{k: old[k] for k in sections if k in old and k not in result}}
     dest.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {dest}")
 

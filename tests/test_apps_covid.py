@@ -17,8 +17,8 @@ from nsde_coin.apps.covid_data import (
     load_england_covid,
     locate_covid_file,
 )
-from nsde_coin.apps.ensemble import init_copies
 from nsde_coin.cli import main
+from nsde_coin.stacked import init_copies
 
 FILE = locate_covid_file()
 needs_data = pytest.mark.skipif(

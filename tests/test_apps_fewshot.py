@@ -16,9 +16,9 @@ from nsde_coin.apps.fewshot import (
     sample_tasks,
 )
 from nsde_coin.apps.fewshot_data import FewShotFeatures, digits_features, load_features_file
-from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.cli import main
 from nsde_coin.graph.coin import COINBase
+from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 
 
 def test_vmapped_base_equals_coinbase_forward():

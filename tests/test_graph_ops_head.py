@@ -8,11 +8,11 @@ from problems import ring_graph
 
 from nsde_coin.apps.covid import CovidBase, CovidConfig, _coin_forward
 from nsde_coin.apps.fewshot import _task_heads
-from nsde_coin.apps.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.graph.coin import COIN, COINBase
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.ensemble import COINEnsemble
 from nsde_coin.graph.head import LOG_FLOOR, dropout_diffusion, head_log, head_outputs
+from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.graph.laplacian import laplacian
 from nsde_coin.graph.layers import GraphDiffusion
 from nsde_coin.stacked import init_copies, load_copy, module_fn, stack_parameters

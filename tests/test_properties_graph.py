@@ -33,8 +33,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsde_coin.apps.knn import gaussian_knn_edges, gaussian_knn_graph
 from nsde_coin.graph.diffusion import PositivityWarning, diffuse
+from nsde_coin.graph.knn import gaussian_knn_edges, gaussian_knn_graph
 from nsde_coin.graph.laplacian import KINDS, as_operator, graph_operator, lambda_max, laplacian
 
 MARKOV = ("paper", "rw", "comb")  # −L generates a Markov chain: zero row sums, non-positive off-diagonal

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from nsde_coin.apps.covid_data import CovidSnapshots, daily_laplacian
 from nsde_coin.loop import BestWeights, Divergence, Epoch, make_optimizer, train
 from nsde_coin.stacked import forward_copies, init_copies, module_fn
+from nsde_coin.sweep import check_engine, run_units
 
 __all__ = ["CovidConfig", "CovidBase", "CovidGCN", "gcn_adjacency", "gcn_forward_stacked", "draw_masks",
            "fit_linear_regression", "run_covid", "default_config"]
@@ -223,27 +224,30 @@ def _stats(values: Tensor) -> dict[str, float]:
 
 
 def _model(model: str, cfg: CovidConfig, xs: dict[str, Tensor], graphs: dict[str, dict[str, Tensor]],
-           seeds: list[int]) -> tuple[Callable[..., Tensor], dict[str, Tensor], str]:
+           seeds: list[int], sel: slice = slice(None)) -> tuple[Callable[..., Tensor], dict[str, Tensor], str]:
     """``(forward(params, split, train, generator) -> (R, n_split), stacked params, description)`` of one trained
     model; ``xs[split]`` (n_split, lags) and ``graphs[split]`` (its block-diagonal Laplacian ``lap`` and weighted
-    edges) cover the snapshots of each split, so training touches only the training days."""
+    edges) cover the snapshots of each split, so training touches only the training days.
+
+    ``sel`` keeps the runs ``seeds[sel]`` only (a Dask unit): the dropout masks are still drawn for all runs and
+    sliced, so each run sees the generator's numbers it sees when all runs train at once."""
     if model == "gcn":
         adj = {k: gcn_adjacency(g["edge_index"], g["edge_weight"].float(), xs[k].shape[0]) for k, g in graphs.items()}
         ax = {k: adj[k] @ xs[k] for k in xs}
-        _, params = init_copies(lambda: CovidGCN(cfg.lags, cfg.hidden), seeds)
+        _, params = init_copies(lambda: CovidGCN(cfg.lags, cfg.hidden), seeds[sel])
 
         def forward_gcn(p: dict[str, Tensor], split: str, train: bool, gen: torch.Generator) -> Tensor:
             keep = None
             if train and cfg.dropout > 0:
                 shape = (len(seeds), xs[split].shape[0], cfg.hidden)
-                keep = (torch.rand(shape, generator=gen) >= cfg.dropout).float() / (1.0 - cfg.dropout)
+                keep = (torch.rand(shape, generator=gen)[sel] >= cfg.dropout).float() / (1.0 - cfg.dropout)
             return gcn_forward_stacked(p, ax[split], adj[split], keep)
 
         return forward_gcn, params, f"GCN (GCNConv {cfg.lags}-{cfg.hidden}-1, ELU, hidden dropout {cfg.dropout:g})"
 
-    template, params = init_copies(lambda: CovidBase(cfg.lags, cfg.hidden), seeds)
+    template, params = init_copies(lambda: CovidBase(cfg.lags, cfg.hidden), seeds[sel])
     forward_coin = _coin_forward(module_fn(template), {k: g["lap"] for k, g in graphs.items()}, xs,
-                                 cfg.layers if model == "coin" else 0, cfg)
+                                 cfg.layers if model == "coin" else 0, cfg, (len(seeds), sel))
 
     if model == "coin":
         name = f"COIN (base + {cfg.layers} x [dropout {cfg.dropout:g}, u - {cfg.sigma2:g} L_t u])"
@@ -253,11 +257,13 @@ def _model(model: str, cfg: CovidConfig, xs: dict[str, Tensor], graphs: dict[str
 
 
 def _coin_forward(fn: Callable[..., Tensor], laps: dict[str, Tensor], xs: dict[str, Tensor], layers: int,
-                  cfg: CovidConfig) -> Callable[..., Tensor]:
+                  cfg: CovidConfig, runs: Optional[tuple[int, slice]] = None) -> Callable[..., Tensor]:
     """``forward(params, split, train, generator) -> (R, n_split)`` of R stacked COVID COINs: base values
     (``fn`` under vmap) → the one COIN head without softmax, ``layers`` × [dropout (training only) → one step of
     ``u − σ² L u``] on the split's block-diagonal Laplacian ``laps[split]``; ``layers = 0`` is the base alone (MLP).
-    The R runs are the columns of one (n, R) signal, diffused together. A test pins it to COIN's diffusion."""
+    The R runs are the columns of one (n, R) signal, diffused together. ``runs = (total, sel)``: these R runs are
+    ``sel`` of ``total`` (a Dask unit), and the dropout masks are drawn for all ``total`` and sliced. A test pins it
+    to COIN's diffusion."""
     from nsde_coin.graph.head import dropout_diffusion, head_outputs
     from nsde_coin.graph.layers import GraphDiffusion
 
@@ -266,19 +272,68 @@ def _coin_forward(fn: Callable[..., Tensor], laps: dict[str, Tensor], xs: dict[s
     def forward(p: dict[str, Tensor], split: str, train: bool, gen: torch.Generator) -> Tensor:
         u0 = forward_copies(fn, p, xs[split]).squeeze(-1).T  # (n, R)
         diffusion = None if layers == 0 else dropout_diffusion(lambda u: step(u, laps[split]), layers,
-                                                               cfg.dropout if train else 0.0, gen)
+                                                               cfg.dropout if train else 0.0, gen, runs)
         return head_outputs(u0, diffusion, probabilities=False).T
 
     return forward
 
 
+def _no_tick() -> None:
+    pass
+
+
+def _fit_runs(cfg: CovidConfig, xs: dict[str, Tensor], ys: dict[str, Tensor], graphs: dict[str, dict[str, Tensor]],
+              obs: Tensor, seeds: list[int], trained: list[str], sel: slice = slice(None),
+              tick: Callable[[], None] = _no_tick) -> dict[str, tuple[str, dict[str, Tensor]]]:
+    """Train the runs ``seeds[sel]`` (observed-target masks ``obs[sel]``) of each model of ``trained``:
+    {model: (description, {"val", "test", "epoch"}: (R_sel,) tensors)} (see :func:`_train`). One Dask unit is a
+    model × a mask with its inits."""
+    from nsde_coin.graph.diffusion import PositivityWarning
+
+    fits = {}
+    for model in trained:
+        forward, params, name = _model(model, cfg, xs, graphs, seeds, sel)
+        g = torch.Generator().manual_seed(cfg.seed + 17)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PositivityWarning)  # a regression: negative values are fine
+            out = _train(forward, params, ys, obs[sel], cfg, g, tick)
+        fits[model] = (name, out)
+    return fits
+
+
+def _fit_on_dask(cfg: CovidConfig, xs: dict[str, Tensor], ys: dict[str, Tensor],
+                 graphs: dict[str, dict[str, Tensor]], obs: Tensor, seeds: list[int], trained: list[str], bar: Any,
+                 workers: Optional[int], client: Any) -> dict[str, tuple[str, dict[str, Tensor]]]:
+    """:func:`_fit_runs` of every model × mask on Dask (:mod:`nsde_coin.sweep`), the runs put back in order."""
+    units = [([model], slice(m * cfg.inits, (m + 1) * cfg.inits)) for model in trained for m in range(cfg.masks)]
+    parts: dict[int, dict[str, tuple[str, dict[str, Tensor]]]] = {}
+    with run_units(_fit_runs, (cfg, xs, ys, graphs, obs, seeds), units, workers=workers, client=client,
+                   name="covid", threads=torch.get_num_threads()) as done:
+        for i, part in done:
+            parts[i] = part
+            if bar is not None:
+                bar.update(cfg.epochs)
+    fits = {}
+    for model in trained:
+        mine = [next(iter(parts[i].values())) for i in sorted(parts) if units[i][0] == [model]]
+        fits[model] = (mine[0][0], {k: torch.cat([out[k] for _, out in mine]) for k in ("val", "test", "epoch")})
+    return fits
+
+
 def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progress: bool = False,
-              source: str = "") -> dict[str, Any]:
-    """Run the protocol (module doc) for ``cfg.models``; returns the JSON-ready record."""
-    from nsde_coin.graph.diffusion import PositivityWarning, stability_report
+              source: str = "", workers: Optional[int] = None, client: Any = None) -> dict[str, Any]:
+    """Run the protocol (module doc) for ``cfg.models``; returns the JSON-ready record.
+
+    ``workers=N`` trains on an embedded Dask ``LocalCluster`` of N single-threaded processes, ``client=`` (a
+    ``distributed.Client`` or ``"tcp://host:port"``) on an existing cluster (:mod:`nsde_coin.sweep`): one unit is a
+    model × a mask with its ``cfg.inits`` initialisations, the snapshots go to each worker once, and the record
+    equals the in-process one to float tolerance (the default, no engine, trains all runs of a model at once here).
+    """
+    from nsde_coin.graph.diffusion import stability_report
 
     s_total, n = snaps.y.shape
     cfg.check(s_total)
+    check_engine(workers, client)
     n_tr, n_va, n_te = cfg.split
     used = n_tr + n_va + n_te
     days = {"train": range(0, n_tr), "val": range(n_tr, n_tr + n_va), "test": range(n_tr + n_va, used)}
@@ -306,7 +361,8 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.epochs * len(trained), desc="covid", unit="epoch")
+        bar = tqdm(total=cfg.epochs * len(trained) * (1 if workers is None and client is None else cfg.masks),
+                   desc="covid", unit="epoch")
 
     def tick() -> None:
         if bar is not None:
@@ -324,12 +380,12 @@ def run_covid(snaps: CovidSnapshots, cfg: CovidConfig = CovidConfig(), *, progre
                          "test_mse": _stats(torch.cat(tests)), "val_mse": _stats(torch.cat(vals)),
                          "test_mse_per_mask": torch.cat(tests).tolist()}
 
+    if workers is None and client is None:
+        fits = _fit_runs(cfg, xs, ys, graphs, obs, seeds, trained, tick=tick)
+    else:
+        fits = _fit_on_dask(cfg, xs, ys, graphs, obs, seeds, trained, bar, workers, client)
     for model in trained:
-        forward, params, name = _model(model, cfg, xs, graphs, seeds)
-        g = torch.Generator().manual_seed(cfg.seed + 17)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PositivityWarning)  # a regression: negative values are fine
-            out = _train(forward, params, ys, obs, cfg, g, tick)
+        name, out = fits[model]
         results[model] = {"method": name, "test_mse": _stats(out["test"]), "val_mse": _stats(out["val"]),
                           "best_epoch_median": int(out["epoch"].median()),
                           "test_mse_per_mask": out["test"].view(cfg.masks, cfg.inits).mean(1).tolist()}

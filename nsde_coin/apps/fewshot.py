@@ -37,6 +37,7 @@ from nsde_coin.apps.fewshot_data import FewShotFeatures
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
 from nsde_coin.stacked import forward_copies, init_copies
+from nsde_coin.sweep import check_engine, run_units
 
 __all__ = ["FewShotConfig", "eligible_classes", "sample_tasks", "preprocess_tasks", "ncm_predict",
            "coin_head_predict", "run_fewshot", "mean_ci95"]
@@ -226,32 +227,19 @@ def coin_head_predict(
         return outputs()[:, ns:].argmax(-1)
 
 
-def run_fewshot(data: FewShotFeatures, cfg: FewShotConfig = FewShotConfig(), *, progress: bool = False,
-                desc: str = "few-shot") -> dict[str, Any]:
-    """Run ``cfg.n_tasks`` tasks with COIN, its layer_num = 0 ablation and NCM; return the JSON-ready record.
-
-    The record holds per-method mean accuracy (%) and 95% CI over tasks, the paired difference COIN − ablation,
-    the stability numbers of the explicit step on the task graphs (worst σ²·λ_max and σ²·max L_ii over batches),
-    and the settings.
-    """
+def _task_batches(data: FewShotFeatures, cfg: FewShotConfig, idx: Tensor, starts: list[int], bar: Any = None
+                  ) -> tuple[dict[str, list[Tensor]], dict[str, float], bool]:
+    """The task batches starting at ``starts`` (indices into the tasks ``idx`` (T, n)): per-method query accuracies
+    of each task ({method: [one (B,) tensor per batch]}), the worst stability numbers over their graphs and whether
+    a positivity warning was raised. One Dask unit is one batch."""
     from nsde_coin.graph.diffusion import PositivityWarning, stability_report
 
-    cfg.check()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    per = cfg.k_shot + cfg.n_query
-    _, dropped = eligible_classes(data.labels, per, cfg.n_way)
-    idx = sample_tasks(data.labels, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.n_tasks, gen)
     ns = cfg.n_way * cfg.k_shot
     yq = torch.arange(cfg.n_way).repeat_interleave(cfg.n_query)
     acc: dict[str, list[Tensor]] = {"coin": [], "ablation": [], "ncm": []}
     worst: dict[str, float] = {}
     neg_warned = False
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.n_tasks, desc=desc, unit="task")
-    for t0 in range(0, cfg.n_tasks, cfg.task_batch):
+    for t0 in starts:
         t1 = min(cfg.n_tasks, t0 + cfg.task_batch)
         x = preprocess_tasks(data.features[idx[t0:t1]].double(), ns, data.base_mean).float()
         if not bool(torch.isfinite(x).all()):
@@ -277,6 +265,49 @@ def run_fewshot(data: FewShotFeatures, cfg: FewShotConfig = FewShotConfig(), *, 
         acc["ncm"].append((ncm_predict(x, cfg.n_way, cfg.k_shot) == yq).float().mean(1))
         if bar is not None:
             bar.update(t1 - t0)
+    return acc, worst, neg_warned
+
+
+def run_fewshot(data: FewShotFeatures, cfg: FewShotConfig = FewShotConfig(), *, progress: bool = False,
+                desc: str = "few-shot", workers: Optional[int] = None, client: Any = None) -> dict[str, Any]:
+    """Run ``cfg.n_tasks`` tasks with COIN, its layer_num = 0 ablation and NCM; return the JSON-ready record.
+
+    The record holds per-method mean accuracy (%) and 95% CI over tasks, the paired difference COIN − ablation,
+    the stability numbers of the explicit step on the task graphs (worst σ²·λ_max and σ²·max L_ii over batches),
+    and the settings. ``workers=N`` runs the task batches on an embedded Dask ``LocalCluster`` of N
+    single-threaded processes, ``client=`` (a ``distributed.Client`` or ``"tcp://host:port"``) on an existing
+    cluster (:mod:`nsde_coin.sweep`): one unit per batch of ``cfg.task_batch`` tasks, the features and task indices
+    sent to each worker once; the record is the in-process one (each batch is the same computation).
+    """
+    cfg.check()
+    check_engine(workers, client)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per = cfg.k_shot + cfg.n_query
+    _, dropped = eligible_classes(data.labels, per, cfg.n_way)
+    idx = sample_tasks(data.labels, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.n_tasks, gen)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.n_tasks, desc=desc, unit="task")
+    starts = list(range(0, cfg.n_tasks, cfg.task_batch))
+    if workers is None and client is None:
+        acc, worst, neg_warned = _task_batches(data, cfg, idx, starts, bar)
+    else:
+        acc, worst, neg_warned = {"coin": [], "ablation": [], "ncm": []}, {}, False
+        parts = {}
+        with run_units(_task_batches, (data, cfg, idx), [([t0],) for t0 in starts], workers=workers, client=client,
+                       name="fewshot", threads=torch.get_num_threads()) as done:
+            for i, part in done:
+                parts[i] = part
+                if bar is not None:
+                    bar.update(min(cfg.n_tasks, starts[i] + cfg.task_batch) - starts[i])
+        for i in sorted(parts):  # in task order: the same per-task lists as in this process
+            for key, values in parts[i][0].items():
+                acc[key] += values
+            for key, value in parts[i][1].items():
+                worst[key] = max(worst.get(key, -math.inf), value)
+            neg_warned = neg_warned or parts[i][2]
     if bar is not None:
         bar.close()
     per_task = {k: torch.cat(v).numpy() * 100.0 for k, v in acc.items()}

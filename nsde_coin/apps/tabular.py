@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nsde_coin._checks import is_int
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
+from nsde_coin.sweep import check_engine, run_units
 
 __all__ = ["TabularData", "TabularConfig", "breast_cancer", "load_csv", "stratified_labelled", "standardize",
            "classification_metrics", "run_tabular"]
@@ -185,39 +187,36 @@ def _agg(values: list[Optional[float]]) -> dict[str, Any]:
     return {"mean": float(a.mean()), "std": float(a.std())}
 
 
-def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, progress: bool = False
-                ) -> dict[str, Any]:
-    """COIN vs its layer_num = 0 ablation over ``cfg.seeds`` seeds (module doc); returns the JSON-ready record."""
+def _fit_seeds(data: TabularData, x: Tensor, labelled: Tensor, lap: Tensor, cfg: TabularConfig,
+               models: dict[str, int], members: Optional[list[int]] = None, bar: Any = None
+               ) -> dict[str, list[dict[str, Optional[float]]]]:
+    """Train the ensembles of ``models`` ({name: layer_num}) for the seeds ``members`` (default: all ``cfg.seeds``)
+    on standardised features ``x`` (n, d) with the labelled masks ``labelled`` (cfg.seeds, n) and Laplacian ``lap``;
+    returns their per-seed metrics {name: [metrics of each member]}.
+
+    A chunk of seeds starts from the same weights as in the all-seeds ensemble (drawn for all seeds, then the
+    chunk's members are kept); the stacked members share no parameters, so a chunk trains each seed as the
+    all-seeds run does (to float tolerance: see tests/test_apps_dask.py). One Dask unit is a model × a chunk.
+    """
     from nsde_coin.graph.coin import COINEnsemble
-    from nsde_coin.graph.diffusion import stability_report
 
-    if cfg.seeds < 1 or cfg.epochs < 1:
-        raise ValueError(f"seeds and epochs must be >= 1, got seeds={cfg.seeds}, epochs={cfg.epochs}")
-    n, d = data.x.shape
+    n, d = x.shape
     c = len(data.classes)
-    x = standardize(data.x).float()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    labelled = torch.stack([stratified_labelled(data.y, cfg.n_train, gen) for _ in range(cfg.seeds)])  # (I, n)
-    ei, ew, _ = gaussian_knn_edges(x.double(), cfg.k, cfg.m)
-    lap = weighted_laplacian(ei, ew.float(), n)
-    stab = stability_report(lap, cfg.sigma2)
-    models = {"coin": cfg.layer_num, "ablation": 0}
+    if members is not None:
+        labelled = labelled[members]
     per_seed: dict[str, list[dict[str, Optional[float]]]] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.epochs * len(models), desc="tabular", unit="epoch")
     lab_f = labelled.float()
     for name, layers in models.items():
         ens = COINEnsemble(cfg.seeds, d, c, layer_num=layers, sigma2=cfg.sigma2, solver=cfg.solver,
                            allow_unstable=cfg.allow_unstable, generator=torch.Generator().manual_seed(cfg.seed + 1))
+        if members is not None:
+            ens = COINEnsemble.from_models([ens.member(i) for i in members])
         ens.set_graph(lap)
         opt = make_optimizer(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def nll(ens: COINEnsemble = ens) -> torch.Tensor:
             logp = ens.log_prob(x)  # (I, n, C)
-            per_node = -logp.gather(-1, data.y.expand(cfg.seeds, n).unsqueeze(-1)).squeeze(-1)
+            per_node = -logp.gather(-1, data.y.expand(ens.num_models, n).unsqueeze(-1)).squeeze(-1)
             return ((per_node * lab_f).sum(1) / lab_f.sum(1)).sum()
 
         train(nll, opt, cfg.epochs, on_epoch=() if bar is None else (lambda _: bar.update(1),),
@@ -227,7 +226,62 @@ def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, prog
             prob = ens(x).numpy()
         y = data.y.numpy()
         per_seed[name] = [classification_metrics(y[~labelled[i].numpy()], prob[i][~labelled[i].numpy()], c)
-                          for i in range(cfg.seeds)]
+                          for i in range(ens.num_models)]
+    return per_seed
+
+
+def _chunks(count: int, size: int) -> list[list[int]]:
+    return [list(range(a, min(count, a + size))) for a in range(0, count, size)]
+
+
+def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, progress: bool = False,
+                workers: Optional[int] = None, client: Any = None, seeds_per_unit: Optional[int] = None
+                ) -> dict[str, Any]:
+    """COIN vs its layer_num = 0 ablation over ``cfg.seeds`` seeds (module doc); returns the JSON-ready record.
+
+    ``workers=N`` trains on an embedded Dask ``LocalCluster`` of N single-threaded processes, ``client=`` (a
+    ``distributed.Client`` or ``"tcp://host:port"``) on an existing cluster (:mod:`nsde_coin.sweep`): one unit is a
+    model × a chunk of ``seeds_per_unit`` seeds (default: the seeds split into ~2 chunks per worker), the data
+    goes to each worker once, and the record equals the in-process one to float tolerance (the default, no
+    engine, trains each model's seeds in one ensemble here).
+    """
+    from nsde_coin.graph.diffusion import stability_report
+
+    if cfg.seeds < 1 or cfg.epochs < 1:
+        raise ValueError(f"seeds and epochs must be >= 1, got seeds={cfg.seeds}, epochs={cfg.epochs}")
+    check_engine(workers, client)
+    if seeds_per_unit is not None and (not is_int(seeds_per_unit) or seeds_per_unit < 1):
+        raise ValueError(f"seeds_per_unit must be an int >= 1 (or None: ~2 chunks per worker), got {seeds_per_unit!r}")
+    n, d = data.x.shape
+    x = standardize(data.x).float()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    labelled = torch.stack([stratified_labelled(data.y, cfg.n_train, gen) for _ in range(cfg.seeds)])  # (I, n)
+    ei, ew, _ = gaussian_knn_edges(x.double(), cfg.k, cfg.m)
+    lap = weighted_laplacian(ei, ew.float(), n)
+    stab = stability_report(lap, cfg.sigma2)
+    models = {"coin": cfg.layer_num, "ablation": 0}
+    bar = None
+    if workers is None and client is None:
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.epochs * len(models), desc="tabular", unit="epoch")
+        per_seed = _fit_seeds(data, x, labelled, lap, cfg, models, bar=bar)
+    else:
+        size = seeds_per_unit or math.ceil(cfg.seeds / (2 * (workers or 1)))
+        units = [({name: layers}, chunk) for name, layers in models.items() for chunk in _chunks(cfg.seeds, size)]
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(units), desc="tabular", unit="unit")
+        parts: dict[int, dict[str, list[dict[str, Optional[float]]]]] = {}
+        with run_units(_fit_seeds, (data, x, labelled, lap, cfg), units, workers=workers, client=client,
+                       name="tabular", threads=torch.get_num_threads()) as done:
+            for i, part in done:
+                parts[i] = part
+                if bar is not None:
+                    bar.update(1)
+        per_seed = {name: [m for i in sorted(parts) for m in parts[i].get(name, [])] for name in models}
     if bar is not None:
         bar.close()
     results = {}

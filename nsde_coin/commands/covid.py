@@ -22,6 +22,7 @@ from nsde_coin.commands.common import (
     set_threads,
     small_mode,
 )
+from nsde_coin.commands.engine import add_engine_arguments, engine_options
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     m.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     m.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
     add_common_arguments(p)
+    add_engine_arguments(p, "a model × a mask with its inits")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
 
     check_output(args.out)  # a bad --out fails now, not after the computation
+    engine = engine_options(args)  # before set_threads: one thread per unit by default
     set_threads(args.threads)
     start = time.perf_counter()
     data = load_england_covid(args.path, download=args.download, verify=not args.no_verify)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                       layers=args.layers, sigma2=args.sigma2, allow_unstable=args.allow_unstable,
                       dropout=args.dropout, lr=args.lr,
                       weight_decay=args.weight_decay, models=tuple(args.models), seed=args.seed)
-    rec = run_covid(snaps, cfg, progress=not args.no_progress, source=data.source)
+    rec = run_covid(snaps, cfg, progress=not args.no_progress, source=data.source, **engine)
     rec["environment"] = environment(time.perf_counter() - start)
     rows = []
     for r in rec["results"].values():

@@ -23,6 +23,7 @@ from nsde_coin.commands.common import (
     set_threads,
     small_mode,
 )
+from nsde_coin.commands.engine import add_engine_arguments, engine_options, with_one_client
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -44,6 +45,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_coin_arguments(h, k=8, m=4, layer_num=10, sigma2=0.5, epochs=100, lr=0.1, optimizer="SGD")
     h.add_argument("--task-batch", type=int, default=150, help="tasks trained at once (default 150)")
     add_common_arguments(p)
+    add_engine_arguments(p, "a batch of --task-batch tasks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.fewshot_data import digits_features, load_features_file
 
     check_output(args.out)  # a bad --out fails now, not after the computation
+    engine = engine_options(args)  # before set_threads: one thread per unit by default
     set_threads(args.threads)
     start = time.perf_counter()
     if args.features is not None:
@@ -62,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
         data = digits_features(cache_dir=cache, seed=args.seed)
     tasks = args.tasks if args.tasks is not None else (60 if small_mode() else 600)
     records, rows = [], []
-    for shot in args.shots:
+    for shot, where in with_one_client(engine, args.shots):  # one cluster for every --shots value
         cfg = FewShotConfig(n_way=args.ways, k_shot=shot, n_query=args.queries, n_tasks=tasks, k=args.k, m=args.m,
                             layer_num=args.layer_num, sigma2=args.sigma2, epochs=args.epochs, lr=args.lr,
                             solver=args.solver, allow_unstable=args.allow_unstable, task_batch=args.task_batch,
                             seed=args.seed)
         t0 = time.perf_counter()
-        rec = run_fewshot(data, cfg, progress=not args.no_progress, desc=f"{args.ways}-way {shot}-shot")
+        rec = run_fewshot(data, cfg, progress=not args.no_progress, desc=f"{args.ways}-way {shot}-shot", **where)
         rec["wall_s"] = round(time.perf_counter() - t0, 2)
         records.append(rec)
         for key in ("coin", "ablation", "ncm"):

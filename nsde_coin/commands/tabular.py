@@ -21,6 +21,7 @@ from nsde_coin.commands.common import (
     set_threads,
     small_mode,
 )
+from nsde_coin.commands.engine import add_engine_arguments, engine_options
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_coin_arguments(m, k=40, m=20, layer_num=40, sigma2=0.2, epochs=200, lr=0.01, optimizer="Adam")
     m.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay (default 5e-4)")
     add_common_arguments(p)
+    add_engine_arguments(p, "a model × a chunk of seeds")
 
 
 def _fmt(stat: dict, scale: float = 1.0, digits: int = 4) -> str:
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 
     check_output(args.out)  # a bad --out fails now, not after the computation
+    engine = engine_options(args)  # before set_threads: one thread per unit by default
     set_threads(args.threads)
     if (args.csv is None) != (args.label is None):
         raise ValueError("--csv and --label go together (the CSV file and the name of its label column)")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TabularConfig(n_train=args.n_train, seeds=seeds, k=args.k, m=args.m, layer_num=args.layer_num,
                         sigma2=args.sigma2, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                         solver=args.solver, allow_unstable=args.allow_unstable, seed=args.seed)
-    rec = run_tabular(data, cfg, progress=not args.no_progress)
+    rec = run_tabular(data, cfg, progress=not args.no_progress, **engine)
     rec["environment"] = environment(time.perf_counter() - start)
     rows = [(r["method"], _fmt(r["accuracy"], 1.0, 2), _fmt(r["roc_auc"]), _fmt(r["aupr"]))
             for r in rec["results"].values()]

@@ -62,15 +62,23 @@ def head_log(logits: Tensor, u: Optional[Tensor] = None, eps: float = LOG_FLOOR)
 
 
 def dropout_diffusion(step: Callable[[Tensor], Tensor], layers: int, p: float = 0.0,
-                      generator: Optional[torch.Generator] = None) -> Callable[[Tensor], Tensor]:
+                      generator: Optional[torch.Generator] = None,
+                      columns: Optional[tuple[int, slice]] = None) -> Callable[[Tensor], Tensor]:
     """``layers`` × [inverted dropout with probability p → ``step``] as one diffusion map (the COVID model's head:
     dropout on the diffused values is multiplicative noise, PAPER.md §1). ``p = 0`` is ``step`` applied ``layers``
-    times. The dropout masks are drawn from ``generator`` (the global RNG when ``None``) in layer order."""
+    times. The dropout masks are drawn from ``generator`` (the global RNG when ``None``) in layer order.
+    ``columns = (total, sel)``: u (n, R) holds the columns ``sel`` of a (n, total) signal, so each mask is drawn
+    (n, total) and sliced — the numbers those columns get when all ``total`` run at once (a sweep's unit)."""
+
+    def mask(u: Tensor) -> Tensor:
+        if columns is None:
+            return torch.rand(u.shape, generator=generator)
+        return torch.rand(u.shape[0], columns[0], generator=generator)[:, columns[1]]
 
     def run(u: Tensor) -> Tensor:
         for _ in range(layers):
             if p > 0:
-                u = u * ((torch.rand(u.shape, generator=generator) >= p).to(u.dtype) / (1.0 - p))
+                u = u * ((mask(u) >= p).to(u.dtype) / (1.0 - p))
             u = step(u)
         return u
 

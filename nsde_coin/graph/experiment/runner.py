@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +29,8 @@ from nsde_coin.graph.baselines import build_model, resolve_hparams
 from nsde_coin.graph.experiment.records import ResultsLog, SweepLock, run_key, summarize
 from nsde_coin.graph.experiment.train import TrainConfig, train_run
 from nsde_coin.graph.splits import Split, random_split
+from nsde_coin.sweep import check_engine
+from nsde_coin.sweep import stop_on_sigterm as _stop_on_sigterm
 
 __all__ = ["RunSpec", "resolve_device", "run_one", "run_protocol"]
 
@@ -116,10 +116,7 @@ def run_protocol(
     cfg = config or TrainConfig()
     if threads is not None and (not is_int(threads) or int(threads) < 1):
         raise ValueError(f"threads must be an int >= 1 (or None: leave torch's setting), got {threads!r}")
-    if workers is not None and (not is_int(workers) or int(workers) < 1):
-        raise ValueError(f"workers must be an int >= 1 (or None: run in this process), got {workers!r}")
-    if workers is not None and client is not None:
-        raise ValueError(f"give either workers={workers} (a local cluster) or client= (an existing one), not both")
+    check_engine(workers, client)
     hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
     dev = resolve_device(device, here=client is None)  # a remote cluster's workers check CUDA themselves
     dtype = str(torch.get_default_dtype()).replace("torch.", "")
@@ -239,24 +236,6 @@ def _summary(log: ResultsLog, keys: dict[tuple[int, int], str], spec: RunSpec, n
                    train=asdict(spec.config), requested=len(keys), new_runs=new, corrupt_lines=log.corrupt_lines,
                    out=str(out) if out is not None else None)
     return summary
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM (what ``timeout`` and schedulers send) into KeyboardInterrupt for the block, so the sweep's
-    clean-up (cancel futures, close the cluster, release the lock) runs as for Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    before = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def resolve_device(device: Optional[Union[str, torch.device]], here: bool = True) -> torch.device:
