@@ -19,7 +19,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, unit: str) -> None:
                    help=f"run the sweep on an embedded Dask cluster of this many single-threaded worker processes "
                         f"(one task = {unit}; default: in this process)")
     e.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
-                   help="run the sweep on an existing Dask cluster (`dask scheduler` / `dask worker --nthreads 1`)")
+                   help="run the sweep on an existing Dask cluster (`dask scheduler` / `dask worker --nthreads 1`; "
+                        "default: none)")
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
