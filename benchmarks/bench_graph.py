@@ -294,6 +294,22 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _write_compare(result: dict[str, Any], lines: list[str], args: argparse.Namespace) -> str:
+    """Write ``--compare``'s JSON and Markdown (after every data set: a run cut short keeps what it measured)."""
+    result["load_avg_after"] = os.getloadavg()
+    load0, load1 = (tuple(round(v, 2) for v in result[k]) for k in ("load_avg_before", "load_avg_after"))
+    note = (f"\n{result['cpu']}, {args.threads} thread(s), torch {result['torch']}; load average (1, 5, 15 min) "
+            f"before {load0}, after {load1}. Reduced protocol: splits × 1 init per data set as shown (the paper's is "
+            f"100 × 20); the reference's s / run = its median epoch time ({args.reference_epochs} epochs after a "
+            f"warm-up) × COIN's mean epochs; wall s / run includes setup and the final evaluation, CPU s / run is the "
+            f"training loop's process time (less sensitive to other load on a shared machine).\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n" + note)
+    return "\n".join(lines) + "\n" + note
+
+
 def compare(args: argparse.Namespace) -> None:
     """``--compare``: per-run times of COIN, GCN and the original-style reference on the same splits (module doc)."""
     import tempfile
@@ -337,18 +353,8 @@ def compare(args: argparse.Namespace) -> None:
                          f"{row['reference_over_coin_cpu']:.1f}× | {row['coin_over_gcn']:.2f}×, "
                          f"{row['coin_over_gcn_cpu']:.2f}× |")
             print(lines[-1], file=sys.stderr, flush=True)
-    result["load_avg_after"] = os.getloadavg()
-    note = (f"\n{result['cpu']}, {args.threads} thread(s), torch {result['torch']}; load average (1, 5, 15 min) "
-            f"before {tuple(round(v, 2) for v in load0)}, after {tuple(round(v, 2) for v in result['load_avg_after'])}."
-            f" Reduced protocol: splits × 1 init per data set as shown (the paper's is 100 × 20); the reference's "
-            f"s / run = its median epoch time ({args.reference_epochs} epochs after a warm-up) × COIN's mean epochs; "
-            f"wall s / run includes setup and the final evaluation, CPU s / run is the training loop's process time "
-            f"(less sensitive to other load on a shared machine).\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n" + note)
-    print("\n".join(lines) + "\n" + note)
+            _write_compare(result, lines, args)
+    print(_write_compare(result, lines, args))
 
 
 def main() -> None:
