@@ -128,13 +128,14 @@ def main(argv=None) -> int:
     here = str(HERE.parent)
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
     out = {"cpu": cpu_model(), "threads": 1, "torch": torch.__version__, "epochs": args.epochs, "after": [],
-           "before": []}
+           "before": [], "load_avg_before": os.getloadavg(), "before_pythonpath": args.before}
     for name in names:  # interleaved per data set: load drifts hit before and after alike
         if args.before:
             out["before"].append(spawn(name, args.epochs, args.before, args.timeout))
             print("before", out["before"][-1], flush=True)
         out["after"].append(spawn(name, args.epochs, here, args.timeout))
         print("after", out["after"][-1], flush=True)
+    out["load_avg_after"] = os.getloadavg()
     out["slope_vs_nnzx_d"] = slope(out["after"], "work_x_d")
     out["slope_vs_nnzl_c"] = slope(out["after"], "work_l_c")
     args.out.parent.mkdir(parents=True, exist_ok=True)
