@@ -17,7 +17,8 @@ backward's mask) and no full n×d gradient is ever formed.
 Panel width (:func:`panel_width`): the two gathered tables are ``[W1[:, J]; b1[J]]`` ((d+1)×k) in the forward pass
 and ``G_J`` (n×k) in the backward pass, so the width shrinks on wide or large graphs until the larger of them takes
 about :data:`PANEL_TABLE_BYTES`: 128 columns on Cora, CiteSeer; 48 on PubMed, 64 on Coauthor CS, 32 on Coauthor
-Physics (n = 34493: a 128-wide G_J is 17.7 MB, and its gathers took ~3× the time of 32-wide ones, 1 thread, Xeon).
+Physics (n = 34493: a 128-wide G_J is 17.7 MB; one forward + backward of the kernel took 6.1 s with 128-wide
+panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine).
 
 Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
 floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
@@ -41,7 +42,8 @@ __all__ = ["PANEL", "PANEL_TABLE_BYTES", "SparseBase", "SparseFeatures", "panel_
 
 PANEL = 128  # widest panel: a d×PANEL float32 slice of W1 (Cora, d = 1433: 0.7 MB) stays in a 1-2 MB L2
 # target size of the larger gathered table, max(d+1, n)×k (measured, 1 thread, Xeon with 2 MB L2 per core: PubMed's
-# backward gathers 48 wide took 0.73× the 128-wide time, Coauthor CS 64 wide 0.8×, Coauthor Physics 32 wide 0.35×)
+# backward gathers 48 wide took ~0.75× the 128-wide time; a 3-epoch COIN run's epoch 0.84× on Coauthor CS (64 wide)
+# and 0.83× on Coauthor Physics (32 wide), benchmarks/results/bench_scaling_wide_before_after.json)
 PANEL_TABLE_BYTES = 4 << 20
 SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
 
