@@ -20,8 +20,15 @@ is measured against our per-run time from the same invocation of this script.
 Figures (``bench_graph.png``): per data set, a log-log scatter of epoch time vs convergence time coloured by test
 accuracy (the paper's figure), and bars of training peak memory.
 
+Per-run comparison (``--compare``, issue 12 item 2): COIN, PyG GCN and the original-style reference on the same
+splits in one invocation, with fresh run files (a temporary folder: nothing resumed) and fewer splits × inits than
+the protocol (:data:`COMPARE_SPLITS`, ``--splits`` overrides) so that it finishes in minutes; it reports per data
+set the test accuracies, seconds per run and the ratios reference / COIN (goal ≥ 15×) and COIN / GCN (goal ≤ 0.4×),
+with the load average before and after, into ``bench_graph_compare.json`` / ``.md``.
+
 Usage::
 
+    python benchmarks/bench_graph.py --compare             # COIN vs reference vs GCN, reduced splits, 3 data sets
     python benchmarks/bench_graph.py                       # 10 splits x 2 inits, all models, 3 data sets
     python benchmarks/bench_graph.py --datasets cora --models coin gcn --splits 2 --inits 1
     python benchmarks/bench_graph.py --report-only         # rebuild JSON / table / figure from the run files
@@ -57,6 +64,7 @@ DATASETS = ("cora", "citeseer", "pubmed")
 COIN_HP: dict[str, dict[str, Any]] = {
     "cora": {"layer_num": 20, "sigma2": 0.35, "solver": "explicit", "allow_unstable": True},
 }
+COMPARE_SPLITS = {"cora": 3, "citeseer": 2, "pubmed": 1}  # --compare: splits × 1 init (the protocol: 100 × 20)
 
 
 def coin_hparams(dataset: str) -> dict[str, Any]:
@@ -112,8 +120,9 @@ def worker(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore", message=".*non-negativity bound.*")
     rss0 = _status_mb("VmRSS")
     reset = _reset_peak()
-    RUNS.mkdir(parents=True, exist_ok=True)
-    out = RUNS / f"{args.dataset}_{args.model}.jsonl"
+    runs = Path(args.runs_dir) if args.runs_dir else RUNS
+    runs.mkdir(parents=True, exist_ok=True)
+    out = runs / f"{args.dataset}_{args.model}.jsonl"
     hp = _hparams(args.dataset, args.model)
     if args.memory_run:  # one run, not recorded, only for the memory peak
         cfg = TrainConfig(max_epochs=args.memory_epochs)
@@ -285,11 +294,74 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _write_compare(result: dict[str, Any], lines: list[str], args: argparse.Namespace) -> str:
+    """Write ``--compare``'s JSON and Markdown (after every data set: a run cut short keeps what it measured)."""
+    result["load_avg_after"] = os.getloadavg()
+    load0, load1 = (tuple(round(v, 2) for v in result[k]) for k in ("load_avg_before", "load_avg_after"))
+    note = (f"\n{result['cpu']}, {args.threads} thread(s), torch {result['torch']}; load average (1, 5, 15 min) "
+            f"before {load0}, after {load1}. Reduced protocol: splits × 1 init per data set as shown (the paper's is "
+            f"100 × 20); the reference's s / run = its median epoch time ({args.reference_epochs} epochs after a "
+            f"warm-up) × COIN's mean epochs; wall s / run includes setup and the final evaluation, CPU s / run is the "
+            f"training loop's process time (less sensitive to other load on a shared machine).\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n" + note)
+    return "\n".join(lines) + "\n" + note
+
+
+def compare(args: argparse.Namespace) -> None:
+    """``--compare``: per-run times of COIN, GCN and the original-style reference on the same splits (module doc)."""
+    import tempfile
+
+    import torch
+
+    load0 = os.getloadavg()
+    result: dict[str, Any] = {"threads": args.threads, "torch": torch.__version__, "cpu": cpu_model(),
+                              "python": platform.python_version(), "load_avg_before": load0, "datasets": {}}
+    lines = ["| data set | splits × inits | COIN test acc (%) | GCN test acc (%) | s / run wall: COIN, GCN, reference "
+             "(est.) | s / run CPU: COIN, GCN, reference (est.) | reference / COIN (goal ≥ 15×) wall, CPU | COIN / GCN "
+             "(goal ≤ 0.4×) wall, CPU |", "|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory(prefix="bench_graph_compare_") as runs:
+        for ds in args.datasets:
+            splits = args.splits_given or COMPARE_SPLITS.get(ds, 3)
+            common = ["--splits", str(splits), "--inits", "1", "--max-epochs", str(args.max_epochs),
+                      "--runs-dir", runs]
+            got = {m: _spawn(["--worker", ds, m, *common], args.threads, args.timeout) for m in ("coin", "gcn")}
+            ref = _spawn(["--reference-worker", ds, "--reference-epochs", str(args.reference_epochs)], args.threads,
+                         args.timeout)
+            coin, gcn = got["coin"], got["gcn"]
+            if coin is None or gcn is None or ref is None:
+                print(f"{ds}: a worker failed; no comparison", file=sys.stderr)
+                continue
+            # the reference trains for as many epochs as our COIN did; CPU: the training loop's process time
+            ref_run = ref["epoch_time_ms"] * 1e-3 * coin["epochs_mean"]
+            ref_cpu = ref["epoch_cpu_ms"] * 1e-3 * coin["epochs_mean"]
+            row = {"splits": splits, "inits": 1, "coin_test_acc": coin["test_acc_mean"],
+                   "gcn_test_acc": gcn["test_acc_mean"], "coin_run_s": coin["run_time_s_mean"],
+                   "gcn_run_s": gcn["run_time_s_mean"], "coin_cpu_s": coin["train_cpu_s_mean"],
+                   "gcn_cpu_s": gcn["train_cpu_s_mean"], "reference_run_s_est": ref_run,
+                   "reference_cpu_s_est": ref_cpu, "reference_over_coin": ref_run / coin["run_time_s_mean"],
+                   "reference_over_coin_cpu": ref_cpu / coin["train_cpu_s_mean"],
+                   "coin_over_gcn": coin["run_time_s_mean"] / gcn["run_time_s_mean"],
+                   "coin_over_gcn_cpu": coin["train_cpu_s_mean"] / gcn["train_cpu_s_mean"],
+                   "load_avg_after": os.getloadavg(), "coin": coin, "gcn": gcn, "reference": ref}
+            result["datasets"][ds] = row
+            lines.append(f"| {ds} | {splits} × 1 | {row['coin_test_acc']:.2f} | {row['gcn_test_acc']:.2f} | "
+                         f"{row['coin_run_s']:.2f}, {row['gcn_run_s']:.2f}, {ref_run:.1f} | {row['coin_cpu_s']:.2f}, "
+                         f"{row['gcn_cpu_s']:.2f}, {ref_cpu:.1f} | {row['reference_over_coin']:.1f}×, "
+                         f"{row['reference_over_coin_cpu']:.1f}× | {row['coin_over_gcn']:.2f}×, "
+                         f"{row['coin_over_gcn_cpu']:.2f}× |")
+            print(lines[-1], file=sys.stderr, flush=True)
+            _write_compare(result, lines, args)
+    print(_write_compare(result, lines, args))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--splits", type=int, default=None, help="random splits (default 10; --compare: COMPARE_SPLITS)")
     ap.add_argument("--inits", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-epochs", type=int, default=10_000)
@@ -303,10 +375,14 @@ def main() -> None:
                     help="measure training peak memory of each config in a one-run subprocess (--memory-epochs)")
     ap.add_argument("--memory-epochs", type=int, default=50)
     ap.add_argument("--reference-only", action="store_true", help="only time the original-style reference")
+    ap.add_argument("--compare", action="store_true",
+                    help="COIN vs GCN vs the original-style reference per run, same splits, reduced splits × inits")
+    ap.add_argument("--runs-dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--reference-worker", metavar="DATASET", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.splits_given, args.splits = args.splits, 10 if args.splits is None else args.splits
     if args.worker:
         args.dataset, args.model = args.worker
         worker(args)
@@ -316,6 +392,11 @@ def main() -> None:
         reference_worker(args)
         return
 
+    if args.compare:
+        if args.out == str(RESULTS / "bench_graph.json"):
+            args.out = str(RESULTS / "bench_graph_compare.json")
+        compare(args)
+        return
     import torch
 
     out_path = Path(args.out)

@@ -3,7 +3,9 @@
 For each data set (Cora, CiteSeer, PubMed, Amazon Photo, Coauthor CS, Coauthor Physics) one fresh subprocess loads it
 with the library's default feature storage, builds COIN (paper setting: 20 explicit steps, σ² 0.35) and trains
 ``--epochs`` epochs with the graph protocol's ``train_run`` (fused Adam, read-out operator, one thread), then reports
-its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), the median epoch wall and CPU time, and the work:
+its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; also after the imports and after loading, and the
+size of the five d×d float32 buffers a run holds: W1, its gradient, Adam's two moments and the early-stopping copy),
+the median epoch wall and CPU time, and the work:
 nnz(X)·d (the two base-layer gathers) and nnz(L)·C (one diffusion step). ``--before DIR`` also runs the workers with
 ``PYTHONPATH=DIR`` (e.g. a checkout of main) for a before/after comparison in the same run.
 
@@ -39,6 +41,7 @@ def worker(name: str, epochs: int) -> dict:
     from nsde_coin.graph.splits import random_split
 
     torch.set_num_threads(1)
+    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     t0 = time.perf_counter()
     data = load_dataset(name)
     load_s = time.perf_counter() - t0
@@ -55,7 +58,9 @@ def worker(name: str, epochs: int) -> dict:
             "work_x_d": int(x.values().numel()) * d, "work_l_c": nnz_l * c, "x_dense": x is not data.x
             and data.x.layout == torch.strided, "load_s": load_s, "epochs": out["epochs"],
             "epoch_wall_s": out["epoch_time_ms"] / 1e3, "epoch_cpu_s": out["epoch_cpu_ms"] / 1e3,
-            "peak_rss_gib_after_load": rss_loaded,
+            "peak_rss_gib_after_imports": rss_imports, "peak_rss_gib_after_load": rss_loaded,
+            # the d×d float32 buffers a protocol run must hold: W1, ∇W1, Adam's two moments, the early-stopping copy
+            "dxd_buffers_gib": 5 * d * d * 4 / 2**30,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
@@ -123,13 +128,14 @@ def main(argv=None) -> int:
     here = str(HERE.parent)
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
     out = {"cpu": cpu_model(), "threads": 1, "torch": torch.__version__, "epochs": args.epochs, "after": [],
-           "before": []}
+           "before": [], "load_avg_before": os.getloadavg(), "before_pythonpath": args.before}
     for name in names:  # interleaved per data set: load drifts hit before and after alike
         if args.before:
             out["before"].append(spawn(name, args.epochs, args.before, args.timeout))
             print("before", out["before"][-1], flush=True)
         out["after"].append(spawn(name, args.epochs, here, args.timeout))
         print("after", out["after"][-1], flush=True)
+    out["load_avg_after"] = os.getloadavg()
     out["slope_vs_nnzx_d"] = slope(out["after"], "work_x_d")
     out["slope_vs_nnzl_c"] = slope(out["after"], "work_l_c")
     args.out.parent.mkdir(parents=True, exist_ok=True)

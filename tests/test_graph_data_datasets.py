@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def test_bad_inputs_name_the_problem(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(ds.urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"Put the file\(s\) at .*empty/npz/cora.npz"):

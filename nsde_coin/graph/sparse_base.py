@@ -14,6 +14,12 @@ still in cache. The backward pass runs the same panels: ``G_J = (g W2[:, J]) ⊙
 and ``∇W1[:, J] = xᵀ G_J``. The n×d activations are stored once (as panels; the ReLU output doubles as the
 backward's mask) and no full n×d gradient is ever formed.
 
+Panel width (:func:`panel_width`): the two gathered tables are ``[W1[:, J]; b1[J]]`` ((d+1)×k) in the forward pass
+and ``G_J`` (n×k) in the backward pass, so the width shrinks on wide or large graphs until the larger of them takes
+about :data:`PANEL_TABLE_BYTES`: 128 columns on Cora, CiteSeer; 48 on PubMed, 64 on Coauthor CS, 32 on Coauthor
+Physics (n = 34493: a 128-wide G_J is 17.7 MB; one forward + backward of the kernel took 6.1 s with 128-wide
+panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine).
+
 Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
 floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
 ~+30% kernel time) so the kernel's extra memory is a few n×PANEL blocks.
@@ -22,7 +28,7 @@ floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`
 from __future__ import annotations
 
 import weakref
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,9 +38,13 @@ import torch.nn.functional as F
 from nsde_coin.graph.laplacian import to_scipy
 from nsde_coin.graph.sparse import small_work_threads
 
-__all__ = ["PANEL", "SparseBase", "SparseFeatures", "sparse_features"]
+__all__ = ["PANEL", "PANEL_TABLE_BYTES", "SparseBase", "SparseFeatures", "panel_width", "sparse_features"]
 
-PANEL = 128  # hidden columns per panel: a d×PANEL float32 slice of W1 (d = 1433: 0.7 MB) stays in a 1-2 MB L2
+PANEL = 128  # widest panel: a d×PANEL float32 slice of W1 (Cora, d = 1433: 0.7 MB) stays in a 1-2 MB L2
+# target size of the larger gathered table, max(d+1, n)×k (measured, 1 thread, Xeon with 2 MB L2 per core: PubMed's
+# backward gathers 48 wide took ~0.75× the 128-wide time; a 3-epoch COIN run's epoch 0.84× on Coauthor CS (64 wide)
+# and 0.83× on Coauthor Physics (32 wide), benchmarks/results/bench_scaling_wide_before_after.json)
+PANEL_TABLE_BYTES = 4 << 20
 SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
 
 
@@ -113,6 +123,13 @@ def _panels(d: int, width: int) -> list[slice]:
     return [slice(j, min(j + width, d)) for j in range(0, d, width)]
 
 
+def panel_width(n: int, d: int, itemsize: int = 4) -> int:
+    """Columns per panel for n nodes and d features: the multiple of 16 nearest to
+    :data:`PANEL_TABLE_BYTES` / (itemsize · max(d+1, n)), between 16 and :data:`PANEL` (see the module doc)."""
+    k = 16 * round(PANEL_TABLE_BYTES / (itemsize * max(d + 1, n)) / 16)
+    return int(min(PANEL, max(16, k)))
+
+
 def _hidden(feats: SparseFeatures, w1: torch.Tensor, b1: torch.Tensor, j: slice) -> torch.Tensor:
     """Panel ``h_J = ReLU(x W1[:, J] + b1[J])`` (n, k): one gather from the L2-sized table ``[W1[:, J]; b1[J]]``."""
     return feats.gather(torch.cat([w1[:, j], b1[None, j]])).relu_()
@@ -122,16 +139,18 @@ class SparseBase(torch.autograd.Function):
     """One base ResNet ``(x + ReLU(x W1 + b1)) W2ᵀ + b2`` for a constant sparse x, panelled (see the module doc).
 
     Shapes: w1 (d, d) used as ``x @ w1``, b1 (d,), w2 (C, d), b2 (C,), x (n, d) as :class:`SparseFeatures`
-    → logits (n, C). ``panel`` (columns per panel, default :data:`PANEL`) changes only the blocking, not the
-    result beyond float rounding of the output layer's sum. No gradient flows to the features.
+    → logits (n, C). ``panel`` (columns per panel, default :func:`panel_width` of n and d) changes only the
+    blocking, not the result beyond float rounding of the output layer's sum. No gradient flows to the features.
 
     The output layer is accumulated as the wide product ``(W2[:, J] h_Jᵀ)`` into a (C, n) buffer (MKL's skinny
     n×k @ k×C form is ~2× slower).
     """
 
     @staticmethod
-    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: int = PANEL):  # noqa: D102
+    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None):  # noqa: D102
         d = w1.shape[1]
+        if panel is None:
+            panel = panel_width(feats.offsets.numel(), d, w1.element_size())
         with small_work_threads(w1):
             # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
             out_t = feats.gather(torch.cat([w2.t(), b2[None]])).t().contiguous()
