@@ -5,7 +5,7 @@
 * ``on_page_content`` — Sphinx roles in docstrings (``:func:`x```) are shown as plain code: mkdocstrings does not
   parse reStructuredText roles, and the library's docstrings use a few.
 * ``on_config`` — the docstring rule: the build fails when a public name has no docstring (see
-  :func:`undocumented_public_names`). ``tests/test_docs_docstrings.py`` checks the same rule under pytest.
+  :func:`undocumented_public_names`). ``tests/docs/test_docs_docstrings.py`` checks the same rule under pytest.
 """
 
 from __future__ import annotations

@@ -1,8 +1,36 @@
-"""Small problems shared by the tests (import as ``from problems import ...``; pytest puts tests/ on sys.path)."""
+"""What the tests share: small problems, the repository's paths and the data-set skip (import as
+``from problems import ...``; pytest puts tests/ on sys.path, see ``pythonpath`` in setup.cfg).
+
+The tests mirror the package: ``core/`` (solvers, fields, integrate, model, loop, training, PDE), ``graph/``,
+``apps/``, ``certify/``, ``commands/`` (the CLI) and ``docs/`` (README, API surface, docstrings).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository's root (tests/ is one level down)."""
+
+
+def data_root() -> Optional[Path]:
+    """The shared data folder (``<repo>/../shared/data`` or ``$NSDE_COIN_DATA``), or None when it is absent."""
+    from nsde_coin.graph.datasets import default_data_root
+
+    root = default_data_root()
+    return Path(root) if root is not None and Path(root).is_dir() else None
+
+
+DATA = data_root()
+needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) "
+                                                     "is absent")
+"""Skip marker of the tests that read the real data sets (they copy them to a temp dir before PyG writes)."""
 
 
 def ring_graph(n: int, extra: int, seed: int = 0) -> torch.Tensor:
@@ -11,3 +39,20 @@ def ring_graph(n: int, extra: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n])
     return torch.cat([ring, torch.randint(0, n, (2, extra), generator=g)], 1)
+
+
+def sbm_graph(n_per: int = 60, k: int = 3, d: int = 40, seed: int = 0):
+    """A small stochastic block model (k classes of ``n_per`` nodes) with class-correlated sparse binary features
+    (d), connected by a path, preprocessed like the benchmark graphs: the protocol tests' data set."""
+    from nsde_coin.graph.datasets import preprocess
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per)
+    n = y.size
+    same = y[:, None] == y[None, :]
+    a = rng.random((n, n)) < np.where(same, 0.08, 0.01)
+    a = np.triu(a, 1)
+    a = a | a.T
+    a[np.arange(n - 1), np.arange(1, n)] = True  # a path keeps it connected
+    x = (rng.random((n, d)) < 0.05) | ((rng.random((n, d)) < 0.3) & (np.arange(d)[None, :] % k == y[:, None]))
+    return preprocess(sp.csr_matrix(a.astype(float)), x.astype(float), y, name="sbm")

@@ -196,7 +196,7 @@ def _fit_seeds(data: TabularData, x: Tensor, labelled: Tensor, lap: Tensor, cfg:
 
     A chunk of seeds starts from the same weights as in the all-seeds ensemble (drawn for all seeds, then the
     chunk's members are kept); the stacked members share no parameters, so a chunk trains each seed as the
-    all-seeds run does (to float tolerance: see tests/test_apps_dask.py). One Dask unit is a model × a chunk.
+    all-seeds run does (to float tolerance: see tests/apps/test_apps_dask.py). One Dask unit is a model × a chunk.
     """
     from nsde_coin.graph.coin import COINEnsemble
 

@@ -4,7 +4,7 @@ Every application command prints a table (or, with ``--json``, the JSON record) 
 ``--out`` when given. The record carries the wall time, thread count, torch version and CPU model so numbers can be
 compared across machines.
 
-One vocabulary across the sub-commands (tests/test_cli_vocabulary.py holds the table): ``--out FILE`` is always the
+One vocabulary across the sub-commands (tests/commands/test_cli_vocabulary.py holds the table): ``--out FILE`` is always the
 results file, and a figure goes next to it as ``FILE`` with ``.png``; ``--epochs`` is the epoch budget (a maximum
 where early stopping ends training sooner); ``--layer-num`` / ``--sigma2`` are the diffusion steps and the step σ²;
 ``--threads`` defaults to 1; ``--json`` prints the record instead of the table; ``--no-progress`` hides the progress

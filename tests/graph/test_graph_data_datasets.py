@@ -13,14 +13,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from problems import DATA, needs_data
 
-from nsde_coin.graph import datasets as ds
 from nsde_coin.graph.datasets import graph_stats, load_dataset, load_pickled_npz, preprocess, validate_graph
-
-DATA = ds.default_data_root()
-needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
-                                reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) is absent")
-
 
 
 def _is_connected(edge_index: torch.Tensor, n: int) -> bool:

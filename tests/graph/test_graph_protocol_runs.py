@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
+from problems import needs_data, sbm_graph
 
 from nsde_coin.cli import main
 from nsde_coin.graph import datasets as ds
 from nsde_coin.graph.baselines import build_model
-from nsde_coin.graph.datasets import preprocess
 from nsde_coin.graph.protocol import TrainConfig, _ModuleTask, _ReadoutCOINTask, run_protocol
 from nsde_coin.graph.splits import random_split
 
-DATA = ds.default_data_root()
-needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
-                                reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) is absent")
-
-
-
-def _sbm(n_per=60, k=3, d=40, seed=0):
-    """A small stochastic block model with class-correlated sparse binary features (connected)."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(k), n_per)
-    n = y.size
-    same = y[:, None] == y[None, :]
-    a = rng.random((n, n)) < np.where(same, 0.08, 0.01)
-    a = np.triu(a, 1)
-    a = a | a.T
-    a[np.arange(n - 1), np.arange(1, n)] = True  # a path keeps it connected
-    x = (rng.random((n, d)) < 0.05) | ((rng.random((n, d)) < 0.3) & (np.arange(d)[None, :] % k == y[:, None]))
-    return preprocess(sp.csr_matrix(a.astype(float)), x.astype(float), y, name="sbm")
+_sbm = sbm_graph  # the protocol tests' small graph (tests/problems.py)
 
 
 CFG = TrainConfig(max_epochs=60, patience=10)

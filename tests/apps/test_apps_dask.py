@@ -30,8 +30,7 @@ distributed = pytest.importorskip("distributed", reason="needs the `distributed`
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process trees from /proc")]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_graph_protocol_dask import _alive, _descendants, _kill, _wait  # noqa: E402  (the same PID helpers)
+from processes import _alive, _descendants, _kill, _wait  # noqa: E402  (the PID helpers of tests/processes.py)
 
 
 @pytest.fixture(scope="module")

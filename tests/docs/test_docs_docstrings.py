@@ -4,7 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-HOOKS = Path(__file__).resolve().parents[1] / "docs" / "hooks.py"
+HOOKS = Path(__file__).resolve().parents[2] / "docs" / "hooks.py"
 
 
 def _hooks():

@@ -29,7 +29,7 @@ from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import KINDS, GraphOperator, as_operator, laplacian
 from nsde_coin.graph.splits import random_split
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------- synthetic data files

@@ -2,17 +2,12 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
+from problems import DATA, needs_data
 from scipy.stats import norm
 
 from nsde_coin.cli import main
-from nsde_coin.graph.datasets import default_data_root
-
-DATA = default_data_root()
-needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
-                                reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) is absent")
 
 
 def test_certify_sde_record_and_png(tmp_path, capsys):

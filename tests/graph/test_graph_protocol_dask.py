@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ CFG_LONG = TrainConfig(max_epochs=150, patience=150)  # ~0.2-0.8 s per run: a sw
 
 DRIVER = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests_root!r}]
 from test_graph_protocol_dask import CFG_LONG, HP, graph
 from nsde_coin.graph.protocol import run_protocol
 
@@ -47,60 +46,13 @@ if __name__ == "__main__":  # spawned Dask workers re-import this file
 
 
 def graph():
-    sys.path.insert(0, str(TESTS))
-    from test_graph_protocol_runs import _sbm
+    sys.path[:0] = [str(TESTS), str(TESTS.parent)]  # this folder and tests/ (problems.py), also in the drivers
+    from problems import sbm_graph
 
-    return _sbm()
-
-
-# ------------------------------------------------------------------------------------------ processes, by PID
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    return kids
+    return sbm_graph()
 
 
-def _descendants(pid: int) -> set[int]:
-    kids, out, todo = _children(), set(), [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _kill(pids) -> None:
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def _wait(cond, timeout: float, what: str, poll: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+from processes import _alive, _children, _descendants, _kill, _wait  # noqa: E402,F401  (the PID helpers)
 
 
 def _lines(path: Path) -> int:
@@ -217,7 +169,7 @@ def test_kill_9_of_a_worker_mid_sweep_loses_and_duplicates_no_run(cluster, tmp_p
 
 def _driver(out: Path, workers: int, tmp: Path) -> subprocess.Popen:
     script = tmp / "driver.py"
-    script.write_text(DRIVER.format(tests=str(TESTS)))
+    script.write_text(DRIVER.format(tests=str(TESTS), tests_root=str(TESTS.parent)))
     return subprocess.Popen([sys.executable, str(script), str(out), str(workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

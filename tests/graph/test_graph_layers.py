@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from problems import ring_graph
+from problems import needs_data, ring_graph
 from torch import nn
 
 from nsde_coin.graph import COIN, COINBase, COINEnsemble, GraphDiffusion, diffuse
-from nsde_coin.graph import datasets as ds
 from nsde_coin.graph.laplacian import as_operator, laplacian
 
 N, C = 12, 3
@@ -176,7 +175,7 @@ def test_core_imports_nothing_from_graph_and_graph_solvers_register_themselves()
             "assert names == ['explicit', 'implicit', 'exact', 'random_walk'], names\n"
             "assert 'nsde_coin.graph.diffusion' in sys.modules\n"
             "assert nsde_coin.graph.COIN is __import__('nsde_coin.graph.coin', fromlist=['COIN']).COIN\n")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
@@ -212,15 +211,12 @@ def test_coin_with_any_base_module():
 # --------------------------------------------------------------------------------- README: GCN + GraphDiffusion
 def _readme_example() -> str:
     """The README's GCN + GraphDiffusion block, read from README.md itself (so the README cannot drift from it)."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     found = [b for b in blocks if "class GCNDiffusion" in b]
     assert len(found) == 1, "README.md must hold exactly one GCN + GraphDiffusion example block"
     return found[0]
 
-DATA = ds.default_data_root()
-needs_data = pytest.mark.skipif(DATA is None or not Path(DATA).is_dir(),
-                                reason="shared data folder (<repo>/../shared/data or $NSDE_COIN_DATA) is absent")
 
 
 @needs_data

@@ -1,6 +1,6 @@
 """Every Python block of README.md runs as written (in a temporary folder), with checks on what it computes.
 
-The GCN + GraphDiffusion block is executed, with its accuracy assertion, by tests/test_graph_layers.py; blocks that
+The GCN + GraphDiffusion block is executed, with its accuracy assertion, by tests/graph/test_graph_layers.py; blocks that
 load a real data set skip when ../shared/data is absent.
 """
 
@@ -18,7 +18,7 @@ from nsde_coin.graph import datasets as ds
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
               pytest.mark.filterwarnings("ignore::nsde_coin.graph.diffusion.PositivityWarning")]
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 HAVE_DATA = ds.default_data_root() is not None and Path(ds.default_data_root()).is_dir()
 

@@ -225,7 +225,7 @@ def test_help_and_solvers_import_neither_the_apps_nor_pyg():
         "    build_parser(['covid'])\n"
         "print(json.dumps([layers, after_help, after_solvers, heavy()]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr

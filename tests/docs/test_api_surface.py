@@ -18,7 +18,7 @@ import pytest
 import nsde_coin
 from nsde_coin.errors import NsdeDeprecationWarning, deprecated_alias, deprecated_getattr, warn_deprecated
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # the core modules: every top-level name must be defined in one of them
 CORE_MODULES = {"nsde_coin.solvers", "nsde_coin.fields", "nsde_coin.drifts", "nsde_coin.diffusions",

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
+from problems import sbm_graph as _sbm
 
 from nsde_coin.cli import main
 from nsde_coin.graph.protocol import ResultsInUseError, RunSpec, SweepLock, TrainConfig, run_key, run_protocol
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_graph_protocol_runs import _sbm  # noqa: E402
 
 CFG = TrainConfig(max_epochs=30, patience=10)
 HP = {"layer_num": 3, "sigma2": 0.2}

@@ -182,7 +182,7 @@ def test_bad_kind_and_weights():
 
 
 def _data_root() -> Path:
-    return Path(os.environ.get("NSDE_COIN_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    return Path(os.environ.get("NSDE_COIN_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
 @pytest.mark.data
