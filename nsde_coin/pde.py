@@ -15,10 +15,10 @@ the **½** in front of σσᵀ: a PDE written as u_t = v·∇u + Σ a_ij ∂_ij 
 
 Boundary condition: homogeneous Neumann, ∂u/∂n = 0 on the walls of the box. In Feynman–Kac terms this is the SDE
 *reflected* at the walls. It approximates the whole-space problem in the interior when the box is large enough that
-paths started at the points of interest rarely reach a wall within time t (``tests/core/test_pde_*.py`` shows the box-size
-effect on a closed-form heat solution). On the node-centred grid x_k = lo + k·h, k = 0..n-1, it is imposed with mirror
-ghost nodes (u_{-1} = u_1) for the second derivatives, and with zero one-sided differences across a wall for upwind
-convection, so that pure diffusion conserves the trapezoid-rule integral of u exactly.
+paths started at the points of interest rarely reach a wall within time t (``tests/core/test_pde_*.py`` shows the
+box-size effect on a closed-form heat solution). On the node-centred grid x_k = lo + k·h, k = 0..n-1, it is imposed
+with mirror ghost nodes (u_{-1} = u_1) for the second derivatives, and with zero one-sided differences across a wall
+for upwind convection, so that pure diffusion conserves the trapezoid-rule integral of u exactly.
 
 Space discretisation (sparse operator A, u_t = A u):
 

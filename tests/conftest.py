@@ -9,7 +9,8 @@ from hypothesis import settings
 # "ci" (the default): reproducible — the same examples on every run and machine (derandomize, no example database),
 # bounded in number (max_examples), no per-example deadline (CI machines are shared and their speed varies), and a
 # failure prints the blob that replays it (@reproduce_failure). "thorough" searches 20x more random examples, for a
-# local hunt: `pytest --hypothesis-profile=thorough tests/{core,graph}/test_properties_*.py` (or HYPOTHESIS_PROFILE=thorough).
+# local hunt: `pytest --hypothesis-profile=thorough tests/{core,graph}/test_properties_*.py`
+# (or HYPOTHESIS_PROFILE=thorough).
 settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None, print_blob=True, database=None)
 settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -4,12 +4,12 @@ Every application command prints a table (or, with ``--json``, the JSON record) 
 ``--out`` when given. The record carries the wall time, thread count, torch version and CPU model so numbers can be
 compared across machines.
 
-One vocabulary across the sub-commands (tests/commands/test_cli_vocabulary.py holds the table): ``--out FILE`` is always the
-results file, and a figure goes next to it as ``FILE`` with ``.png``; ``--epochs`` is the epoch budget (a maximum
-where early stopping ends training sooner); ``--layer-num`` / ``--sigma2`` are the diffusion steps and the step σ²;
-``--threads`` defaults to 1; ``--json`` prints the record instead of the table; ``--no-progress`` hides the progress
-bars. Every option's help shows its default (:class:`HelpFormatter`); an old spelling stays for one release as a
-hidden alias that says on stderr which flag replaces it (:func:`add_deprecated_alias`).
+One vocabulary across the sub-commands (tests/commands/test_cli_vocabulary.py holds the table): ``--out FILE`` is
+always the results file, and a figure goes next to it as ``FILE`` with ``.png``; ``--epochs`` is the epoch budget (a
+maximum where early stopping ends training sooner); ``--layer-num`` / ``--sigma2`` are the diffusion steps and the
+step σ²; ``--threads`` defaults to 1; ``--json`` prints the record instead of the table; ``--no-progress`` hides the
+progress bars. Every option's help shows its default (:class:`HelpFormatter`); an old spelling stays for one release
+as a hidden alias that says on stderr which flag replaces it (:func:`add_deprecated_alias`).
 
 Results are never lost to a bad output location: every command calls :func:`check_output` on its ``--out`` before
 any work (a folder where a file is expected, a file where a folder is expected, a folder that cannot be written:

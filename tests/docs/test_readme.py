@@ -1,7 +1,7 @@
 """Every Python block of README.md runs as written (in a temporary folder), with checks on what it computes.
 
-The GCN + GraphDiffusion block is executed, with its accuracy assertion, by tests/graph/test_graph_layers.py; blocks that
-load a real data set skip when ../shared/data is absent.
+The GCN + GraphDiffusion block is executed, with its accuracy assertion, by tests/graph/test_graph_layers.py;
+blocks that load a real data set skip when ../shared/data is absent.
 """
 
 from __future__ import annotations
