@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsde_coin.errors import warn_deprecated
+
 __all__ = ["GraphNet", "sparse_dropout", "takes_inputs"]
 
 _MOVED_TO_MODELS = ("MODELS", "build_model", "default_hparams", "model_names", "resolve_hparams")
@@ -63,6 +65,13 @@ class GraphNet(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # the old contract's ``net()`` on a build_model model: its data's inputs, with a deprecation warning
+        if not args and not kwargs and getattr(self, "graph_inputs", None) is not None and takes_inputs(self):
+            warn_deprecated("net() without inputs", "net(x, edge_index) or net.log_prob(*net.graph_inputs)")
+            args = self.graph_inputs
+        return super().__call__(*args, **kwargs)
 
     def log_prob(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """(n, C) log-probabilities (the baselines' ``forward``; named as COIN's, so one call serves every model)."""

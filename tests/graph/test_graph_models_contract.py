@@ -47,3 +47,13 @@ def test_a_model_of_the_old_contract_still_trains_with_a_deprecation_warning():
     with pytest.warns(NsdeDeprecationWarning, match="forward\\(\\) takes no inputs"):
         old = train_run(Bound(), data.y, split, TrainConfig(max_epochs=3))
     assert old["epochs"] == 3 and math.isfinite(old["val_loss"])
+
+
+def test_the_old_no_argument_call_of_a_registry_baseline_still_works_with_a_deprecation_warning():
+    data = sbm_graph()
+    net = build_model("gcn", data, seed=0).eval()
+    with torch.no_grad():
+        new = net.log_prob(*net.graph_inputs)
+        with pytest.warns(NsdeDeprecationWarning, match="net\\(\\) without inputs"):
+            old = net()
+    assert torch.equal(old, new)  # same inputs, same eval-mode computation
