@@ -75,9 +75,9 @@ class GraphCertificate:
 
 
 def _coin_of(model: Any) -> COIN:
-    coin = getattr(model, "coin", model)  # a GraphNet wrapper (graph.baselines.COINNet) holds the COIN
+    coin = getattr(model, "coin", model)  # a wrapper of the old contract holding its COIN as .coin
     if not isinstance(coin, COIN):
-        raise TypeError(f"certify_nodes needs a COIN (or the protocol's COINNet wrapping one), got "
+        raise TypeError(f"certify_nodes needs a COIN, got "
                         f"{type(model).__name__}; for an ensemble certify each member (COINEnsemble.member(i))")
     if type(coin.base) is not COINBase:
         raise TypeError(f"certify_nodes needs COIN's per-node base (COINBase); the base "
@@ -134,7 +134,7 @@ def certify_nodes(model: nn.Module, data: Any, k_max: int, include_self: bool = 
     """Largest certified k per node: no change of the features of ≤ k nodes can change COIN's prediction.
 
     Args:
-        model: a :class:`~nsde_coin.graph.coin.COIN` with its per-node base (or the protocol's ``COINNet``).
+        model: a :class:`~nsde_coin.graph.coin.COIN` with its per-node base (as ``build_model`` builds it).
         data: a PyG ``Data`` with ``x`` (or ``x_csr``) and, if the model has no graph set, ``edge_index``.
         k_max: the largest k to certify (≥ 0).
         include_self: ``True`` — the attacker may change node i itself (any k nodes); ``False`` — only other nodes.

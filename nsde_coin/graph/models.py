@@ -1,9 +1,13 @@
 """The model registry of the graph benchmark: every model built by name (COIN, its ablation and the PyG baselines).
 
-:func:`build_model` returns a :class:`~nsde_coin.graph.baselines.GraphNet`: an ``nn.Module`` bound to one graph whose
-``forward()`` (no arguments) returns log-probabilities of shape (n, C) for all nodes. ``deterministic`` is ``True``
-for models without dropout (COIN, SGC): the protocol then reads the validation metrics off the training forward pass
-instead of running a second, eval-mode pass. The model classes are in :mod:`nsde_coin.graph.baselines`.
+:func:`build_model` returns a model with one contract (PyG's): ``net.log_prob(x, edge_index)`` → log-probabilities
+(n, C) of all nodes — a :class:`~nsde_coin.graph.baselines.GraphNet` (whose ``forward`` is ``log_prob``) or a
+:class:`~nsde_coin.graph.coin.COIN` (whose ``forward`` gives the probabilities). The model is not bound to the graph;
+:func:`graph_inputs` gives ``(x, edge_index)`` of a data set in the layout the model is fastest with (sparse CSR
+features, dense for SGC), and ``build_model`` keeps them as ``net.graph_inputs`` for the protocol's
+:func:`~nsde_coin.graph.experiment.train.train_run`. ``deterministic`` is ``True`` for models without dropout (COIN,
+SGC): the protocol then reads the validation metrics off the training forward pass instead of running a second,
+eval-mode pass. The model classes are in :mod:`nsde_coin.graph.baselines`.
 
 Defaults follow the paper's table of baselines (all trained with Adam, lr 0.01, weight decay 5e-4):
 
@@ -26,13 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from nsde_coin._checks import is_int, is_real
 from nsde_coin.errors import invalid_choice
-from nsde_coin.graph.baselines import GAT, GCN, MLP, SGC, APPNPNet, COINNet, GraphNet
+from nsde_coin.graph.baselines import GAT, GCN, MLP, SGC, APPNPNet
 from nsde_coin.graph.datasets import csr_features, dense_features
 
-__all__ = ["MODELS", "build_model", "default_hparams", "model_names", "resolve_hparams"]
+__all__ = ["MODELS", "build_model", "default_hparams", "graph_inputs", "model_names", "resolve_hparams"]
 
 
 def _count(low: int) -> tuple[Callable[[Any], bool], str]:
@@ -80,31 +85,38 @@ def _coin_checks(hp: dict[str, Any]) -> None:
         raise ValueError(invalid_choice("laplacian_kind", hp["laplacian_kind"], KINDS))
 
 
-def _build_coin(data, num_classes: int, hp: dict[str, Any]) -> GraphNet:
-    return COINNet(csr_features(data), data.edge_index, num_classes, **hp)
+def _build_coin(in_dim: int, num_classes: int, hp: dict[str, Any]) -> nn.Module:
+    from nsde_coin.graph.coin import COIN
+
+    net = COIN(in_dim, num_classes, **hp)
+    net.deterministic = True  # the paper's ResNet base has no dropout
+    return net
 
 
-def _build_coin_base(data, num_classes: int, hp: dict[str, Any]) -> GraphNet:
-    return COINNet(csr_features(data), data.edge_index, num_classes, layer_num=0, sigma2=1.0, solver="explicit")
+def _build_coin_base(in_dim: int, num_classes: int, hp: dict[str, Any]) -> nn.Module:
+    return _build_coin(in_dim, num_classes, {"layer_num": 0, "sigma2": 1.0, "solver": "explicit"})
 
 
-def _sgc(data, num_classes: int, hp: dict[str, Any]) -> GraphNet:
-    return SGC(dense_features(data), data.edge_index, num_classes, **hp)
-
-
-# name -> (builder(data, num_classes, hparams), default hparams)
-MODELS: dict[str, tuple[Callable[..., GraphNet], dict[str, Any]]] = {
+# name -> (builder(in_dim, num_classes, hparams), default hparams)
+MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "coin": (_build_coin, {"layer_num": 20, "sigma2": 0.35, "solver": "explicit", "allow_unstable": False,
                            "laplacian_kind": "paper"}),
     "coin_base": (_build_coin_base, {}),
-    "mlp": (lambda d, c, hp: MLP(csr_features(d), c, **hp), {"hidden": 64, "dropout": 0.5}),
-    "gcn": (lambda d, c, hp: GCN(csr_features(d), d.edge_index, c, **hp), {"hidden": 64, "dropout": 0.8}),
-    "gat": (lambda d, c, hp: GAT(csr_features(d), d.edge_index, c, **hp),
-            {"hidden": 64, "heads": 8, "attn_dropout": 0.3, "dropout": 0.6}),
-    "appnp": (lambda d, c, hp: APPNPNet(csr_features(d), d.edge_index, c, **hp),
-              {"hidden": 64, "dropout": 0.5, "alpha": 0.1, "K": 10}),
-    "sgc": (_sgc, {"K": 2}),
+    "mlp": (lambda d, c, hp: MLP(d, c, **hp), {"hidden": 64, "dropout": 0.5}),
+    "gcn": (lambda d, c, hp: GCN(d, c, **hp), {"hidden": 64, "dropout": 0.8}),
+    "gat": (lambda d, c, hp: GAT(d, c, **hp), {"hidden": 64, "heads": 8, "attn_dropout": 0.3, "dropout": 0.6}),
+    "appnp": (lambda d, c, hp: APPNPNet(d, c, **hp), {"hidden": 64, "dropout": 0.5, "alpha": 0.1, "K": 10}),
+    "sgc": (lambda d, c, hp: SGC(d, c, **hp), {"K": 2}),
 }
+_DENSE = ("sgc",)  # models fed dense features (SGConv propagates X once); the rest take sparse CSR
+
+
+def graph_inputs(name: str, data) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, edge_index)`` of ``data`` for model ``name``: x (n, d) sparse CSR (dense for ``sgc``), edge_index (2, E)
+    — the arguments of ``net.log_prob``. Both are kept per data set, so every run on it shares the operators
+    cached for its ``edge_index``."""
+    key = _check_name(name)
+    return (dense_features(data) if key in _DENSE else csr_features(data)), data.edge_index
 
 
 def model_names() -> list[str]:
@@ -142,17 +154,25 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None) -> dict[str, Any]
     return hp
 
 
-def build_model(name: str, data, hparams: dict[str, Any] | None = None, *, seed: int | None = None) -> GraphNet:
-    """Build model ``name`` bound to ``data`` (parameters drawn from ``torch.manual_seed(seed)`` when given)."""
+def build_model(name: str, data, hparams: dict[str, Any] | None = None, *, seed: int | None = None) -> nn.Module:
+    """Build model ``name`` for ``data``'s sizes (parameters drawn from ``torch.manual_seed(seed)`` when given).
+
+    The model is not bound to ``data``: call ``net.log_prob(*net.graph_inputs)`` (or with any other graph of the
+    same feature width); ``net.graph_inputs`` is :func:`graph_inputs` of ``data``, what
+    :func:`~nsde_coin.graph.experiment.train.train_run` feeds it by default.
+    """
     key = _check_name(name)
     builder, _ = MODELS[key]
     hp = resolve_hparams(key, hparams)
     num_classes = int(getattr(data, "num_classes", int(data.y.max()) + 1))
+    inputs = graph_inputs(key, data)
+    in_dim = int(inputs[0].shape[1])
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            net = builder(data, num_classes, hp)
+            net = builder(in_dim, num_classes, hp)
     else:
-        net = builder(data, num_classes, hp)
+        net = builder(in_dim, num_classes, hp)
     net.name = key
+    net.graph_inputs = inputs
     return net

@@ -476,10 +476,11 @@ def test_graph_protocol_records_divergence_with_the_same_wording():
             super().__init__()
             self.w = nn.Parameter(torch.ones(()))
 
-        def forward(self):
+        def forward(self, x=None, edge_index=None):
             return torch.full((180, 3), math.nan) * self.w
 
     y = torch.arange(3).repeat_interleave(60)
-    res = train_run(NaNNet(), y, random_split(y, 0, num_classes=3), TrainConfig(max_epochs=5, patience=2))
+    res = train_run(NaNNet(), y, random_split(y, 0, num_classes=3), TrainConfig(max_epochs=5, patience=2),
+                    inputs=(None, None))
     assert res["status"] == "nonfinite_loss" and res["test_acc"] is None  # a record: a sweep goes on
     assert res["message"].startswith("non-finite training loss nan at epoch 0")

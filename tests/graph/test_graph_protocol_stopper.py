@@ -57,7 +57,7 @@ class _Scripted(GraphNet):
         self.w = torch.nn.Parameter(torch.zeros(()))
         self.accs, self.losses, self.nan_at = val_acc_script, val_loss_script, nan_at
 
-    def forward(self):
+    def forward(self, x=None, edge_index=None):
         e = int(round(-float(self.w.detach())))
         acc, loss = self.accs[min(e, len(self.accs) - 1)], self.losses[min(e, len(self.losses) - 1)]
         # nodes 0..9 train, 10..19 val (label 0); val node 10+i is right iff i < 10*acc, with prob exp(-loss)
@@ -86,7 +86,7 @@ def test_train_run_stops_after_patience_and_restores_the_weights_of_the_last_res
     net = _Scripted(accs, losses)
     y = torch.zeros(20, dtype=torch.long)
     cfg = TrainConfig(lr=1.0, weight_decay=0.0, max_epochs=1000, patience=5)
-    res = train_run(net, y, _split(), cfg)
+    res = train_run(net, y, _split(), cfg, inputs=(None, None))
     assert res["status"] == "ok"
     assert res["best_epoch"] == 4
     assert res["epochs"] == 4 + 5 + 1  # 5 epochs without a reset after epoch 4, the last one stops
@@ -106,7 +106,7 @@ def test_dropout_branch_evaluates_after_the_step_and_restores_the_evaluated_weig
     losses = [0.3] + [0.4] * 200
     net = _ScriptedDropout(accs, losses)
     cfg = TrainConfig(lr=1.0, weight_decay=0.0, max_epochs=1000, patience=5)
-    res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg)
+    res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg, inputs=(None, None))
     assert res["status"] == "ok" and res["readout"] is False
     assert res["best_epoch"] == 3 and res["epochs"] == 3 + 5 + 1
     assert float(net.w.detach()) == pytest.approx(-4.0, abs=1e-4)  # the evaluated weights, not the last step's
@@ -117,7 +117,7 @@ def test_dropout_branch_evaluates_after_the_step_and_restores_the_evaluated_weig
 def test_nonfinite_loss_stops_the_run_with_a_flag():
     net = _Scripted([0.5] * 10, [0.3] * 10, nan_at=3)
     cfg = TrainConfig(lr=1.0, weight_decay=0.0, max_epochs=100, patience=50)
-    res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg)
+    res = train_run(net, torch.zeros(20, dtype=torch.long), _split(), cfg, inputs=(None, None))
     assert res["status"] == "nonfinite_loss"
     assert "epoch 3" in res["message"] and res["test_acc"] is None and res["epochs"] == 4
 
@@ -136,10 +136,10 @@ def test_a_split_without_test_or_val_nodes_is_an_error_not_a_nan():
     empty = torch.zeros(0, dtype=torch.long)
     no_test = Split(torch.arange(10), torch.arange(10, 20), empty, 0)  # used to give test_acc = NaN
     with pytest.raises(ValueError, match=r"split 0 has no test nodes \(sizes train/val/test = \(10, 10, 0\)\)"):
-        train_run(net, y, no_test, TrainConfig(max_epochs=5))
+        train_run(net, y, no_test, TrainConfig(max_epochs=5), inputs=(None, None))
     no_val = Split(torch.arange(10), empty, torch.arange(10, 20), 0)  # NaN metrics: never a reset
     with pytest.raises(ValueError, match="has no val nodes"):
-        train_run(net, y, no_val, TrainConfig(max_epochs=5))
+        train_run(net, y, no_val, TrainConfig(max_epochs=5), inputs=(None, None))
 
 
 def test_loss_function_is_nll_of_log_probs():

@@ -17,8 +17,10 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from nsde_coin.graph.baselines import GraphNet
+from nsde_coin.errors import warn_deprecated
+from nsde_coin.graph.baselines import takes_inputs
 from nsde_coin.graph.splits import Split
 from nsde_coin.loop import STOP, BestWeights, Diverged, Divergence, EarlyStopper, Epoch, make_optimizer, train
 
@@ -49,21 +51,26 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------------ training tasks
 class _ModuleTask:
-    """Generic task: ``net()`` gives log-probabilities of all nodes."""
+    """Generic task: ``net.log_prob(*inputs)`` gives log-probabilities of all nodes (``net()`` for a model of the old
+    contract, bound to its graph: ``inputs`` is then ``None``)."""
 
-    def __init__(self, net: GraphNet, y: torch.Tensor, split: Split):
+    def __init__(self, net: nn.Module, y: torch.Tensor, split: Split, inputs: Optional[tuple] = None):
         for part in ("train", "val", "test"):
             if getattr(split, part).numel() == 0:  # the mean over no nodes would be a silent NaN loss/accuracy
                 raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()}); "
                                  f"every class needs more than train_per_class + val_per_class nodes")
         self.net, self.y, self.split = net, y, split
         self.params = [p for p in net.parameters() if p.requires_grad]
-        self.deterministic = bool(net.deterministic)
+        self.deterministic = bool(getattr(net, "deterministic", False))
         self.ytr, self.yva = y[split.train], y[split.val]
+        self.inputs = _inputs(net, inputs)
+
+    def _out(self) -> torch.Tensor:
+        return self.net() if self.inputs is None else self.net.log_prob(*self.inputs)
 
     def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
         self.net.train()
-        out = self.net()
+        out = self._out()
         loss = F.nll_loss(out[self.split.train], self.ytr)
         if self.deterministic:
             return loss, self._metrics(out.detach()[self.split.val])
@@ -75,13 +82,13 @@ class _ModuleTask:
     def eval_val(self) -> tuple[float, float]:
         self.net.eval()
         with torch.no_grad():
-            return self._metrics(self.net()[self.split.val])
+            return self._metrics(self._out()[self.split.val])
 
     def evaluate(self) -> tuple[float, float, float]:
         """(val_loss, val_acc, test_acc) of the current weights with the model's own eval-mode forward."""
         self.net.eval()
         with torch.no_grad():
-            out = self.net()
+            out = self._out()
         vl, va = self._metrics(out[self.split.val])
         ta = float((out[self.split.test].argmax(1) == self.y[self.split.test]).double().mean())
         return vl, va, ta
@@ -104,13 +111,13 @@ class _Readout(torch.autograd.Function):
 class _ReadoutCOINTask(_ModuleTask):
     """COIN trained through the m×n read-out rows of its (linear, symmetric) diffusion map (see module doc)."""
 
-    def __init__(self, net: GraphNet, y: torch.Tensor, split: Split):
-        super().__init__(net, y, split)
-        coin = net.coin
-        self.coin, self.x = coin, net.x
+    def __init__(self, net: nn.Module, y: torch.Tensor, split: Split, inputs: Optional[tuple] = None):
+        super().__init__(net, y, split, inputs)
+        coin = net
+        self.coin, self.x = coin, self.inputs[0]
         rows = torch.cat([split.train, split.val])
         self.ntr = int(split.train.numel())
-        op = coin.operator
+        op = coin._operator(self.inputs[1], self.x.shape[0])
         dtype = coin.base.W1.dtype
         if coin.layer_num == 0:
             self.readout = None
@@ -127,11 +134,15 @@ class _ReadoutCOINTask(_ModuleTask):
             self.readout = cols.t().contiguous()  # (m, n)
 
     @staticmethod
-    def applies(net: GraphNet) -> bool:
-        coin = getattr(net, "coin", None)
-        if coin is None or coin.operator is None:
+    def applies(net: nn.Module, inputs: Optional[tuple]) -> bool:
+        """A COIN with the paper's base (no dropout) and a linear, symmetric diffusion on the graph of ``inputs``."""
+        from nsde_coin.graph.coin import COIN, COINBase
+
+        if not isinstance(inputs, tuple) or type(net) is not COIN or not isinstance(net.base, COINBase):
             return False
-        return coin.layer_num == 0 or (coin.solver in LINEAR_SOLVERS and coin.operator.symmetric)
+        if net.layer_num == 0:
+            return True
+        return net.solver in LINEAR_SOLVERS and net._operator(inputs[1], inputs[0].shape[0]).symmetric
 
     def train_forward(self) -> tuple[torch.Tensor, Optional[tuple[float, float]]]:
         from nsde_coin.graph.head import head_log, head_outputs
@@ -146,9 +157,31 @@ class _ReadoutCOINTask(_ModuleTask):
         return loss, self._metrics(lu.detach()[self.ntr:])
 
 
-def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = TrainConfig(), *,
-              fast: bool = True) -> dict[str, Any]:
+def _inputs(net: nn.Module, inputs: Optional[tuple]) -> Optional[tuple]:
+    """The ``(x, edge_index)`` fed to ``net.log_prob``: ``inputs``, else the ones :func:`build_model` kept; ``None``
+    for a model of the old contract (``forward()`` bound to its graph; deprecated)."""
+    if inputs is None:
+        inputs = getattr(net, "graph_inputs", None)
+    if inputs is None and not takes_inputs(net):
+        warn_deprecated("a graph model whose forward() takes no inputs", "forward(x, edge_index) (log_prob for "
+                        "COIN) and train_run(..., inputs=(x, edge_index))", stacklevel=4)
+        return None
+    if inputs is None:
+        raise ValueError(f"train_run needs the model's inputs: pass inputs=(x, edge_index) (build_model's models keep "
+                         f"them as net.graph_inputs); got a {type(net).__name__} without them")
+    if not (isinstance(inputs, tuple) and len(inputs) == 2):
+        raise TypeError(f"inputs must be a tuple (x, edge_index), got {type(inputs).__name__}")
+    return inputs
+
+
+def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = TrainConfig(), *,
+              fast: bool = True, inputs: Optional[tuple] = None) -> dict[str, Any]:
     """Train ``net`` on one split with early stopping; returns a dict of the run's results.
+
+    ``net`` follows the graph models' contract: ``net.log_prob(*inputs)`` → (n, C) log-probabilities, with
+    ``inputs = (x, edge_index)`` (default: ``net.graph_inputs``, kept by
+    :func:`~nsde_coin.graph.models.build_model`). Models bound to their graph with a ``forward()`` that takes no
+    inputs still run, with a deprecation warning.
 
     Keys: ``status`` (``"ok"`` or ``"nonfinite_loss"``), ``message``, ``epochs`` (forward passes run), ``best_epoch``
     (epoch of the last reset, 0-based), ``val_loss``, ``val_acc``, ``test_acc`` (at the saved weights; ``None`` when
@@ -156,9 +189,11 @@ def train_run(net: GraphNet, y: torch.Tensor, split: Split, cfg: TrainConfig = T
     (process CPU time: less sensitive to other load on a shared machine), ``readout`` (whether the COIN shortcut ran).
     """
     task: _ModuleTask
-    use_readout = fast and _ReadoutCOINTask.applies(net)
+    if inputs is None:
+        inputs = getattr(net, "graph_inputs", None)  # checked (or the old contract's deprecation told) by the task
+    use_readout = fast and _ReadoutCOINTask.applies(net, inputs)
     t0 = time.perf_counter()
-    task = _ReadoutCOINTask(net, y, split) if use_readout else _ModuleTask(net, y, split)
+    task = _ReadoutCOINTask(net, y, split, inputs) if use_readout else _ModuleTask(net, y, split, inputs)
     setup_s = time.perf_counter() - t0
     opt = make_optimizer(task.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     best = BestWeights(task.params)
