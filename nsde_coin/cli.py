@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from nsde_coin.commands import COMMANDS
 
@@ -42,6 +42,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; returns the process exit code (errors in user input, non-finite results and file errors print
     one line and return 2; a result saved to the fallback folder instead of ``--out`` returns 1)."""
+    if argv is None:  # the console script (not a caller's in-process use): warnings as one line each, like errors
+        _one_line_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -65,6 +67,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def _one_line_warnings() -> None:
+    """Show each warning as ``nsde-coin: warning: <Category>: <message>`` on one line (no file path, no source line),
+    and show the library's deprecations, which Python hides by default outside ``__main__``."""
+    import warnings
+
+    from nsde_coin.errors import NsdeDeprecationWarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = " ".join(str(message).split())
+        print(f"nsde-coin: warning: {category.__name__}: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    warnings.filterwarnings("default", category=NsdeDeprecationWarning)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
 def _config(args: argparse.Namespace):
     from nsde_coin.graph.protocol import TrainConfig
 
+    if args.max_epochs < 1:
+        raise ValueError(f"--epochs={args.max_epochs} is not valid; expected an int >= 1")
     return TrainConfig(lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.max_epochs,
                        patience=args.patience)
 
