@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.covid_data import covid_snapshots, load_england_covid
 
     check_output(args.out)  # a bad --out fails now, not after the computation
-    engine = engine_options(args)  # before set_threads: one thread per unit by default
+    engine = engine_options(args)
     set_threads(args.threads)
     start = time.perf_counter()
     data = load_england_covid(args.path, download=args.download, verify=not args.no_verify)

@@ -24,17 +24,13 @@ def add_engine_arguments(p: argparse.ArgumentParser, unit: str) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"workers": N or None, "client": address or None}`` for ``run_*``; ``ValueError`` for a bad combination.
-
-    With an engine and no ``--threads``, every unit runs with 1 torch thread (call this before ``set_threads``'s
-    result is used: it sets ``args.threads``)."""
+    """``{"workers": N or None, "client": address or None}`` for ``run_*``; ``ValueError`` for a bad combination
+    (every sweep command, ``graph`` included, checks its engine flags here)."""
     workers: Optional[int] = args.workers
     if workers is not None and workers < 1:
         raise ValueError(f"--workers {workers} is not valid; expected an int >= 1")
     if workers is not None and args.scheduler:
         raise ValueError("give either --workers N (a local Dask cluster) or --scheduler ADDRESS, not both")
-    if (workers is not None or args.scheduler) and args.threads is None:
-        args.threads = 1  # one thread per unit: N workers on N cores, not N × cores threads
     return {"workers": workers, "client": args.scheduler or None}
 
 

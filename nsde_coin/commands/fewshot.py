@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.fewshot_data import digits_features, load_features_file
 
     check_output(args.out)  # a bad --out fails now, not after the computation
-    engine = engine_options(args)  # before set_threads: one thread per unit by default
+    engine = engine_options(args)
     set_threads(args.threads)
     start = time.perf_counter()
     if args.features is not None:

@@ -183,10 +183,9 @@ def _check_engine(args: argparse.Namespace) -> None:
     if args.shard is not None:
         raise ValueError(f"--shard {args.shard} was removed: one command now spreads the runs over --workers N local "
                          f"processes or a Dask cluster (--scheduler tcp://HOST:PORT) and is the only writer of --out")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers {args.workers} is not valid; expected an int >= 1")
-    if args.workers is not None and args.scheduler:
-        raise ValueError("give either --workers N (a local Dask cluster) or --scheduler ADDRESS, not both")
+    from nsde_coin.commands.engine import engine_options
+
+    engine_options(args)  # --workers / --scheduler: the checks every sweep command shares
 
 
 def _engine(args: argparse.Namespace):

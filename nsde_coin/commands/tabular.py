@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 
     check_output(args.out)  # a bad --out fails now, not after the computation
-    engine = engine_options(args)  # before set_threads: one thread per unit by default
+    engine = engine_options(args)
     set_threads(args.threads)
     if (args.csv is None) != (args.label is None):
         raise ValueError("--csv and --label go together (the CSV file and the name of its label column)")

@@ -16,7 +16,6 @@ dropout drops the stored non-zeros, which is the same distribution as dense drop
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Optional
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsde_coin._lazy import lazy_attributes
 from nsde_coin.errors import warn_deprecated
 
 __all__ = ["GraphNet", "sparse_dropout", "takes_inputs"]
@@ -31,11 +31,8 @@ __all__ = ["GraphNet", "sparse_dropout", "takes_inputs"]
 _MOVED_TO_MODELS = ("MODELS", "build_model", "default_hparams", "model_names", "resolve_hparams")
 
 
-def __getattr__(name: str) -> Any:
-    """The registry names that moved to :mod:`nsde_coin.graph.models`, loaded on first use (no import cycle)."""
-    if name in _MOVED_TO_MODELS:
-        return getattr(importlib.import_module("nsde_coin.graph.models"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the registry moved to nsde_coin.graph.models, which imports this module: its names load on first use (no cycle)
+__getattr__, __dir__ = lazy_attributes(__name__, {name: "nsde_coin.graph.models" for name in _MOVED_TO_MODELS})
 
 
 def sparse_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsde_coin._checks import is_int
+from nsde_coin._lazy import lazy_attributes
 from nsde_coin.errors import deprecated_alias
 from nsde_coin.graph.head import LOG_FLOOR, ON_NEGATIVE, DiffusionHead  # noqa: F401 (ON_NEGATIVE: its old import path)
 from nsde_coin.graph.sparse_base import SparseBase, SparseFeatures, sparse_features
@@ -207,10 +208,5 @@ def node_nll_loss(log_u: torch.Tensor, y: torch.Tensor, index: Optional[torch.Te
 nll_loss = deprecated_alias(node_nll_loss, "nsde_coin.graph.coin.nll_loss", "nsde_coin.graph.node_nll_loss")
 
 
-def __getattr__(name: str) -> Any:
-    # ``from nsde_coin.graph.coin import COINEnsemble`` (its old home) without an import cycle: ensemble imports coin
-    if name == "COINEnsemble":
-        from nsde_coin.graph.ensemble import COINEnsemble
-
-        return COINEnsemble
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``from nsde_coin.graph.coin import COINEnsemble`` (its old home) without an import cycle: ensemble imports coin
+__getattr__, __dir__ = lazy_attributes(__name__, {"COINEnsemble": "nsde_coin.graph.ensemble"})
