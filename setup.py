@@ -1,5 +1,20 @@
-"""Shim for tools that still call ``setup.py``; all metadata lives in setup.cfg."""
+"""Build script: metadata lives in setup.cfg; this file adds the optional compiled panel kernel of COIN.
 
-from setuptools import setup
+``nsde_coin/graph/csrc/panel_kernel.c`` is plain C (no Python or torch headers) loaded with ctypes by
+:mod:`nsde_coin.graph.native`. ``optional=True``: without a C compiler the install still succeeds and the library
+runs its pure-torch kernel. Reassociating float sums (``-fassociative-math``) lets the compiler vectorise the
+reductions; NaN and Inf still propagate (no ``-ffinite-math-only``).
+"""
 
-setup()
+from setuptools import Extension, setup
+
+PANEL_KERNEL = Extension(
+    "nsde_coin.graph._panel_kernel",
+    sources=["nsde_coin/graph/csrc/panel_kernel.c"],
+    extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
+                        "-fvisibility=hidden", "-Wno-psabi"],
+    define_macros=[("NSDE_PYTHON_MODULE", "1")],
+    optional=True,
+)
+
+setup(ext_modules=[PANEL_KERNEL])

@@ -13,10 +13,11 @@ Measured in the same process:
   7 streams over all parameters, the n×d activations written once and read once by the backward) and the flops it
   must do (2·nnz(X)·d for ``X W1`` and again for ``Xᵀ G``, 3 n×d×C output-layer products, 2 × 20 steps of
   nnz(L)·C, ~12 flops per parameter for Adam); ``bound = max(bytes / bandwidth, flops / peak)``;
-* **kernels** — ``legacy`` (main's unpanelled kernel before issue 12, copied below as the baseline) and ``panelled``
-  (:class:`nsde_coin.graph.sparse_base.SparseBase`), timed interleaved (one epoch of each per repeat, medians of wall
-  and process CPU time) so that load from other processes hits both alike; the ratio is the median of the
-  per-repeat ratios.
+* **kernels** — ``legacy`` (main's unpanelled kernel before issue 12, copied below as the baseline), ``panelled``
+  (:class:`nsde_coin.graph.sparse_base.SparseBase` on its pure-torch panels, ``NSDE_COIN_NATIVE=0``) and
+  ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built),
+  timed interleaved (one epoch of each per repeat, medians of wall and process CPU time) so that load from other
+  processes hits all alike; each speed-up is the median of the per-repeat ratios against ``legacy``.
 
 Usage::
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -43,6 +45,7 @@ from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
 
 from nsde_coin._heap import keep_large_blocks  # noqa: E402
+from nsde_coin.graph import native  # noqa: E402
 from nsde_coin.graph.diffusion import diffuse  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
@@ -147,8 +150,9 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
             "parameters": params}
 
 
-def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0):
-    """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel)."""
+def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1"):
+    """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel);
+    ``compiled`` is the value of ``NSDE_COIN_NATIVE`` it runs under ("0": the torch panels)."""
     g = torch.Generator().manual_seed(seed)
     bound = 1.0 / d ** 0.5
     params = [torch.empty(s).uniform_(-bound, bound, generator=g).requires_grad_() for s in ((d, d), (d,), (c, d),
@@ -161,6 +165,7 @@ def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 
         return logits, u
 
     def run():
+        os.environ[native.ENV] = compiled
         opt.zero_grad(set_to_none=True)
         _, u = forward()
         loss = F.nll_loss(torch.log(u[train].clamp_min(1e-12)), y[train])
@@ -189,13 +194,15 @@ def main(argv=None) -> int:
     n, d = x.shape
     c = int(y.max()) + 1
     train = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:20 * c]
-    kernels = {"legacy": (LegacyBase, legacy_features(x)), "panelled": (SparseBase, feats)}
-    runs = {k: make_epoch(kern, f, op, y, train, n, d, c) for k, (kern, f) in kernels.items()}
+    kernels = {"legacy": (LegacyBase, legacy_features(x), "0"), "panelled": (SparseBase, feats, "0")}
+    if native.status() == "available":
+        kernels["compiled"] = (SparseBase, feats, "1")
+    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s) for k, (kern, f, s) in kernels.items()}
 
     # same weights → same forward (float32 rounding of the output layer's sum only)
     with torch.no_grad():
         lg = {k: r.forward()[0] for k, r in runs.items()}
-    fwd_diff = float((lg["panelled"] - lg["legacy"]).abs().max() / lg["legacy"].abs().max())
+    fwd_diff = {k: float((lg[k] - lg["legacy"]).abs().max() / lg["legacy"].abs().max()) for k in lg if k != "legacy"}
 
     limits = machine_limits(args.copy_mib, args.mm)
     work = epoch_work(n, d, c, feats.cols.numel() - n, op.scipy.nnz, 20)
@@ -221,14 +228,16 @@ def main(argv=None) -> int:
         res[k] = {"epoch_cpu_ms": med_cpu, "epoch_wall_ms": med_wall, "cpu_ms_p25_p75":
                   [1e3 * float(np.percentile(cpu[k], q)) for q in (25, 75)],
                   "fraction_of_bound_cpu": bound_ms / med_cpu, "times_bound_cpu": med_cpu / bound_ms}
-    ratio_cpu = statistics.median(a_ / b_ for a_, b_ in zip(cpu["legacy"], cpu["panelled"]))
-    ratio_wall = statistics.median(a_ / b_ for a_, b_ in zip(wall["legacy"], wall["panelled"]))
+    ratio_cpu = {k: statistics.median(a_ / b_ for a_, b_ in zip(cpu["legacy"], cpu[k])) for k in runs if k != "legacy"}
+    ratio_wall = {k: statistics.median(a_ / b_ for a_, b_ in zip(wall["legacy"], wall[k])) for k in runs
+                  if k != "legacy"}
     out = {"graph": graph, "n": n, "d": d, "classes": c, "nnz_x": feats.cols.numel() - n, "nnz_l": op.scipy.nnz,
            "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
            "python": sys.version.split()[0], "cpu": cpu_model(), "limits_before": limits, "limits_after": limits_after,
            "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, "time_at_bandwidth_ms": t_bytes,
-           "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_panelled_vs_legacy": fwd_diff,
-           "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu, "speedup_wall_median_of_ratios": ratio_wall}
+           "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_vs_legacy": fwd_diff,
+           "compiled_kernel": native.status(), "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
+           "speedup_wall_median_of_ratios": ratio_wall}
     text = json.dumps(out, indent=2)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -244,11 +253,12 @@ def _figure(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    names = ["bound\n(max of bytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak", "legacy\nkernel",
-             "panelled\nkernel"]
-    vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"],
-            out["kernels"]["legacy"]["epoch_cpu_ms"], out["kernels"]["panelled"]["epoch_cpu_ms"]]
-    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:green"])
+    kern = list(out["kernels"])
+    names = ["bound\n(max of bytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak"] + [
+        f"{k}\nkernel" for k in kern]
+    vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
+        out["kernels"][k]["epoch_cpu_ms"] for k in kern]
+    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("ms per epoch (CPU time, median)")

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from nsde_coin.graph import native
 from nsde_coin.graph.laplacian import to_scipy
 from nsde_coin.graph.sparse import small_work_threads
 
@@ -152,20 +153,27 @@ class SparseBase(torch.autograd.Function):
         if panel is None:
             panel = panel_width(feats.offsets.numel(), d, w1.element_size())
         with small_work_threads(w1):
+            compiled = native.usable(w1, feats.cols.dtype)  # single-threaded: small inputs run on 1 thread anyway
             # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
             out_t = feats.gather(torch.cat([w2.t(), b2[None]])).t().contiguous()
             keep = out_t.shape[1] * d * w1.element_size() <= SAVE_LIMIT_BYTES
-            hs = []
-            for j in _panels(d, panel):
-                h = _hidden(feats, w1, b1, j)  # (n, k)
-                out_t.addmm_(w2[:, j], h.t())
-                if keep:
-                    hs.append(h)
+            if compiled:
+                w1, b1, w2 = w1.contiguous(), b1.contiguous(), w2.contiguous()
+                out = out_t.t().contiguous()
+                hs = _native_hidden(feats, w1, b1, w2, out, panel, keep)
+                out_t = out.t()
+            else:
+                hs = []
+                for j in _panels(d, panel):
+                    h = _hidden(feats, w1, b1, j)  # (n, k)
+                    out_t.addmm_(w2[:, j], h.t())
+                    if keep:
+                        hs.append(h)
         if keep:
             ctx.save_for_backward(w2, *hs)
         else:
             ctx.save_for_backward(w2, w1, b1)
-        ctx.feats, ctx.panel, ctx.d, ctx.keep = feats, panel, d, keep
+        ctx.feats, ctx.panel, ctx.d, ctx.keep, ctx.compiled = feats, panel, d, keep, compiled
         return out_t.t()
 
     @staticmethod
@@ -183,6 +191,9 @@ class SparseBase(torch.autograd.Function):
             gb2 = t[d]
             gw1 = g.new_empty(d, d)
             gb1 = g.new_empty(d)
+            if ctx.compiled:
+                _native_backward(ctx, feats, g, w2, hs if ctx.keep else (w1, b1), gw1, gb1, gw2)
+                return gw1, gb1, gw2, gb2, None, None
             g_t = g.t()
             for i, j in enumerate(_panels(d, ctx.panel)):
                 h = hs[i] if ctx.keep else _hidden(feats, w1, b1, j)
@@ -193,3 +204,35 @@ class SparseBase(torch.autograd.Function):
                 gw1[:, j] = tz[:d]
                 gb1[j] = tz[d]
         return gw1, gb1, gw2, gb2, None, None
+
+
+def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool) -> list[torch.Tensor]:
+    """Compiled forward (:mod:`nsde_coin.graph.native`) into ``out`` (n, C); returns the saved activations: all
+    panels in one n×d buffer when ``keep``, else nothing (the backward recomputes each panel)."""
+    n, d = out.shape[0], w1.shape[0]
+    count = len(_panels(d, panel))
+    if keep:
+        h = w1.new_empty(n * d)
+        native.forward(feats, w1, b1, w2, out, panel, 0, count, h)
+        return [h]
+    h = w1.new_empty(n * min(panel, d))
+    for p in range(count):
+        native.forward(feats, w1, b1, w2, out, panel, p, p + 1, h)
+    return []
+
+
+def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2) -> None:
+    """Compiled backward: all panels from the saved activations, or panel by panel, recomputing each h_J."""
+    d, panel = ctx.d, ctx.panel
+    count = len(_panels(d, panel))
+    if ctx.keep:
+        native.backward(feats, g, saved[0], w2, gw1, gb1, gw2, panel, 0, count)
+        return
+    w1, b1 = saved
+    w1, b1 = w1.contiguous(), b1.contiguous()
+    n = g.shape[0]
+    h = g.new_empty(n * min(panel, d))
+    scratch = g.new_zeros(n, w2.shape[0])  # the recomputation's output-layer sum, discarded
+    for p in range(count):
+        native.forward(feats, w1, b1, w2, scratch, panel, p, p + 1, h)
+        native.backward(feats, g, h, w2, gw1, gb1, gw2, panel, p, p + 1)

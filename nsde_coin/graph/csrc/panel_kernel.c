@@ -1,0 +1,193 @@
+/* The panelled COIN base layer on the CPU, float32: a plain C library loaded with ctypes
+ * (nsde_coin/graph/native.py), no Python or torch headers.  See nsde_coin/graph/sparse_base.py for the maths and
+ * the panel layout; this file only fuses what torch runs as separate passes:
+ *
+ *   forward  (per column panel J of width k):  copy W1[:, J] into a contiguous d×k table (its rows then lie on few
+ *            pages: gathering from the strided matrix directly was ~1.6x slower, TLB misses), then for each node v
+ *            h_J[v] = ReLU(b1[J] + sum_e x_ve W1[col_e, J]) in registers, stored once, and out[v] += W2[:, J] h_J[v];
+ *   backward (per panel):  gz_J = (g W2[:, J]) * [h_J > 0] and gW2[:, J] += g^T h_J in one pass over h_J (chunks of
+ *            nodes, the W2 panel and the gW2 tile in registers), then [gW1[:, J]; gb1[J]] = x1^T gz_J as a gather.
+ *
+ * Rows of x1 = [x | 1] end with the ones column (index d): the forward skips it and starts from b1 instead; the
+ * last row of x1^T (all ones) gives gb1.  Sums run in the CSR order with 16-wide vector partial sums (the compile
+ * flags allow reassociation), so results equal torch's to float32 rounding, not bit for bit.
+ *
+ * Vector code uses GCC/Clang vector extensions (16 floats); on x86-64 each entry point is cloned for AVX-512,
+ * AVX2 and baseline SSE2 and picked at load time for the CPU it runs on. */
+#include <stdint.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
+#define LD(p) ((v16)(*(const v16u *)(p)))
+#define ST(p, x) (*(v16u *)(p) = (x))
+#define BLK 64  /* columns gathered per register block: 4 vectors */
+#define CHUNK 32 /* nodes per block of the backward's first pass (CHUNK rows of h_J stay in L1) */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+#define API __attribute__((visibility("default")))
+
+static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off, int64_t i, int64_t rows, int64_t nnz) {
+    return i + 1 < rows ? off[i + 1] : nnz;
+}
+
+/* dst[0..m) = (base ? base : 0) + sum_{e0 <= e < e1} vals[e] * tab[idx[e] * ld + 0..m) */
+static inline __attribute__((always_inline)) void gather_block(int64_t m, const float *base, const int32_t *idx, const float *vals, int64_t e0,
+                                int64_t e1, const float *tab, int64_t ld, float *dst) {
+    if (m == BLK) {
+        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        if (base) { a0 = LD(base); a1 = LD(base + 16); a2 = LD(base + 32); a3 = LD(base + 48); }
+        for (int64_t e = e0; e < e1; e++) {
+            const float w = vals[e];
+            const float *r = tab + (int64_t)idx[e] * ld;
+            a0 += w * LD(r); a1 += w * LD(r + 16); a2 += w * LD(r + 32); a3 += w * LD(r + 48);
+        }
+        ST(dst, a0); ST(dst + 16, a1); ST(dst + 32, a2); ST(dst + 48, a3);
+        return;
+    }
+    int64_t t = 0;
+    for (; t + 16 <= m; t += 16) {
+        v16 a = {0};
+        if (base) a = LD(base + t);
+        for (int64_t e = e0; e < e1; e++) a += vals[e] * LD(tab + (int64_t)idx[e] * ld + t);
+        ST(dst + t, a);
+    }
+    for (; t < m; t++) {
+        float a = base ? base[t] : 0.f;
+        for (int64_t e = e0; e < e1; e++) a += vals[e] * tab[(int64_t)idx[e] * ld + t];
+        dst[t] = a;
+    }
+}
+
+static inline __attribute__((always_inline)) float hsum(v16 a) {
+    float s = 0.f;
+    for (int l = 0; l < 16; l++) s += a[l];
+    return s;
+}
+
+/* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0)
+ * and out (n×C, row-major, accumulated into).  pack: d×panel floats of scratch. */
+API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
+                                   const int32_t *off, const int32_t *cols, const float *vals, int64_t nnz,
+                                   const float *W1, const float *b1, const float *W2, float *h, float *out,
+                                   float *pack) {
+    float *hp = h;
+    for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
+        const int64_t k = d - j0 < panel ? d - j0 : panel;
+        for (int64_t i = 0; i < d; i++) memcpy(pack + i * k, W1 + i * d + j0, (size_t)k * sizeof(float));
+        for (int64_t v = 0; v < n; v++) {
+            const int64_t e0 = off[v], e1 = row_end(off, v, n, nnz) - 1; /* the row's last entry: the ones column */
+            float *hv = hp + v * k;
+            for (int64_t t = 0; t < k; t += BLK)
+                gather_block(k - t < BLK ? k - t : BLK, b1 + j0 + t, cols, vals, e0, e1, pack + t, k, hv + t);
+            int64_t t = 0;
+            for (; t + 16 <= k; t += 16) {
+                v16 a = LD(hv + t);
+                ST(hv + t, (v16)((v16i)a & ~(a < 0))); /* ReLU; NaN stays NaN */
+            }
+            for (; t < k; t++) hv[t] = hv[t] < 0.f ? 0.f : hv[t];
+            for (int64_t c = 0; c < C; c++) {
+                const float *w2 = W2 + c * d + j0;
+                v16 s = {0};
+                int64_t q = 0;
+                for (; q + 16 <= k; q += 16) s += LD(hv + q) * LD(w2 + q);
+                float r = hsum(s);
+                for (; q < k; q++) r += hv[q] * w2[q];
+                out[v * C + c] += r;
+            }
+        }
+        hp += n * k;
+    }
+}
+
+/* Backward over panels [p0, p1): g (n×C), h as the forward left it, gz: n×panel scratch, tile: C×panel scratch;
+ * writes gW1[:, J] (d×d row-major), gb1[J] and adds g^T h_J into gW2[:, J] (C×d). */
+API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
+                                    const int32_t *toff, const int32_t *trows, const float *tvals, int64_t tnnz,
+                                    const float *g, const float *h, const float *W2, float *gz, float *gW1,
+                                    float *gb1, float *gW2, float *tile) {
+    const float *hp = h;
+    for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
+        const int64_t k = d - j0 < panel ? d - j0 : panel;
+        const int64_t kv = k - k % 16;
+        /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), 16 columns and 4 classes at a
+         * time, so that the 4 W2 columns and the 4 accumulators of gW2 stay in registers over the chunk */
+        memset(tile, 0, (size_t)(C * k) * sizeof(float));
+        for (int64_t v0 = 0; v0 < n; v0 += CHUNK) {
+            const int64_t v1 = v0 + CHUNK < n ? v0 + CHUNK : n;
+            for (int64_t t = 0; t < kv; t += 16) {
+                int64_t c = 0;
+                for (; c < C; c += 4) {
+                    const int64_t m = C - c < 4 ? C - c : 4;
+                    const float *w2 = W2 + c * d + j0 + t;
+                    float *tl = tile + c * k + t;
+                    if (m == 4) {
+                        const v16 w0 = LD(w2), w1 = LD(w2 + d), w2_ = LD(w2 + 2 * d), w3 = LD(w2 + 3 * d);
+                        v16 a0 = LD(tl), a1 = LD(tl + k), a2 = LD(tl + 2 * k), a3 = LD(tl + 3 * k);
+                        for (int64_t v = v0; v < v1; v++) {
+                            const float *gv = g + v * C + c;
+                            const v16 hh = LD(hp + v * k + t);
+                            v16 z = c ? LD(gz + v * k + t) : (v16){0};
+                            z += gv[0] * w0 + gv[1] * w1 + gv[2] * w2_ + gv[3] * w3;
+                            ST(gz + v * k + t, z);
+                            a0 += gv[0] * hh; a1 += gv[1] * hh; a2 += gv[2] * hh; a3 += gv[3] * hh;
+                        }
+                        ST(tl, a0); ST(tl + k, a1); ST(tl + 2 * k, a2); ST(tl + 3 * k, a3);
+                    } else {
+                        for (int64_t v = v0; v < v1; v++) {
+                            const float *gv = g + v * C + c;
+                            const v16 hh = LD(hp + v * k + t);
+                            v16 z = c ? LD(gz + v * k + t) : (v16){0};
+                            for (int64_t q = 0; q < m; q++) {
+                                z += gv[q] * LD(w2 + q * d);
+                                ST(tl + q * k, LD(tl + q * k) + gv[q] * hh);
+                            }
+                            ST(gz + v * k + t, z);
+                        }
+                    }
+                }
+                for (int64_t v = v0; v < v1; v++) { /* the ReLU mask */
+                    const v16 hh = LD(hp + v * k + t);
+                    ST(gz + v * k + t, (v16)((v16i)LD(gz + v * k + t) & (hh > 0)));
+                }
+            }
+            for (int64_t v = v0; v < v1; v++) { /* the panel's last k % 16 columns */
+                const float *gv = g + v * C;
+                for (int64_t t = kv; t < k; t++) {
+                    const float hh = hp[v * k + t];
+                    float z = 0.f;
+                    for (int64_t c = 0; c < C; c++) { z += gv[c] * W2[c * d + j0 + t]; tile[c * k + t] += gv[c] * hh; }
+                    gz[v * k + t] = hh > 0.f ? z : 0.f;
+                }
+            }
+        }
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t t = 0; t < k; t++) gW2[c * d + j0 + t] += tile[c * k + t];
+        /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J */
+        for (int64_t i = 0; i <= d; i++) {
+            const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
+            float *o = i < d ? gW1 + i * d + j0 : gb1 + j0;
+            for (int64_t t = 0; t < k; t += BLK)
+                gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t);
+        }
+        hp += n * k;
+    }
+}
+
+#ifdef NSDE_PYTHON_MODULE
+/* An importable (empty) module, so that tools walking the package (docs, pkgutil) can import the file; the
+ * functions above are called through ctypes by nsde_coin.graph.native. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static struct PyModuleDef panel_kernel_module = {
+    PyModuleDef_HEAD_INIT, "_panel_kernel",
+    "Compiled panel kernel of COIN's sparse base layer; called through ctypes by nsde_coin.graph.native.", -1, NULL,
+    NULL, NULL, NULL, NULL};
+API PyMODINIT_FUNC PyInit__panel_kernel(void) { return PyModule_Create(&panel_kernel_module); }
+#endif

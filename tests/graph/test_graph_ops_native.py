@@ -1,0 +1,125 @@
+"""The compiled panel kernel (nsde_coin.graph.native, csrc/panel_kernel.c) against the float64 dense reference and
+against the torch panels: forward and all four gradients for odd sizes (panels not a multiple of 16 wide, a short
+last panel, class counts around its 4-class register blocks), all-zero feature rows, NaN propagation, the
+recomputing path of wide graphs, and when it is (not) used. Skips where the kernel was not built."""
+
+import numpy as np
+import pytest
+import torch
+
+from nsde_coin.graph import native
+from nsde_coin.graph import sparse_base as sb
+from nsde_coin.graph.sparse_base import SparseBase, sparse_features
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
+              pytest.mark.skipif(native.status() != "available", reason=f"compiled kernel: {native.status()}")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the kernel runs single-threaded only
+    yield
+    torch.set_num_threads(before)
+
+
+def _features(n, d, seed=0, zero_rows=(1, 4)):
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.2).double()
+    b[list(zero_rows)] = 0.0
+    cnt = b.sum(1, keepdim=True)
+    return torch.where(cnt > 0, b / cnt.clamp_min(1), b)
+
+
+def _params(d, c, seed=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for s in
+            ((d, d), (d,), (c, d), (c,))]
+
+
+def _reference(x, w1, b1, w2, b2):
+    return (x + torch.relu(x @ w1 + b1)) @ w2.t() + b2
+
+
+def _run(x, params, up, panel, use_native, monkeypatch):
+    monkeypatch.setenv(native.ENV, "1" if use_native else "0")
+    feats = sparse_features(x.float().to_sparse_csr())
+    out = SparseBase.apply(*params, feats, panel)
+    return [out.detach(), *torch.autograd.grad(out, params, up)]
+
+
+@pytest.mark.parametrize("n, d, c, panel", [(37, 10, 3, 4), (37, 10, 1, 16), (50, 70, 7, 32), (50, 70, 9, 48),
+                                            (45, 150, 4, 128), (45, 150, 5, 64), (64, 33, 16, 17)])
+def test_forward_and_gradients_equal_the_float64_reference(n, d, c, panel, monkeypatch):
+    x = _features(n, d, seed=n + d)
+    params = _params(d, c)
+    up = torch.randn(n, c, generator=torch.Generator().manual_seed(2))
+    got = _run(x, params, up, panel, True, monkeypatch)
+    p64 = [p.detach().double().requires_grad_() for p in params]
+    ref = _reference(x, *p64)
+    want = [ref.detach(), *torch.autograd.grad(ref, p64, up.double())]
+    # float32 sums of ≤ 150 terms against float64: measured max rel. error 4e-7 (forward), 6e-7 (gradients)
+    for a, b in zip(got, want):
+        scale = max(float(b.abs().max()), 1e-3)
+        np.testing.assert_allclose(a.double().numpy(), b.numpy(), rtol=0, atol=1e-5 * scale)
+
+
+def test_compiled_and_torch_panels_agree_and_the_switch_works(monkeypatch):
+    n, d, c = 80, 200, 7
+    x = _features(n, d, seed=3)
+    params = _params(d, c, seed=4)
+    up = torch.randn(n, c, generator=torch.Generator().manual_seed(5))
+    a = _run(x, params, up, 64, True, monkeypatch)
+    b = _run(x, params, up, 64, False, monkeypatch)
+    for u, v in zip(a, b):  # same float32 sums in a different order: measured rel. diff ≤ 5e-7
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=0, atol=1e-5 * float(v.abs().max()))
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.status().startswith("disabled") and not native.usable(params[0], torch.int32)
+    monkeypatch.setenv(native.ENV, "1")
+    assert native.usable(params[0], torch.int32)
+    assert not native.usable(params[0].double(), torch.int32)  # float64 runs the torch panels
+    assert not native.usable(params[0], torch.int64)
+
+
+def test_rows_without_features_get_relu_of_the_bias(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    x = _features(9, 20, zero_rows=(0, 6))
+    w1, b1, w2, b2 = _params(20, 5)
+    out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.float().to_sparse_csr()), 16)
+    want = torch.relu(b1) @ w2.t() + b2
+    for r in (0, 6):
+        np.testing.assert_allclose(out[r].detach().numpy(), want.detach().numpy(), rtol=0, atol=1e-5)
+
+
+def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
+    # a NaN in W1 must reach the logits of the rows that read it (ReLU keeps NaN, as torch's does)
+    monkeypatch.setenv(native.ENV, "1")
+    x = _features(12, 18, zero_rows=())
+    w1, b1, w2, b2 = [p.detach() for p in _params(18, 3)]
+    w1[2, 5] = float("nan")
+    out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.float().to_sparse_csr()), 16)
+    reads = x[:, 2] != 0
+    assert bool(torch.isnan(out[reads]).all()) and not bool(torch.isnan(out[~reads]).any())
+
+
+def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    x = _features(30, 50, seed=7)
+    up = torch.randn(30, 6, generator=torch.Generator().manual_seed(8))
+    res = []
+    for limit in (sb.SAVE_LIMIT_BYTES, 0):
+        monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", limit)
+        params = _params(50, 6)
+        out = SparseBase.apply(*params, sparse_features(x.float().to_sparse_csr()), 16)
+        res.append([out.detach(), *torch.autograd.grad(out, params, up)])
+    for a, b in zip(*res):  # the same operations in the same order: equal to rounding (measured: bitwise)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6 * max(float(b.abs().max()), 1.0))
+
+
+def test_more_threads_fall_back_to_the_torch_panels(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    w = torch.zeros(4, 4)
+    torch.set_num_threads(2)
+    assert not native.usable(w, torch.int32)
+    torch.set_num_threads(1)
+    assert native.usable(w, torch.int32)
