@@ -42,8 +42,17 @@ def _drift():
     return MLPDrift(3, width=8, depth=1, time_dependent=True).double()
 
 
-def _grads(out, tensors):
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(torch.tanh(out).sum(), tensors)])
+def _grads(scalar, tensors):
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(scalar, tensors)])
+
+
+@pytest.fixture
+def sra_calls(monkeypatch):
+    """The list that gets one entry per call of integrate's sra1_integrate (which still runs)."""
+    calls = []
+    real = integrate.sra1_integrate
+    monkeypatch.setattr(integrate, "sra1_integrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
 
 
 @pytest.mark.parametrize("kind", ["scalar", "diagonal"])
@@ -63,26 +72,23 @@ def test_sra1_equals_torchsde_srk_on_the_same_path(kind):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     assert (ours[-1] - ours[0]).abs().max() > 0.1  # the states moved
     tensors = [y0, *drift.parameters(), *diffusion.parameters()]
-    g_ours, g_ref = _grads(ours[-1], tensors), _grads(ref[-1], tensors)
+    g_ours, g_ref = _grads(torch.tanh(ours[-1]).sum(), tensors), _grads(torch.tanh(ref[-1]).sum(), tensors)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
     assert g_ours[-diffusion.raw_sigma.numel():].abs().min() > 1e-3  # σ gets a real gradient
 
 
 @pytest.mark.parametrize("kind", ["scalar", "diagonal"])
-def test_feynman_kac_srk_keeps_the_torchsde_numbers(kind, monkeypatch):
+def test_feynman_kac_srk_keeps_the_torchsde_numbers(kind, sra_calls):
     """feynman_kac(solver="srk") with a constant σ goes through sra1_integrate, on the grid torchsde steps on
     (T = 0.7, 10 steps: the step inflated by 1e-10, the last one clamped to T), and returns what the torchsde call it
     replaced returns: means and gradients within 1e-12 (measured <= 1e-15)."""
-    calls = []
-    real = integrate.sra1_integrate
-    monkeypatch.setattr(integrate, "sra1_integrate", lambda *a, **k: calls.append(1) or real(*a, **k))
     drift, diffusion = _drift(), _sigma(kind)
     x = torch.randn(4, 3, dtype=F64, requires_grad=True)
     T, n, K, seed = 0.7, 10, 5, 11
     mean, _ = feynman_kac(torch.tanh, x, drift, diffusion, T, samples=K, steps=n, solver="srk", seed=seed)
-    assert calls == [1]
+    assert sra_calls == [1]
     tensors = [x, *drift.parameters(), *diffusion.parameters()]
-    g_ours = torch.cat([g.reshape(-1) for g in torch.autograd.grad(mean.sum(), tensors)])
+    g_ours = _grads(mean.sum(), tensors)
 
     sde = FeynmanKacSDE(drift, diffusion)  # the call integrate._solve_sde made before
     y0 = x.unsqueeze(1).expand(4, K, 3).reshape(4 * K, 3)
@@ -91,23 +97,20 @@ def test_feynman_kac_srk_keeps_the_torchsde_numbers(kind, monkeypatch):
     ys = torchsde.sdeint(sde, y0, torch.tensor([0.0, T], dtype=F64), bm=bm, method="srk", dt=T / n * (1 + 1e-10))
     ref = torch.tanh(ys[-1]).reshape(4, K, 3).mean(1)
     torch.testing.assert_close(mean, ref, rtol=0, atol=1e-12)
-    g_ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(ref.sum(), tensors)])
+    g_ref = _grads(ref.sum(), tensors)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
     assert g_ours.abs().max() > 1e-2
 
 
-def test_only_constant_sigma_backprop_fixed_grid_solves_take_the_sra1_step(monkeypatch):
-    calls = []
-    real = integrate.sra1_integrate
-    monkeypatch.setattr(integrate, "sra1_integrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+def test_only_constant_sigma_backprop_fixed_grid_solves_take_the_sra1_step(sra_calls):
     x = torch.randn(2, 3, dtype=F64)
     drift = LinearDrift(-torch.eye(3, dtype=F64))
 
     def solve(diffusion, **kw):
-        calls.clear()
+        sra_calls.clear()
         kw = {"solver": "srk", "samples": 2, "steps": 4, "seed": 0, **kw}
         feynman_kac(torch.tanh, x, drift, diffusion, 1.0, **kw)
-        return len(calls)
+        return len(sra_calls)
 
     assert solve(ScalarDiffusion(3, 0.3)) == 1 and solve(DiagonalDiffusion(3, SIGMA3)) == 1
     assert solve(ScalarDiffusion(3, 0.3), return_paths=True) == 1
