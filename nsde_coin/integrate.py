@@ -10,7 +10,9 @@ identical on the adjoint pass, with whatever Lévy area the solver needs); adapt
 
 ``solver="srk"`` with a constant scalar/diagonal σ (:func:`~nsde_coin.sra.constant_sigma`), backprop gradients and
 fixed steps runs :func:`nsde_coin.sra.sra1_integrate` (Rößler's SRA1 written out for constant σ: torchsde's numbers at
-little more than the cost of two drift evaluations per step); every other solve goes to torchsde.
+little more than the cost of two drift evaluations per step); every other solve goes to torchsde. It steps on the grid
+torchsde would (:func:`_step_times`); with ``return_paths`` its states are those at the step ends, where torchsde
+interpolates linearly to the grid times 1e-10·t away (a difference of order 1e-10 relative).
 
 Time grid: ``steps`` equal steps of dt = T/steps (a ``dt`` that does not divide T is rounded to the nearest
 dividing step, steps = ceil(T/dt)). Times are passed to torchsde in float64 and its step is inflated by 1e-10

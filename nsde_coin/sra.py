@@ -2,7 +2,7 @@
 and :class:`~nsde_coin.diffusions.DiagonalDiffusion` under backprop.
 
 SRA1 (Rößler 2010, "Runge–Kutta methods for the strong approximation of solutions of stochastic differential
-equations", SIAM J. Numer. Anal. 48(3), table 6.3; strong order 1.5, deterministic order 2) integrates the Itô SDE
+equations", SIAM J. Numer. Anal. 48(3), 922–952; strong order 1.5, deterministic order 2) integrates the Itô SDE
 dX = a(X, t) dt + b(t) dW with additive noise in two stages. Its tableau is
 
     c⁽⁰⁾ = (0, 3/4), c⁽¹⁾ = (1, 0), A⁽⁰⁾₂₁ = 3/4, B⁽⁰⁾₂₁ = 3/2, α = (1/3, 2/3), β⁽¹⁾ = (1, 0), β⁽²⁾ = (−1, 1),
