@@ -8,6 +8,9 @@ per round, medians after a warm-up), batch 256, MLPDrift(width 64, depth 2), 20 
 * ``dense`` — the path before: σ as a dense (B, d, d) additive matrix (``GeneralDiffusion``) and a Brownian motion
   that draws the (B, d, d) Foster area noise, i.e. torchsde's general machinery for the same SDE.
 
+srk's ``fast`` path is nsde_coin's own SRA1 step (:mod:`nsde_coin.sra`); a third timing, ``srk_torchsde``, is the
+call it replaced (torchsde's SRA1 on the same ScalarDiffusion, FeynmanKacSDE and FixedGridBrownian).
+
 Goal (issue 12.4): every solver's ``fast`` time within 2x of euler's at d = 64 and d = 256.
 Usage: ``python benchmarks/bench_constant_noise.py [--dims 64 256] [--repeats 7]``; writes
 benchmarks/results/bench_constant_noise.json and .png.
@@ -24,9 +27,11 @@ import time
 from pathlib import Path
 
 import torch
+import torchsde
 
 from nsde_coin import FixedGridBrownian, GeneralDiffusion, MLPDrift, ScalarDiffusion, feynman_kac, get_solver
 from nsde_coin.machine import cpu_model
+from nsde_coin.sde import FeynmanKacSDE
 
 HERE = Path(__file__).resolve().parent
 SOLVERS = ["euler", "milstein", "srk", "heun", "midpoint", "euler_heun", "reversible_heun", "log_ode"]
@@ -38,6 +43,18 @@ def _case(d: int, solver: str, mode: str):
     drift = MLPDrift(d, width=64, depth=2)
     x = torch.randn(B, d)
     head = torch.randn(d, 3) / d**0.5
+    if mode == "torchsde":  # srk before nsde_coin.sra: integrate's torchsde call for the same constant sigma
+        sde = FeynmanKacSDE(drift, ScalarDiffusion(d, SIGMA))
+
+        def run_torchsde() -> None:
+            drift.zero_grad(set_to_none=True)
+            bm = FixedGridBrownian(0.0, 1.0, (B, d), steps=STEPS, seed=1, levy_area="space-time", commutative=True)
+            ys = torchsde.sdeint(sde, x, torch.tensor([0.0, 1.0], dtype=torch.float64), bm=bm, method=solver,
+                                 dt=1.0 / STEPS * (1 + 1e-10))
+            sde.forget()
+            (ys[-1] @ head).sum().backward()
+
+        return run_torchsde
     if mode == "fast":
         diffusion, bm = ScalarDiffusion(d, SIGMA), None
     else:
@@ -58,6 +75,7 @@ def bench(dims: list[int], repeats: int, warmup: int) -> dict:
     out: dict = {}
     for d in dims:
         fns = {(s, m): _case(d, s, m) for s in SOLVERS for m in ("fast", "dense")}
+        fns["srk", "torchsde"] = _case(d, "srk", "torchsde")
         times: dict = {k: [] for k in fns}
         for r in range(warmup + repeats):
             for k, fn in fns.items():
@@ -74,6 +92,8 @@ def bench(dims: list[int], repeats: int, warmup: int) -> dict:
                 "fast_over_euler": med[(s, "fast")] / euler, "dense_over_euler": med[(s, "dense")] / euler,
                 "speedup": med[(s, "dense")] / med[(s, "fast")]}
             for s in SOLVERS}
+        out[str(d)]["srk"].update(torchsde_ms=med[("srk", "torchsde")],
+                                  torchsde_over_euler=med[("srk", "torchsde")] / euler)
     worst = max(v["fast_over_euler"] for per_d in out.values() for v in per_d.values())
     return {"per_dim": out, "worst_fast_over_euler": worst, "goal": "every solver <= 2x euler",
             "goal_met": worst <= 2.0}
@@ -120,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     for d, per in res["per_dim"].items():
         print(f"d = {d}: " + ", ".join(f"{s} {v['fast_ms']:.1f} ms ({v['fast_over_euler']:.2f}x euler; dense "
                                          f"{v['dense_ms']:.1f} ms)" for s, v in per.items()))
+        print(f"d = {d}: srk via torchsde's SRA1 {per['srk']['torchsde_ms']:.1f} ms "
+              f"({per['srk']['torchsde_over_euler']:.2f}x euler)")
     print(f"worst fast/euler {res['worst_fast_over_euler']:.2f}x, goal met: {res['goal_met']} ({res['cpu']})")
     return 0
 

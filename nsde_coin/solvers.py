@@ -313,7 +313,8 @@ for _info in (
     SDESolverInfo("milstein", "torchsde", "Milstein (derivative-free), Itô or Stratonovich", 1.0, _SDE_GRADS,
                   sde_types=("ito", "stratonovich"), noise_types=("diagonal", "additive", "scalar"),
                   strong_order={"diagonal": 1.0, "additive": 1.0, "scalar": 1.0}, adjoint_capable=True),
-    SDESolverInfo("srk", "torchsde", "stochastic Runge–Kutta (Rößler SRI), uses space-time Lévy area", 1.5,
+    SDESolverInfo("srk", "torchsde", "stochastic Runge–Kutta (Rößler SRI; SRA1 for additive noise, nsde_coin's own "
+                  "step for a constant scalar/diagonal σ), uses space-time Lévy area", 1.5,
                   _SDE_GRADS, sde_types=("ito",), noise_types=("diagonal", "additive", "scalar"),
                   strong_order={"diagonal": 1.5, "additive": 1.5, "scalar": 1.5}, levy_area="space-time"),
     SDESolverInfo("euler_heun", "torchsde", "Euler–Heun (Stratonovich)", 1.0, _SDE_GRADS,
