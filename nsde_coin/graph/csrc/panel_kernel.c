@@ -22,8 +22,12 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 #define LD(p) ((v16)(*(const v16u *)(p)))
 #define ST(p, x) (*(v16u *)(p) = (x))
+#ifndef BLK
 #define BLK 64  /* columns gathered per register block: 4 vectors */
-#define CHUNK 32 /* nodes per block of the backward's first pass (CHUNK rows of h_J stay in L1) */
+#endif
+#ifndef CHUNK
+#define CHUNK 32 /* nodes per block of the backward first pass (CHUNK rows of h_J stay in L1) */
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -37,9 +41,13 @@ static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off,
     return i + 1 < rows ? off[i + 1] : nnz;
 }
 
-/* dst[0..m) = (base ? base : 0) + sum_{e0 <= e < e1} vals[e] * tab[idx[e] * ld + 0..m) */
-static inline __attribute__((always_inline)) void gather_block(int64_t m, const float *base, const int32_t *idx, const float *vals, int64_t e0,
-                                int64_t e1, const float *tab, int64_t ld, float *dst) {
+static inline __attribute__((always_inline)) v16 relu(v16 a) { return (v16)((v16i)a & ~(a < 0)); } /* NaN stays */
+
+/* dst[0..m) = (base ? base : 0) + sum_{e0 <= e < e1} vals[e] * tab[idx[e] * ld + 0..m), then ReLU if `rect` */
+static inline __attribute__((always_inline)) void gather_block(int64_t m, const float *base, const int32_t *idx,
+                                                               const float *vals, int64_t e0, int64_t e1,
+                                                               const float *tab, int64_t ld, float *dst,
+                                                               const int rect) {
     if (m == BLK) {
         v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         if (base) { a0 = LD(base); a1 = LD(base + 16); a2 = LD(base + 32); a3 = LD(base + 48); }
@@ -48,6 +56,7 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
             const float *r = tab + (int64_t)idx[e] * ld;
             a0 += w * LD(r); a1 += w * LD(r + 16); a2 += w * LD(r + 32); a3 += w * LD(r + 48);
         }
+        if (rect) { a0 = relu(a0); a1 = relu(a1); a2 = relu(a2); a3 = relu(a3); }
         ST(dst, a0); ST(dst + 16, a1); ST(dst + 32, a2); ST(dst + 48, a3);
         return;
     }
@@ -56,19 +65,46 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
         v16 a = {0};
         if (base) a = LD(base + t);
         for (int64_t e = e0; e < e1; e++) a += vals[e] * LD(tab + (int64_t)idx[e] * ld + t);
-        ST(dst + t, a);
+        ST(dst + t, rect ? relu(a) : a);
     }
     for (; t < m; t++) {
         float a = base ? base[t] : 0.f;
         for (int64_t e = e0; e < e1; e++) a += vals[e] * tab[(int64_t)idx[e] * ld + t];
-        dst[t] = a;
+        dst[t] = rect && a < 0.f ? 0.f : a;
     }
 }
 
 static inline __attribute__((always_inline)) float hsum(v16 a) {
+#if defined(__GNUC__) && !defined(__clang__)
+    /* four shuffle-and-add steps instead of 15 scalar adds */
+    a += __builtin_shuffle(a, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    a += __builtin_shuffle(a, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    a += __builtin_shuffle(a, (v16i){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    a += __builtin_shuffle(a, (v16i){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+    return a[0];
+#else
     float s = 0.f;
     for (int l = 0; l < 16; l++) s += a[l];
     return s;
+#endif
+}
+
+/* Pass 1 of the backward for classes [c, c+M) of one 16-column block and one chunk of nodes [v0, v1): the M
+ * columns of W2 and the M accumulators of gW2 in registers (M is a compile-time constant at each call). */
+static inline __attribute__((always_inline)) void pass1_classes(const int M, int64_t c, int64_t C, int64_t d,
+                                                                int64_t k, int64_t j0, int64_t t, int64_t v0,
+                                                                int64_t v1, const float *g, const float *hp,
+                                                                const float *W2, float *gz, float *tile) {
+    v16 w[4], a[4];
+    for (int q = 0; q < M; q++) { w[q] = LD(W2 + (c + q) * d + j0 + t); a[q] = LD(tile + (c + q) * k + t); }
+    for (int64_t v = v0; v < v1; v++) {
+        const float *gv = g + v * C + c;
+        const v16 hh = LD(hp + v * k + t);
+        v16 z = c ? LD(gz + v * k + t) : (v16){0};
+        for (int q = 0; q < M; q++) { z += gv[q] * w[q]; a[q] += gv[q] * hh; }
+        ST(gz + v * k + t, z);
+    }
+    for (int q = 0; q < M; q++) ST(tile + (c + q) * k + t, a[q]);
 }
 
 /* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0)
@@ -85,13 +121,7 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
             const int64_t e0 = off[v], e1 = row_end(off, v, n, nnz) - 1; /* the row's last entry: the ones column */
             float *hv = hp + v * k;
             for (int64_t t = 0; t < k; t += BLK)
-                gather_block(k - t < BLK ? k - t : BLK, b1 + j0 + t, cols, vals, e0, e1, pack + t, k, hv + t);
-            int64_t t = 0;
-            for (; t + 16 <= k; t += 16) {
-                v16 a = LD(hv + t);
-                ST(hv + t, (v16)((v16i)a & ~(a < 0))); /* ReLU; NaN stays NaN */
-            }
-            for (; t < k; t++) hv[t] = hv[t] < 0.f ? 0.f : hv[t];
+                gather_block(k - t < BLK ? k - t : BLK, b1 + j0 + t, cols, vals, e0, e1, pack + t, k, hv + t, 1);
             for (int64_t c = 0; c < C; c++) {
                 const float *w2 = W2 + c * d + j0;
                 v16 s = {0};
@@ -122,34 +152,12 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
         for (int64_t v0 = 0; v0 < n; v0 += CHUNK) {
             const int64_t v1 = v0 + CHUNK < n ? v0 + CHUNK : n;
             for (int64_t t = 0; t < kv; t += 16) {
-                int64_t c = 0;
-                for (; c < C; c += 4) {
-                    const int64_t m = C - c < 4 ? C - c : 4;
-                    const float *w2 = W2 + c * d + j0 + t;
-                    float *tl = tile + c * k + t;
-                    if (m == 4) {
-                        const v16 w0 = LD(w2), w1 = LD(w2 + d), w2_ = LD(w2 + 2 * d), w3 = LD(w2 + 3 * d);
-                        v16 a0 = LD(tl), a1 = LD(tl + k), a2 = LD(tl + 2 * k), a3 = LD(tl + 3 * k);
-                        for (int64_t v = v0; v < v1; v++) {
-                            const float *gv = g + v * C + c;
-                            const v16 hh = LD(hp + v * k + t);
-                            v16 z = c ? LD(gz + v * k + t) : (v16){0};
-                            z += gv[0] * w0 + gv[1] * w1 + gv[2] * w2_ + gv[3] * w3;
-                            ST(gz + v * k + t, z);
-                            a0 += gv[0] * hh; a1 += gv[1] * hh; a2 += gv[2] * hh; a3 += gv[3] * hh;
-                        }
-                        ST(tl, a0); ST(tl + k, a1); ST(tl + 2 * k, a2); ST(tl + 3 * k, a3);
-                    } else {
-                        for (int64_t v = v0; v < v1; v++) {
-                            const float *gv = g + v * C + c;
-                            const v16 hh = LD(hp + v * k + t);
-                            v16 z = c ? LD(gz + v * k + t) : (v16){0};
-                            for (int64_t q = 0; q < m; q++) {
-                                z += gv[q] * LD(w2 + q * d);
-                                ST(tl + q * k, LD(tl + q * k) + gv[q] * hh);
-                            }
-                            ST(gz + v * k + t, z);
-                        }
+                for (int64_t c = 0; c < C; c += 4) {
+                    switch (C - c < 4 ? C - c : 4) {
+                    case 4: pass1_classes(4, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
+                    case 3: pass1_classes(3, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
+                    case 2: pass1_classes(2, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
+                    default: pass1_classes(1, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
                     }
                 }
                 for (int64_t v = v0; v < v1; v++) { /* the ReLU mask */
@@ -174,7 +182,7 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
             const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
             float *o = i < d ? gW1 + i * d + j0 : gb1 + j0;
             for (int64_t t = 0; t < k; t += BLK)
-                gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t);
+                gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t, 0);
         }
         hp += n * k;
     }
