@@ -15,7 +15,8 @@ Measured in the same process:
   nnz(L)·C, ~12 flops per parameter for Adam); ``bound = max(bytes / bandwidth, flops / peak)``;
 * **kernels** — ``legacy`` (main's unpanelled kernel before issue 12, copied below as the baseline), ``panelled``
   (:class:`nsde_coin.graph.sparse_base.SparseBase` on its pure-torch panels, ``NSDE_COIN_NATIVE=0``) and
-  ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built),
+  ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built) and
+  ``compiled_backward_adam`` (that kernel with W1's Adam step inside its backward pass, as the protocol runs it),
   timed interleaved (one epoch of each per repeat, medians of wall and process CPU time) so that load from other
   processes hits all alike; each speed-up is the median of the per-repeat ratios against ``legacy``.
 
@@ -46,6 +47,7 @@ from bench_propagate import sparse_features as random_features  # noqa: E402
 
 from nsde_coin._heap import keep_large_blocks  # noqa: E402
 from nsde_coin.graph import native  # noqa: E402
+from nsde_coin.graph.backward_adam import BackwardAdam  # noqa: E402
 from nsde_coin.graph.diffusion import diffuse  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
@@ -150,17 +152,20 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
             "parameters": params}
 
 
-def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1"):
+def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1",
+               backward_adam: bool = False):
     """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel);
-    ``compiled`` is the value of ``NSDE_COIN_NATIVE`` it runs under ("0": the torch panels)."""
+    ``compiled`` is the value of ``NSDE_COIN_NATIVE`` it runs under ("0": the torch panels); ``backward_adam``:
+    W1 stepped inside the kernel's backward pass (:class:`~nsde_coin.graph.backward_adam.BackwardAdam`)."""
     g = torch.Generator().manual_seed(seed)
     bound = 1.0 / d ** 0.5
     params = [torch.empty(s).uniform_(-bound, bound, generator=g).requires_grad_() for s in ((d, d), (d,), (c, d),
                                                                                              (c,))]
-    opt = torch.optim.Adam(params, lr=0.01, weight_decay=5e-4, fused=True)
+    step = BackwardAdam(lr=0.01, weight_decay=5e-4) if backward_adam else None
+    opt = torch.optim.Adam(params[1:] if step else params, lr=0.01, weight_decay=5e-4, fused=True)
 
     def forward():
-        logits = kernel.apply(*params, feats)
+        logits = kernel.apply(*params, feats, None, step) if step else kernel.apply(*params, feats)
         u = diffuse(logits.softmax(-1), op, 0.35, 20, solver="explicit", allow_unstable=True)
         return logits, u
 
@@ -197,7 +202,9 @@ def main(argv=None) -> int:
     kernels = {"legacy": (LegacyBase, legacy_features(x), "0"), "panelled": (SparseBase, feats, "0")}
     if native.status() == "available":
         kernels["compiled"] = (SparseBase, feats, "1")
-    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s) for k, (kern, f, s) in kernels.items()}
+        kernels["compiled_backward_adam"] = (SparseBase, feats, "1")
+    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s, backward_adam=k.endswith("backward_adam"))
+            for k, (kern, f, s) in kernels.items()}
 
     # same weights → same forward (float32 rounding of the output layer's sum only)
     with torch.no_grad():
@@ -258,7 +265,7 @@ def _figure(out: dict, path: Path) -> None:
         f"{k}\nkernel" for k in kern]
     vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
         out["kernels"][k]["epoch_cpu_ms"] for k in kern]
-    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green"][: len(names)])
+    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("ms per epoch (CPU time, median)")

@@ -39,6 +39,7 @@ from torch import nn
 from nsde_coin._checks import is_int
 from nsde_coin._lazy import lazy_attributes
 from nsde_coin.errors import deprecated_alias
+from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.head import LOG_FLOOR, ON_NEGATIVE, DiffusionHead  # noqa: F401 (ON_NEGATIVE: its old import path)
 from nsde_coin.graph.sparse_base import SparseBase, SparseFeatures, sparse_features
 
@@ -118,6 +119,9 @@ class COINBase(nn.Module):
 
     Parameters: ``W1`` (d, d) used as ``x @ W1``, ``b1`` (d,), ``W2`` (C, d) (``nn.Linear`` layout: ``h @ W2ᵀ``),
     ``b2`` (C,).
+
+    ``w1_step``: ``None``, or a :class:`~nsde_coin.graph.backward_adam.BackwardAdam` that updates W1 inside the
+    backward pass of the sparse kernel (no ∇W1 is stored; leave W1 out of the optimizer). Sparse features only.
     """
 
     def __init__(self, in_dim: int, num_classes: int, *, generator: Optional[torch.Generator] = None,
@@ -129,6 +133,7 @@ class COINBase(nn.Module):
         self.b1 = nn.Parameter(torch.empty(in_dim, dtype=dtype))
         self.W2 = nn.Parameter(torch.empty(num_classes, in_dim, dtype=dtype))
         self.b2 = nn.Parameter(torch.empty(num_classes, dtype=dtype))
+        self.w1_step: Optional[BackwardAdam] = None
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:
@@ -139,7 +144,11 @@ class COINBase(nn.Module):
         """x (n, d) dense or sparse → logits (n, C)."""
         _check_features(x, self.in_dim)
         if _is_sparse(x):  # the kernel directly: no stacking of one member's weights and gradients
-            return _SparseBase.apply(self.W1, self.b1, self.W2, self.b2, _checked_features(x, self.W1))
+            return _SparseBase.apply(self.W1, self.b1, self.W2, self.b2, _checked_features(x, self.W1), None,
+                                     self.w1_step if torch.is_grad_enabled() else None)
+        if self.w1_step is not None and torch.is_grad_enabled():
+            raise ValueError("COINBase.w1_step (Adam inside the backward pass) needs sparse features x; got a dense "
+                             "tensor: pass x.to_sparse_csr(), or set w1_step = None and optimise W1 as usual")
         return base_logits(x, self.W1[None], self.b1[None], self.W2[None], self.b2[None])[0]
 
 

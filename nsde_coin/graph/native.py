@@ -46,7 +46,7 @@ def _load() -> Optional[ctypes.CDLL]:
     try:
         lib = ctypes.CDLL(str(paths[0]))
         lib.nsde_panel_forward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 6
-        lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 8
+        lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 12
         lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = None
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
@@ -86,16 +86,24 @@ def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: to
                                feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(h), _ptr(out), _ptr(pack))
 
 
-def backward(feats, g: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, gw1: torch.Tensor, gb1: torch.Tensor,
-             gw2: torch.Tensor, panel: int, p0: int, p1: int) -> None:
+def backward(feats, g: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, gw1: Optional[torch.Tensor],
+             gb1: torch.Tensor, gw2: torch.Tensor, panel: int, p0: int, p1: int,
+             adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> None:
     """Panels ``[p0, p1)``: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
 
-    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it for the same panels.
+    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it for the same panels. With ``adam = (w1, exp_avg,
+    exp_avg_sq, hyper)`` (see :class:`~nsde_coin.graph.backward_adam.BackwardAdam`) each row of ∇W1[:, J] updates
+    ``w1`` in place instead of being stored (``gw1`` may be ``None``).
     """
     n, c = g.shape
-    d = gw1.shape[0]
+    d = gb1.shape[0]
     gz = torch.empty(n * panel, dtype=g.dtype)
-    tile = torch.empty(c * panel, dtype=g.dtype)
+    tile = torch.empty((c + 1) * panel, dtype=g.dtype)
+    w1, m, v, hy = adam if adam is not None else (None, None, None, None)
     _load().nsde_panel_backward(n, d, c, panel, p0, p1, _ptr(feats.t_offsets), _ptr(feats.t_rows),
                                 _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _ptr(h), _ptr(w2), _ptr(gz),
-                                _ptr(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile))
+                                _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy))
+
+
+def _opt(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()

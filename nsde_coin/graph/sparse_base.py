@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from nsde_coin.graph import native
+from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.laplacian import to_scipy
 from nsde_coin.graph.sparse import small_work_threads
 
@@ -148,7 +149,8 @@ class SparseBase(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None):  # noqa: D102
+    def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None,  # noqa: D102
+                w1_step: Optional[BackwardAdam] = None):
         d = w1.shape[1]
         if panel is None:
             panel = panel_width(feats.offsets.numel(), d, w1.element_size())
@@ -174,6 +176,11 @@ class SparseBase(torch.autograd.Function):
         else:
             ctx.save_for_backward(w2, w1, b1)
         ctx.feats, ctx.panel, ctx.d, ctx.keep, ctx.compiled = feats, panel, d, keep, compiled
+        ctx.w1_step = w1_step
+        if w1_step is not None:
+            if not w1.is_contiguous():
+                raise ValueError("w1_step needs a contiguous W1 (it is updated in place)")
+            ctx.w1 = w1  # the parameter itself: the backward pass updates it in place
         return out_t.t()
 
     @staticmethod
@@ -189,11 +196,17 @@ class SparseBase(torch.autograd.Function):
             t = feats.t_gather(g)  # (d+1, C): xᵀ g (residual branch) and g.sum(0) (output bias)
             gw2 = t[:d].t().contiguous()
             gb2 = t[d]
-            gw1 = g.new_empty(d, d)
+            step = ctx.w1_step
             gb1 = g.new_empty(d)
             if ctx.compiled:
-                _native_backward(ctx, feats, g, w2, hs if ctx.keep else (w1, b1), gw1, gb1, gw2)
-                return gw1, gb1, gw2, gb2, None, None
+                adam = None
+                if step is not None:
+                    hy = step.begin(ctx.w1, ctx.panel)
+                    adam = (ctx.w1, step.exp_avg, step.exp_avg_sq, hy)
+                gw1 = None if step is not None else g.new_empty(d, d)
+                _native_backward(ctx, feats, g, w2, hs if ctx.keep else (w1, b1), gw1, gb1, gw2, adam)
+                return gw1, gb1, gw2, gb2, None, None, None
+            gw1 = g.new_empty(d, d)
             g_t = g.t()
             for i, j in enumerate(_panels(d, ctx.panel)):
                 h = hs[i] if ctx.keep else _hidden(feats, w1, b1, j)
@@ -203,7 +216,10 @@ class SparseBase(torch.autograd.Function):
                 tz = feats.t_gather(gz)  # (d+1, k): ∇W1[:, J] and ∇b1[J]
                 gw1[:, j] = tz[:d]
                 gb1[j] = tz[d]
-        return gw1, gb1, gw2, gb2, None, None
+        if step is not None:  # Adam on W1 here, no gradient stored (see nsde_coin.graph.backward_adam)
+            step.apply(ctx.w1, gw1, ctx.panel)
+            gw1 = None
+        return gw1, gb1, gw2, gb2, None, None, None
 
 
 def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool) -> list[torch.Tensor]:
@@ -221,12 +237,13 @@ def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: boo
     return []
 
 
-def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2) -> None:
-    """Compiled backward: all panels from the saved activations, or panel by panel, recomputing each h_J."""
+def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, adam) -> None:
+    """Compiled backward: all panels from the saved activations, or panel by panel, recomputing each h_J
+    (before that panel's columns of W1 are updated, when ``adam`` is given)."""
     d, panel = ctx.d, ctx.panel
     count = len(_panels(d, panel))
     if ctx.keep:
-        native.backward(feats, g, saved[0], w2, gw1, gb1, gw2, panel, 0, count)
+        native.backward(feats, g, saved[0], w2, gw1, gb1, gw2, panel, 0, count, adam)
         return
     w1, b1 = saved
     w1, b1 = w1.contiguous(), b1.contiguous()
@@ -235,4 +252,4 @@ def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2) ->
     scratch = g.new_zeros(n, w2.shape[0])  # the recomputation's output-layer sum, discarded
     for p in range(count):
         native.forward(feats, w1, b1, w2, scratch, panel, p, p + 1, h)
-        native.backward(feats, g, h, w2, gw1, gb1, gw2, panel, p, p + 1)
+        native.backward(feats, g, h, w2, gw1, gb1, gw2, panel, p, p + 1, adam)

@@ -107,6 +107,21 @@ static inline __attribute__((always_inline)) void pass1_classes(const int M, int
     for (int q = 0; q < M; q++) ST(tile + (c + q) * k + t, a[q]);
 }
 
+/* Adam (torch.optim.Adam's update, L2 weight decay, no amsgrad) on m entries of one row of W1, from its gradient
+ * g: hy = {lr, beta1, beta2, eps, weight_decay, 1 - beta1^t, sqrt(1 - beta2^t)} */
+static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, float *ma, float *va,
+                                                           const float *g, const float *hy) {
+    const float b1 = hy[1], b2 = hy[2], eps = hy[3], wd = hy[4], step = hy[0] / hy[5], bc2 = hy[6];
+    for (int64_t t = 0; t < m; t++) {
+        const float gr = g[t] + wd * p[t];
+        const float a = ma[t] + (1.f - b1) * (gr - ma[t]);
+        const float s = b2 * va[t] + (1.f - b2) * gr * gr;
+        ma[t] = a;
+        va[t] = s;
+        p[t] -= step * a / (__builtin_sqrtf(s) / bc2 + eps);
+    }
+}
+
 /* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0)
  * and out (n×C, row-major, accumulated into).  pack: d×panel floats of scratch. */
 API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
@@ -136,12 +151,17 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
     }
 }
 
-/* Backward over panels [p0, p1): g (n×C), h as the forward left it, gz: n×panel scratch, tile: C×panel scratch;
- * writes gW1[:, J] (d×d row-major), gb1[J] and adds g^T h_J into gW2[:, J] (C×d). */
+/* Backward over panels [p0, p1): g (n×C), h as the forward left it, gz: n×panel scratch, tile: C×panel + panel
+ * scratch; writes gW1[:, J] (d×d row-major), gb1[J] and adds g^T h_J into gW2[:, J] (C×d).  With W1 != NULL
+ * (and its Adam moments M, V, hyper-parameters hy, see adam_row) the rows of gW1[:, J] are not stored: each is
+ * applied to W1[:, J] while in registers/L1 (Adam inside the backward pass; gW1 may then be NULL).  M and V are
+ * stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in the order the panels are
+ * computed, where the matrix layout would read them with a stride of d floats. */
 API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
                                     const int32_t *toff, const int32_t *trows, const float *tvals, int64_t tnnz,
                                     const float *g, const float *h, const float *W2, float *gz, float *gW1,
-                                    float *gb1, float *gW2, float *tile) {
+                                    float *gb1, float *gW2, float *tile, float *W1, float *M, float *V,
+                                    const float *hy) {
     const float *hp = h;
     for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
@@ -180,9 +200,10 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
         /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J */
         for (int64_t i = 0; i <= d; i++) {
             const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
-            float *o = i < d ? gW1 + i * d + j0 : gb1 + j0;
+            float *o = i == d ? gb1 + j0 : W1 ? tile + C * k : gW1 + i * d + j0;
             for (int64_t t = 0; t < k; t += BLK)
                 gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t, 0);
+            if (W1 && i < d) adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, o, hy);
         }
         hp += n * k;
     }

@@ -1,0 +1,122 @@
+"""Adam for COIN's d×d weight W1, applied inside the sparse base layer's backward pass.
+
+The base layer's backward produces ∇W1 one column panel at a time (:mod:`nsde_coin.graph.sparse_base`). With a
+:class:`BackwardAdam` attached (``COINBase.w1_step``), each panel's gradient is applied to W1 right where it is
+computed — by the compiled kernel row by row while the row is in registers, else by torch ops on the whole
+gradient — and no gradient is stored for W1 (``W1.grad`` stays ``None``, so the regular optimizer, which owns
+every other parameter, skips it). What that saves per epoch: writing the d×d gradient and reading it back in the
+optimizer's pass, and the memory of that gradient (Coauthor Physics, d = 8415: 283 MB).
+
+The update is ``torch.optim.Adam``'s (L2 weight decay added to the gradient, no amsgrad): the same numbers to float32
+rounding (tests/graph/test_graph_ops_backward_adam.py). It runs once per backward pass of the layer, so it suits
+training loops that call ``backward`` once per optimizer step with no gradient clipping or accumulation between
+them — the graph protocol's loop (:func:`~nsde_coin.graph.experiment.train.train_run` attaches it itself).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from nsde_coin._checks import is_real
+
+__all__ = ["BackwardAdam"]
+
+
+class BackwardAdam:
+    """Adam state and hyper-parameters for one W1 (see the module doc).
+
+    Args:
+        lr: learning rate (> 0).
+        betas: (β1, β2), each in [0, 1).
+        eps: term added to the denominator (> 0).
+        weight_decay: L2 penalty added to the gradient (≥ 0), as ``torch.optim.Adam``'s ``weight_decay``.
+
+    State (created at the first step, W1's size, stored panel by panel: :meth:`moments` gives W1's layout):
+    ``exp_avg``, ``exp_avg_sq``; ``steps`` counts updates.
+    """
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        for name, value, ok, rule in (("lr", lr, lambda v: v > 0, "> 0"), ("eps", eps, lambda v: v > 0, "> 0"),
+                                      ("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")):
+            if not (is_real(value) and math.isfinite(value) and ok(value)):
+                raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(is_real(b) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.lr, self.betas, self.eps, self.weight_decay = float(lr), tuple(map(float, betas)), float(eps), \
+            float(weight_decay)
+        self.exp_avg: Optional[torch.Tensor] = None
+        self.exp_avg_sq: Optional[torch.Tensor] = None
+        self.panel = 0
+        self.steps = 0
+
+    def begin(self, w1: torch.Tensor, panel: int) -> torch.Tensor:
+        """Count one step and return its hyper-parameters as the float32 vector the kernel reads:
+        ``[lr, β1, β2, eps, weight_decay, 1 − β1^t, √(1 − β2^t)]``; creates the moments on the first call.
+
+        The moments are stored panel by panel for column panels of width ``panel`` (panel J's d×k block
+        contiguous, in the order the kernel computes them); :meth:`moments` gives them in W1's layout."""
+        if self.exp_avg is None or self.exp_avg.numel() != w1.numel() or self.panel != panel:
+            if self.steps:
+                raise ValueError(f"BackwardAdam state is for {self.exp_avg.numel()} weights in panels of "
+                                 f"{self.panel}, got W1 {tuple(w1.shape)} in panels of {panel}: call reset() first")
+            self.exp_avg, self.exp_avg_sq = w1.new_zeros(w1.numel()), w1.new_zeros(w1.numel())
+            self.panel = int(panel)
+        self.steps += 1
+        b1, b2 = self.betas
+        return torch.tensor([self.lr, b1, b2, self.eps, self.weight_decay, 1 - b1 ** self.steps,
+                             math.sqrt(1 - b2 ** self.steps)], dtype=torch.float32)
+
+    @torch.no_grad()
+    def apply(self, w1: torch.Tensor, grad: torch.Tensor, panel: int) -> None:
+        """One Adam step on ``w1`` (d, d) in place from ``grad`` with torch ops (the path without the compiled
+        kernel), on the same panel-ordered moments."""
+        self.begin(w1, panel)
+        b1, b2 = self.betas
+        w, g = _pack(w1, panel), _pack(grad, panel)
+        if self.weight_decay:
+            g.add_(w, alpha=self.weight_decay)
+        self.exp_avg.lerp_(g, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - b2 ** self.steps)).add_(self.eps)
+        w.addcdiv_(self.exp_avg, denom, value=-self.lr / (1 - b1 ** self.steps))
+        _unpack(w, w1, panel)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(exp_avg, exp_avg_sq)`` in W1's (d, d) layout (copies), as ``torch.optim.Adam`` keeps them."""
+        if self.exp_avg is None:
+            raise ValueError("BackwardAdam has no moments before its first step")
+        d = int(round(self.exp_avg.numel() ** 0.5))
+        out = []
+        for m in (self.exp_avg, self.exp_avg_sq):
+            t = m.new_empty(d, d)
+            _unpack(m, t, self.panel)
+            out.append(t)
+        return out[0], out[1]
+
+    def reset(self) -> None:
+        """Forget the moments and the step count (a new training run)."""
+        self.exp_avg = self.exp_avg_sq = None
+        self.steps = 0
+
+    def __repr__(self) -> str:
+        return (f"BackwardAdam(lr={self.lr:g}, betas={self.betas}, eps={self.eps:g}, "
+                f"weight_decay={self.weight_decay:g}, steps={self.steps})")
+
+
+def _pack(t: torch.Tensor, panel: int) -> torch.Tensor:
+    """(d, d) → the d·d vector of its column panels of width ``panel``, each d×k block row-major, in order."""
+    return torch.cat([t[:, j:j + panel].reshape(-1) for j in range(0, t.shape[1], panel)])
+
+
+def _unpack(flat: torch.Tensor, out: torch.Tensor, panel: int) -> None:
+    """Inverse of :func:`_pack`, written into ``out`` (d, d)."""
+    d, at = out.shape[0], 0
+    for j in range(0, out.shape[1], panel):
+        k = min(panel, out.shape[1] - j)
+        out[:, j:j + k] = flat[at:at + d * k].view(d, k)
+        at += d * k

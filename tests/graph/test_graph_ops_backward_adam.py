@@ -1,0 +1,101 @@
+"""Adam on W1 inside the sparse base layer's backward pass (nsde_coin.graph.backward_adam): a few training steps
+give torch.optim.Adam's weights on both kernel paths (compiled and torch panels) and on the recomputing path of
+wide graphs; no ∇W1 is kept; bad settings and dense features are refused."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nsde_coin.graph import native
+from nsde_coin.graph import sparse_base as sb
+from nsde_coin.graph.backward_adam import BackwardAdam
+from nsde_coin.graph.coin import COINBase
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+PATHS = ["0"] + (["1"] if native.status() == "available" else [])
+
+
+def _data(n=60, d=150, c=5, seed=0):  # d > PANEL: two column panels, the last 22 wide
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(n, d, generator=g) < 0.15).float()
+    x = b / b.sum(1, keepdim=True).clamp_min(1)
+    return x.to_sparse_csr(), torch.randint(0, c, (n,), generator=g)
+
+
+def _train(x, y, fused, steps=6, lr=0.01, wd=5e-4):
+    m = COINBase(x.shape[1], int(y.max()) + 1, generator=torch.Generator().manual_seed(1))
+    if fused:
+        m.w1_step = BackwardAdam(lr=lr, weight_decay=wd)
+        params = [m.b1, m.W2, m.b2]
+    else:
+        params = list(m.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    return m
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("keep", [True, False])
+def test_steps_equal_torch_adam(path, keep, monkeypatch):
+    monkeypatch.setenv(native.ENV, path)
+    if not keep:
+        monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", 0)  # the wide-graph path: h recomputed per panel
+    x, y = _data()
+    ref = _train(x, y, fused=False)
+    got = _train(x, y, fused=True)
+    assert got.W1.grad is None and got.w1_step.steps == 6
+    moved = float((ref.W1 - COINBase(150, 5, generator=torch.Generator().manual_seed(1)).W1).detach().abs().max())
+    assert moved > 0.03  # six steps of lr 0.01 really moved W1 (measured 0.06)
+    for a, b in zip(got.parameters(), ref.parameters()):
+        # float32, six steps: Adam's division amplifies rounding where v is tiny; measured ≤ 3e-6 absolute
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=0, atol=5e-5)
+
+
+def test_the_moments_match_torch_adams_state(monkeypatch):
+    monkeypatch.setenv(native.ENV, PATHS[-1])
+    x, y = _data(seed=2)
+    m = COINBase(150, 5, generator=torch.Generator().manual_seed(1))
+    m.w1_step = BackwardAdam(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.0)
+    w = m.W1.detach().clone().requires_grad_()
+    opt = torch.optim.Adam([w], lr=0.02, betas=(0.8, 0.99), eps=1e-6)
+    for _ in range(3):
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        # the same loss with the reference W1: its gradient steps torch's Adam
+        m2 = COINBase(150, 5)
+        m2.load_state_dict({**m.state_dict(), "W1": w.detach()})
+        m2.W1.requires_grad_()
+        F.cross_entropy(m2(x), y).backward()
+        w.grad = m2.W1.grad
+        opt.step()
+    st = opt.state[w]
+    ma, va = m.w1_step.moments()
+    np.testing.assert_allclose(ma.numpy(), st["exp_avg"].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(va.numpy(), st["exp_avg_sq"].numpy(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(m.W1.detach().numpy(), w.detach().numpy(), rtol=0, atol=5e-5)
+
+
+def test_bad_settings_and_dense_features_are_refused():
+    for kw, msg in (({"lr": 0}, "lr must be a finite number > 0"), ({"eps": -1}, "eps must be"),
+                    ({"weight_decay": float("nan")}, "weight_decay must be"), ({"betas": (1.0, 0.9)}, "betas")):
+        with pytest.raises(ValueError, match=msg):
+            BackwardAdam(**kw)
+    x, _ = _data()
+    m = COINBase(150, 5)
+    m.w1_step = BackwardAdam()
+    with pytest.raises(ValueError, match="needs sparse features"):
+        m(x.to_dense())
+    with torch.no_grad():  # evaluation with dense features is fine: nothing is updated
+        assert m(x.to_dense()).shape == (60, 5)
