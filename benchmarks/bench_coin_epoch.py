@@ -259,12 +259,13 @@ def _figure(out: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
     kern = list(out["kernels"])
-    names = ["bound\n(max of bytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak"] + [
-        f"{k}\nkernel" for k in kern]
+    names = ["bound\n(max of\nbytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak"] + [
+        k.replace("_", "\n") for k in kern]
     vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
         out["kernels"][k]["epoch_cpu_ms"] for k in kern]
+    ax.tick_params(axis="x", labelsize=8)
     ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
