@@ -56,3 +56,13 @@ def sbm_graph(n_per: int = 60, k: int = 3, d: int = 40, seed: int = 0):
     a[np.arange(n - 1), np.arange(1, n)] = True  # a path keeps it connected
     x = (rng.random((n, d)) < 0.05) | ((rng.random((n, d)) < 0.3) & (np.arange(d)[None, :] % k == y[:, None]))
     return preprocess(sp.csr_matrix(a.astype(float)), x.astype(float), y, name="sbm")
+
+
+def bag_of_words(n: int, d: int, seed: int = 0, zero_rows=(1, 4)) -> torch.Tensor:
+    """(n, d) float64 row-normalised binary features (the loaders' preprocessing of bag-of-words graphs), density
+    0.2, with the rows ``zero_rows`` all zero (they read only the biases)."""
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.2).double()
+    b[list(zero_rows)] = 0.0
+    cnt = b.sum(1, keepdim=True)
+    return torch.where(cnt > 0, b / cnt.clamp_min(1), b)

@@ -6,6 +6,7 @@ recomputing path of wide graphs, and when it is (not) used. Skips where the kern
 import numpy as np
 import pytest
 import torch
+from problems import bag_of_words
 
 from nsde_coin.graph import native
 from nsde_coin.graph import sparse_base as sb
@@ -21,14 +22,6 @@ def one_thread():
     torch.set_num_threads(1)  # the kernel runs single-threaded only
     yield
     torch.set_num_threads(before)
-
-
-def _features(n, d, seed=0, zero_rows=(1, 4)):
-    g = torch.Generator().manual_seed(seed)
-    b = (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.2).double()
-    b[list(zero_rows)] = 0.0
-    cnt = b.sum(1, keepdim=True)
-    return torch.where(cnt > 0, b / cnt.clamp_min(1), b)
 
 
 def _params(d, c, seed=1, dtype=torch.float32):
@@ -51,7 +44,7 @@ def _run(x, params, up, panel, use_native, monkeypatch):
 @pytest.mark.parametrize("n, d, c, panel", [(37, 10, 3, 4), (37, 10, 1, 16), (50, 70, 7, 32), (50, 70, 9, 48),
                                             (45, 150, 4, 128), (45, 150, 5, 64), (64, 33, 16, 17)])
 def test_forward_and_gradients_equal_the_float64_reference(n, d, c, panel, monkeypatch):
-    x = _features(n, d, seed=n + d)
+    x = bag_of_words(n, d, seed=n + d)
     params = _params(d, c)
     up = torch.randn(n, c, generator=torch.Generator().manual_seed(2))
     got = _run(x, params, up, panel, True, monkeypatch)
@@ -66,7 +59,7 @@ def test_forward_and_gradients_equal_the_float64_reference(n, d, c, panel, monke
 
 def test_compiled_and_torch_panels_agree_and_the_switch_works(monkeypatch):
     n, d, c = 80, 200, 7
-    x = _features(n, d, seed=3)
+    x = bag_of_words(n, d, seed=3)
     params = _params(d, c, seed=4)
     up = torch.randn(n, c, generator=torch.Generator().manual_seed(5))
     a = _run(x, params, up, 64, True, monkeypatch)
@@ -83,7 +76,7 @@ def test_compiled_and_torch_panels_agree_and_the_switch_works(monkeypatch):
 
 def test_rows_without_features_get_relu_of_the_bias(monkeypatch):
     monkeypatch.setenv(native.ENV, "1")
-    x = _features(9, 20, zero_rows=(0, 6))
+    x = bag_of_words(9, 20, zero_rows=(0, 6))
     w1, b1, w2, b2 = _params(20, 5)
     out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.float().to_sparse_csr()), 16)
     want = torch.relu(b1) @ w2.t() + b2
@@ -94,7 +87,7 @@ def test_rows_without_features_get_relu_of_the_bias(monkeypatch):
 def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
     # a NaN in W1 must reach the logits of the rows that read it (ReLU keeps NaN, as torch's does)
     monkeypatch.setenv(native.ENV, "1")
-    x = _features(12, 18, zero_rows=())
+    x = bag_of_words(12, 18, zero_rows=())
     w1, b1, w2, b2 = [p.detach() for p in _params(18, 3)]
     w1[2, 5] = float("nan")
     out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.float().to_sparse_csr()), 16)
@@ -104,7 +97,7 @@ def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
 
 def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch):
     monkeypatch.setenv(native.ENV, "1")
-    x = _features(30, 50, seed=7)
+    x = bag_of_words(30, 50, seed=7)
     up = torch.randn(30, 6, generator=torch.Generator().manual_seed(8))
     res = []
     for limit in (sb.SAVE_LIMIT_BYTES, 0):

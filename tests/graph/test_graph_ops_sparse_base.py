@@ -5,20 +5,12 @@ the ones column that folds the biases into the gathers."""
 import numpy as np
 import pytest
 import torch
+from problems import bag_of_words
 
 from nsde_coin.graph.coin import COINBase
 from nsde_coin.graph.sparse_base import PANEL, SparseBase, panel_width, sparse_features
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
-
-
-def _features(n, d, seed=0, zero_rows=(1, 4)):
-    """Row-normalised binary bag-of-words-like features (the loaders' preprocessing) with some all-zero rows."""
-    g = torch.Generator().manual_seed(seed)
-    b = (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.2).double()
-    b[list(zero_rows)] = 0.0
-    cnt = b.sum(1, keepdim=True)
-    return torch.where(cnt > 0, b / cnt.clamp_min(1), b)
 
 
 def _params(d, c, seed=1):
@@ -34,7 +26,7 @@ def _reference(x, w1, b1, w2, b2):
 @pytest.mark.parametrize("n, d, panel", [(12, 10, 1), (12, 10, 3), (12, 10, 4), (12, 10, 10), (12, 10, 64),
                                          (40, 300, PANEL)])
 def test_forward_and_gradients_equal_dense_reference(n, d, panel):
-    x = _features(n, d)
+    x = bag_of_words(n, d)
     c = 3
     feats = sparse_features(x.to_sparse_csr())
     params = _params(d, c)
@@ -77,7 +69,7 @@ def test_default_panel_on_a_large_graph_equals_dense_reference():
 
 def test_all_zero_rows_get_the_biases():
     # a row without features is ReLU(b1) W2ᵀ + b2 (the ones column carries the bias, not the features)
-    x = _features(8, 10, zero_rows=(0, 5))
+    x = bag_of_words(8, 10, zero_rows=(0, 5))
     w1, b1, w2, b2 = _params(10, 4)
     out = SparseBase.apply(w1, b1, w2, b2, sparse_features(x.to_sparse_csr()), 3)
     want = torch.relu(b1) @ w2.t() + b2
@@ -86,14 +78,14 @@ def test_all_zero_rows_get_the_biases():
 
 
 def test_gradcheck_with_several_panels():
-    x = _features(9, 7).to_sparse_csr()
+    x = bag_of_words(9, 7).to_sparse_csr()
     feats = sparse_features(x)
     params = _params(7, 2, seed=3)
     assert torch.autograd.gradcheck(lambda *p: SparseBase.apply(*p, feats, 3), params)
 
 
 def test_features_layout_and_cache():
-    x = _features(10, 6).to_sparse_csr()
+    x = bag_of_words(10, 6).to_sparse_csr()
     f = sparse_features(x)
     assert f is sparse_features(x)  # cached per tensor
     assert f.dim == 6 and f.cols.dtype == torch.int32 and f.offsets.dtype == torch.int32
@@ -110,7 +102,7 @@ def test_features_layout_and_cache():
 def test_coinbase_uses_the_kernel_for_wide_features():
     # d > PANEL: COINBase's sparse path (several panels) equals its dense path
     n, d = 30, PANEL + 37
-    x = _features(n, d, seed=4)
+    x = bag_of_words(n, d, seed=4)
     m = COINBase(d, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     np.testing.assert_allclose(m(x.to_sparse_csr()).detach().numpy(), m(x).detach().numpy(), atol=1e-12)
     with pytest.raises(ValueError, match="NaN or Inf"):
@@ -123,7 +115,7 @@ def test_recomputed_activations_give_the_same_gradients(monkeypatch):
     # above SAVE_LIMIT_BYTES the backward re-gathers each panel instead of keeping h: same numbers
     import nsde_coin.graph.sparse_base as sb
 
-    x = _features(20, 11, seed=5)
+    x = bag_of_words(20, 11, seed=5)
     feats = sparse_features(x.to_sparse_csr())
     up = torch.randn(20, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     res = []
