@@ -1,6 +1,7 @@
 """Build script: metadata lives in setup.cfg; this file adds the optional compiled panel kernel of COIN.
 
-``nsde_coin/graph/csrc/panel_kernel.c`` is plain C (no Python or torch headers) loaded with ctypes by
+``nsde_coin/graph/csrc/panel_kernel.c`` is plain C (no torch headers; Python.h only for an empty module init,
+so that tools walking the package can import it) loaded with ctypes by
 :mod:`nsde_coin.graph.native`. ``optional=True``: without a C compiler the install still succeeds and the library
 runs its pure-torch kernel. Reassociating float sums (``-fassociative-math``) lets the compiler vectorise the
 reductions; NaN and Inf still propagate (no ``-ffinite-math-only``).

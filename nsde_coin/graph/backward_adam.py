@@ -10,7 +10,9 @@ optimizer's pass, and the memory of that gradient (Coauthor Physics, d = 8415: 2
 The update is ``torch.optim.Adam``'s (L2 weight decay added to the gradient, no amsgrad): the same numbers to float32
 rounding (tests/graph/test_graph_ops_backward_adam.py). It runs once per backward pass of the layer, so it suits
 training loops that call ``backward`` once per optimizer step with no gradient clipping or accumulation between
-them — the graph protocol's loop (:func:`~nsde_coin.graph.experiment.train.train_run` attaches it itself).
+them — the graph protocol's loop (:func:`~nsde_coin.graph.experiment.train.train_run` attaches it itself). W1
+must be used by that one layer only (a second use or another loss term on W1 raises ``ValueError``: its gradient
+would be dropped), and the state has no ``state_dict``: a checkpoint does not resume W1's moments.
 """
 
 from __future__ import annotations
@@ -59,7 +61,13 @@ class BackwardAdam:
         ``[lr, β1, β2, eps, weight_decay, 1 − β1^t, √(1 − β2^t)]``; creates the moments on the first call.
 
         The moments are stored panel by panel for column panels of width ``panel`` (panel J's d×k block
-        contiguous, in the order the kernel computes them); :meth:`moments` gives them in W1's layout."""
+        contiguous, in the order the kernel computes them); :meth:`moments` gives them in W1's layout.
+        Raises ``ValueError`` when ``w1.grad`` is set: another term of the loss reaches W1, and nothing would apply
+        that gradient."""
+        if w1.grad is not None:
+            raise ValueError("W1 has a .grad while BackwardAdam steps it inside the backward pass: another term of the "
+                             "loss (a penalty, a second use of W1) reaches W1 and would be dropped; put W1 in the "
+                             "optimizer instead (COINBase.w1_step = None)")
         if self.exp_avg is None or self.exp_avg.numel() != w1.numel() or self.panel != panel:
             if self.steps:
                 raise ValueError(f"BackwardAdam state is for {self.exp_avg.numel()} weights in panels of "

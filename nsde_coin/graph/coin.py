@@ -145,7 +145,7 @@ class COINBase(nn.Module):
         _check_features(x, self.in_dim)
         if _is_sparse(x):  # the kernel directly: no stacking of one member's weights and gradients
             return _SparseBase.apply(self.W1, self.b1, self.W2, self.b2, _checked_features(x, self.W1), None,
-                                     self.w1_step if torch.is_grad_enabled() else None)
+                                     self.w1_step if torch.is_grad_enabled() and self.W1.requires_grad else None)
         if self.w1_step is not None and torch.is_grad_enabled():
             raise ValueError("COINBase.w1_step (Adam inside the backward pass) needs sparse features x; got a dense "
                              "tensor: pass x.to_sparse_csr(), or set w1_step = None and optimise W1 as usual")

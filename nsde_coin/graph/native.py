@@ -1,6 +1,7 @@
 """The compiled panel kernel of COIN's sparse base layer (``csrc/panel_kernel.c``), loaded with ctypes.
 
-``pip install`` builds ``nsde_coin/graph/_panel_kernel*.so`` from plain C (no Python or torch headers; on x86-64
+``pip install`` builds ``nsde_coin/graph/_panel_kernel*.so`` from plain C (no torch headers; Python's only for an
+empty module init so that the file is importable; on x86-64
 one binary holds AVX-512, AVX2 and SSE2 clones, picked for the CPU at load time). The build is optional: where no
 C compiler is found, installation still succeeds and :class:`~nsde_coin.graph.sparse_base.SparseBase` runs its
 pure-torch panels instead — same results to float32 rounding. :func:`status` says which path runs and why.
@@ -27,6 +28,7 @@ import torch
 
 __all__ = ["ENV", "backward", "forward", "status", "usable"]
 
+ABI_VERSION = 2  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernel (the torch panels run instead)
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _LIB: Optional[ctypes.CDLL] = None
@@ -40,11 +42,16 @@ def _load() -> Optional[ctypes.CDLL]:
     here = Path(__file__).resolve().parent
     paths = [p for s in importlib.machinery.EXTENSION_SUFFIXES for p in here.glob(f"_panel_kernel{s}")]
     if not paths:
-        _WHY = ("not built (no nsde_coin/graph/_panel_kernel*.so: reinstall with a C compiler, "
-                "`pip install -e .`)")
+        _WHY = ("not built (no nsde_coin/graph/_panel_kernel*.so: reinstall with a C compiler and the Python "
+                "development headers, `pip install -e .`)")
         return None
     try:
         lib = ctypes.CDLL(str(paths[0]))
+        lib.nsde_panel_abi_version.restype = _I64
+        if lib.nsde_panel_abi_version() != ABI_VERSION:
+            _WHY = (f"stale build {paths[0].name} (kernel ABI {lib.nsde_panel_abi_version()}, this package needs "
+                    f"{ABI_VERSION}): re-run `pip install -e .`")
+            return None
         lib.nsde_panel_forward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 6
         lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 12
         lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = None

@@ -159,9 +159,10 @@ class SparseBase(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None,  # noqa: D102
                 w1_step: Optional[BackwardAdam] = None):
-        d = w1.shape[1]
+        d, w1_param = w1.shape[1], w1
         with small_work_threads(w1):
-            compiled = native.usable(w1, feats.cols.dtype)  # single-threaded: small inputs run on 1 thread anyway
+            compiled = native.usable(w1, feats.cols.dtype) and all(  # single-threaded: small inputs use 1 thread
+                t.dtype == w1.dtype for t in (b1, w2, b2, feats.vals))
             if panel is None:
                 panel = panel_width(feats.offsets.numel(), d, w1.element_size(), compiled)
             # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
@@ -184,11 +185,12 @@ class SparseBase(torch.autograd.Function):
         else:
             ctx.save_for_backward(w2, w1, b1)
         ctx.feats, ctx.panel, ctx.d, ctx.keep, ctx.compiled = feats, panel, d, keep, compiled
-        ctx.w1_step = w1_step
-        if w1_step is not None:
-            if not w1.is_contiguous():
-                raise ValueError("w1_step needs a contiguous W1 (it is updated in place)")
-            ctx.w1 = w1  # the parameter itself: the backward pass updates it in place
+        ctx.w1_step = w1_step if ctx.needs_input_grad[0] else None  # a frozen W1 is not stepped
+        if ctx.w1_step is not None:
+            if not w1_param.is_contiguous():
+                raise ValueError("w1_step needs a contiguous W1 (it is updated in place); got strides "
+                                 f"{w1_param.stride()}: use W1.data = W1.data.contiguous()")
+            ctx.w1 = w1_param  # the parameter itself (not a contiguous copy): the backward updates it in place
         return out_t.t()
 
     @staticmethod

@@ -99,3 +99,42 @@ def test_bad_settings_and_dense_features_are_refused():
         m(x.to_dense())
     with torch.no_grad():  # evaluation with dense features is fine: nothing is updated
         assert m(x.to_dense()).shape == (60, 5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_misuse_is_refused_or_harmless(path, monkeypatch):
+    # found by review: each of these silently did the wrong thing
+    monkeypatch.setenv(native.ENV, path)
+    x, y = _data()
+    m = COINBase(150, 5, generator=torch.Generator().manual_seed(1))
+    m.w1_step = BackwardAdam(lr=0.1)
+    m.W1 = torch.nn.Parameter(m.W1.detach().t().contiguous().t())  # a transposed (non-contiguous) W1
+    with pytest.raises(ValueError, match="needs a contiguous W1"):
+        F.cross_entropy(m(x), y).backward()
+    m.W1 = torch.nn.Parameter(m.W1.detach().contiguous())
+    m.W1.requires_grad_(False)  # frozen: not stepped
+    before = m.W1.detach().clone()
+    F.cross_entropy(m(x), y).backward()
+    assert torch.equal(m.W1, before) and m.w1_step.steps == 0
+    m.W1.requires_grad_(True)
+    loss = F.cross_entropy(m(x), y) + (m.W1 ** 2).sum()  # another term on W1: its gradient would be dropped
+    with pytest.raises(ValueError, match="another term of the loss"):
+        loss.backward()
+        F.cross_entropy(m(x), y).backward()
+
+
+def test_mixed_dtypes_do_not_reach_the_compiled_kernel(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    x, _ = _data()
+    w1, b1, w2, b2 = [p.detach() for p in COINBase(150, 5).parameters()]
+    feats = sb.sparse_features(x)
+    with pytest.raises(RuntimeError):  # torch's own dtype error, not garbage from the C kernel
+        sb.SparseBase.apply(w1, b1.double(), w2, b2, feats)
+
+
+@pytest.mark.skipif(native.status() != "available", reason=f"compiled kernel: {native.status()}")
+def test_a_stale_build_is_refused(monkeypatch):
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    monkeypatch.setattr(native, "_LIB", None)
+    monkeypatch.setattr(native, "_WHY", "")
+    assert native.status().startswith("stale build") and not native.usable(torch.zeros(2, 2), torch.int32)

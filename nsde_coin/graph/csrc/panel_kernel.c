@@ -37,6 +37,10 @@ typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 
 #define API __attribute__((visibility("default")))
 
+/* Bumped whenever an entry point's arguments change; nsde_coin/graph/native.py refuses a build of another version
+ * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments. */
+API int64_t nsde_panel_abi_version(void) { return 2; }
+
 static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off, int64_t i, int64_t rows, int64_t nnz) {
     return i + 1 < rows ? off[i + 1] : nnz;
 }

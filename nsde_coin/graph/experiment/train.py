@@ -211,6 +211,7 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
     t0 = time.perf_counter()
     task = _ReadoutCOINTask(net, y, split, inputs) if use_readout else _ModuleTask(net, y, split, inputs)
     setup_s = time.perf_counter() - t0
+    w1_before = getattr(getattr(net, "base", None), "w1_step", None)  # a user's own BackwardAdam, put back after
     w1_base = _attach_backward_adam(task, cfg) if use_readout else None
     params = [p for p in task.params if w1_base is None or p is not w1_base.W1]  # W1 is stepped in the backward
     opt = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -236,7 +237,7 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
         status, message, epochs = "nonfinite_loss", str(err), err.epoch + 1
     finally:
         if w1_base is not None:
-            w1_base.w1_step = None
+            w1_base.w1_step = w1_before
     train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     out: dict[str, Any] = {"status": status, "message": message, "epochs": epochs, "best_epoch": stopper.best_epoch,
                            "readout": use_readout, "setup_s": round(setup_s, 6), "train_time_s": round(train_s, 6),
