@@ -70,9 +70,11 @@ def status() -> str:
     return "available" if lib is not None else _WHY
 
 
-def usable(w1: torch.Tensor, index_dtype: torch.dtype) -> bool:
-    """Whether the compiled kernel runs for weights ``w1`` and feature indices of ``index_dtype`` (see module doc)."""
+def usable(w1: torch.Tensor, index_dtype: torch.dtype, *others: torch.Tensor) -> bool:
+    """Whether the compiled kernel runs for weights ``w1`` and feature indices of ``index_dtype`` (see module doc);
+    ``others`` (the remaining weights and feature values) must share w1's dtype and device."""
     return (w1.dtype == torch.float32 and w1.device.type == "cpu" and index_dtype == torch.int32
+            and all(t.dtype == w1.dtype and t.device == w1.device for t in others)
             and torch.get_num_threads() == 1 and os.environ.get(ENV, "").strip() != "0" and _load() is not None)
 
 

@@ -161,19 +161,18 @@ class SparseBase(torch.autograd.Function):
                 w1_step: Optional[BackwardAdam] = None):
         d, w1_param = w1.shape[1], w1
         with small_work_threads(w1):
-            compiled = native.usable(w1, feats.cols.dtype) and all(  # single-threaded: small inputs use 1 thread
-                t.dtype == w1.dtype for t in (b1, w2, b2, feats.vals))
+            # single-threaded: small inputs run on 1 thread anyway
+            compiled = native.usable(w1, feats.cols.dtype, b1, w2, b2, feats.vals)
             if panel is None:
                 panel = panel_width(feats.offsets.numel(), d, w1.element_size(), compiled)
-            # (x W2ᵀ + b2)ᵀ, the residual branch and the output bias, (C, n)
-            out_t = feats.gather(torch.cat([w2.t(), b2[None]])).t().contiguous()
-            keep = out_t.shape[1] * d * w1.element_size() <= SAVE_LIMIT_BYTES
-            if compiled:
+            res = feats.gather(torch.cat([w2.t(), b2[None]]))  # x W2ᵀ + b2: the residual branch, output bias (n, C)
+            keep = res.shape[0] * d * w1.element_size() <= SAVE_LIMIT_BYTES
+            if compiled:  # accumulates into res, (n, C)
                 w1, b1, w2 = w1.contiguous(), b1.contiguous(), w2.contiguous()
-                out = out_t.t().contiguous()
-                hs = _native_hidden(feats, w1, b1, w2, out, panel, keep)
-                out_t = out.t()
-            else:
+                hs = _native_hidden(feats, w1, b1, w2, res, panel, keep)
+                out_t = res.t()
+            else:  # accumulates into its transpose, (C, n): the wide product form
+                out_t = res.t().contiguous()
                 hs = []
                 for j in _panels(d, panel):
                     h = _hidden(feats, w1, b1, j)  # (n, k)
