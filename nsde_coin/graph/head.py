@@ -203,8 +203,12 @@ class DiffusionHead(nn.Module):
 
     def log_prob(self, x: Tensor, graph: Any = None) -> Tensor:
         """Safe ``log u`` (the shape of :meth:`forward`) — the input of ``F.nll_loss`` / ``node_nll_loss``."""
-        logits, u = self._logits_and_u(x, graph)
-        return self._safe_log(u, logits)
+        return self.log_prob_of_logits(self.logits(x), graph)
+
+    def log_prob_of_logits(self, logits: Tensor, graph: Any = None) -> Tensor:
+        """:meth:`log_prob` from base logits already computed ((n, C), or (I, n, C) for COINEnsemble): the head's
+        diffusion on ``graph`` and its safe log, without running the base again."""
+        return self._safe_log(head_outputs(logits, self._diffusion_on(graph, logits.shape[-2])), logits)
 
     def _stats(self, u: Tensor) -> tuple[Any, Any]:
         with torch.no_grad():

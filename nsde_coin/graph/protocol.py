@@ -14,9 +14,13 @@ Speed (the protocol runs thousands of trainings):
   ``u_T = F u_0`` with ``F`` the solver's fixed linear map, so the rows ``P = (F e_i)ᵀ`` (m × n, dense; ``F = Fᵀ`` for
   symmetric L) are computed once per split by diffusing m indicator vectors. Each epoch then costs one m×n×C
   product instead of ``layer_num`` sparse steps (or CG solves) forward and backward. The test accuracy is computed
-  with the model's own full forward pass at the saved weights, so the reported numbers never depend on the shortcut.
+  with the model's own full diffusion on the whole graph, so the reported numbers never depend on the shortcut.
   ``fast=False`` turns it off.
-* Saved weights are copied into pre-allocated buffers (no allocation per reset); Adam uses the fused CPU kernel;
+* The sweep keeps no copy of the weights (``train_run(..., keep_best=False)``): at each reset the test accuracy is
+  read off the forward pass that produced the validation metrics (for the read-out COIN: its base logits diffused
+  on the whole graph), which is the accuracy a restored copy would give, without W1's size again in memory
+  (283 MB on Coauthor Physics) and a d×d copy per reset. Called directly, ``train_run`` saves the weights into
+  pre-allocated buffers and leaves the model with them. Adam uses the fused CPU kernel;
   freed n×d blocks stay in the C heap (:mod:`nsde_coin._heap`) instead of page-faulting again every epoch.
 * ``workers=N`` runs the pending runs on an embedded Dask ``LocalCluster`` of N single-threaded worker processes, and
   ``client=`` on an existing Dask cluster (one process per core: the kernels are single-threaded at these sizes, so

@@ -12,7 +12,7 @@ from problems import needs_data, sbm_graph
 from nsde_coin.cli import main
 from nsde_coin.graph import datasets as ds
 from nsde_coin.graph.baselines import build_model
-from nsde_coin.graph.protocol import TrainConfig, _ModuleTask, _ReadoutCOINTask, run_protocol
+from nsde_coin.graph.protocol import TrainConfig, _ModuleTask, _ReadoutCOINTask, run_protocol, train_run
 from nsde_coin.graph.splits import random_split
 
 _sbm = sbm_graph  # the protocol tests' small graph (tests/problems.py)
@@ -228,3 +228,25 @@ def test_device_choice_is_validated_and_cpu_is_the_default(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available here"):
             run_protocol(data, "coin", hp, splits=1, inits=1, config=CFG, progress=False, device="cuda")
+
+
+@pytest.mark.parametrize("model, fast", [("coin", True), ("coin", False), ("gcn", True)])
+def test_no_weight_copy_gives_the_records_of_the_restored_copy(model, fast):
+    """keep_best=False (the sweep's choice) reads the test accuracy off the reset's own forward pass instead of
+    restoring a saved copy: same epochs, best epoch and accuracies (read-out COIN, the full COIN forward, and GCN
+    whose dropout makes validation a separate eval pass)."""
+    data = _sbm()
+    split = random_split(data.y, 2)
+    hp = {"layer_num": 4, "sigma2": 0.3} if model == "coin" else {}
+    cfg = TrainConfig(max_epochs=2000, patience=8)
+    runs = []
+    for keep in (True, False):
+        torch.manual_seed(7)
+        net = build_model(model, data, hp, seed=5)
+        runs.append(train_run(net, data.y, split, cfg, fast=fast, keep_best=keep))
+    kept, seen = runs
+    assert kept["readout"] == seen["readout"] == (model == "coin" and fast)
+    assert 0 < kept["best_epoch"] < kept["epochs"] - 1  # the last reset is not the last epoch: the copy matters
+    for key in ("status", "epochs", "best_epoch", "val_acc", "test_acc"):
+        assert seen[key] == kept[key], key
+    assert seen["val_loss"] == pytest.approx(kept["val_loss"], rel=1e-4)

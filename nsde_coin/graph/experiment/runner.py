@@ -208,7 +208,7 @@ def run_one(data, spec: RunSpec, s: int, i: int, key: str, split: Optional[Split
             with torch.random.fork_rng(devices=[dev] if cuda else []):
                 torch.manual_seed(1_000_003 * s + i)
                 net = build_model(spec.model, data, spec.hparams)  # drawn on the CPU: same start on any device
-                res = train_run(net.to(dev), data.y, split, spec.config, fast=spec.fast)
+                res = train_run(net.to(dev), data.y, split, spec.config, fast=spec.fast, keep_best=False)
             wall = time.perf_counter() - t0
             threads = torch.get_num_threads()
         finally:
