@@ -4,7 +4,8 @@ For each data set (Cora, CiteSeer, PubMed, Amazon Photo, Coauthor CS, Coauthor P
 with the library's default feature storage, builds COIN (paper setting: 20 explicit steps, σ² 0.35) and trains
 ``--epochs`` epochs with the graph protocol's ``train_run`` (fused Adam, read-out operator, one thread), then reports
 its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; also after the imports and after loading, and the
-size of the five d×d float32 buffers a run holds: W1, its gradient, Adam's two moments and the early-stopping copy),
+size of the three d×d float32 buffers the protocol's run holds: W1 and Adam's two moments; ∇W1 is consumed inside
+the backward by BackwardAdam and the sweep keeps no early-stopping copy, ``train_run(..., keep_best=False)``),
 the median epoch wall and CPU time, and the work:
 nnz(X)·d (the two base-layer gathers) and nnz(L)·C (one diffusion step). ``--before DIR`` also runs the workers with
 ``PYTHONPATH=DIR`` (e.g. a checkout of main) for a before/after comparison in the same run.
@@ -19,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -49,7 +51,8 @@ def worker(name: str, epochs: int) -> dict:
     hp = {"layer_num": 20, "sigma2": 0.35, "solver": "explicit", "allow_unstable": True}
     net = build_model("coin", data, hp, seed=0)
     split = random_split(data.y, 0)
-    out = train_run(net, data.y, split, TrainConfig(max_epochs=epochs, patience=10 ** 6), keep_best=False)
+    sweep = {"keep_best": False} if "keep_best" in inspect.signature(train_run).parameters else {}  # older checkouts
+    out = train_run(net, data.y, split, TrainConfig(max_epochs=epochs, patience=10 ** 6), **sweep)
     x = data.x_csr
     n, d = x.shape
     nnz_l = int(data.edge_index.shape[1]) + n  # paper Laplacian: off-diagonal entries + the diagonal
@@ -59,8 +62,9 @@ def worker(name: str, epochs: int) -> dict:
             and data.x.layout == torch.strided, "load_s": load_s, "epochs": out["epochs"],
             "epoch_wall_s": out["epoch_time_ms"] / 1e3, "epoch_cpu_s": out["epoch_cpu_ms"] / 1e3,
             "peak_rss_gib_after_imports": rss_imports, "peak_rss_gib_after_load": rss_loaded,
-            # the d×d float32 buffers a protocol run must hold: W1, ∇W1, Adam's two moments, the early-stopping copy
-            "dxd_buffers_gib": 5 * d * d * 4 / 2**30,
+            # the d×d float32 buffers a protocol run holds: W1 and Adam's two moments (BackwardAdam consumes ∇W1
+            # inside the backward; the sweep keeps no early-stopping copy)
+            "dxd_buffers_gib": 3 * d * d * 4 / 2**30,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 

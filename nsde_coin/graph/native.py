@@ -9,7 +9,8 @@ pure-torch panels instead — same results to float32 rounding. :func:`status` s
 What it fuses (Cora, 1 thread, Intel Xeon: the base layer's forward + backward 14 ms vs 22 ms for the torch panels;
 see ``benchmarks/bench_coin_epoch.py``): the panel copy of W1 into a contiguous table, the gather, bias and ReLU in
 registers and the output layer in one pass per panel; in the backward ``(g W2_J) ⊙ [h_J > 0]`` and ``gᵀ h_J`` in
-one pass over h_J, then the transposed gather written straight into ∇W1.
+one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept no activations), then the
+transposed gather written straight into ∇W1.
 
 When it runs: float32 CPU tensors, int32 feature indices, ``torch.get_num_threads() == 1`` (it is single-threaded;
 with more threads torch's parallel panels are used) and not disabled by the environment variable
@@ -22,13 +23,13 @@ import ctypes
 import importlib.machinery
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 __all__ = ["ENV", "backward", "forward", "status", "usable"]
 
-ABI_VERSION = 2  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
+ABI_VERSION = 3  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernel (the torch panels run instead)
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _LIB: Optional[ctypes.CDLL] = None
@@ -52,8 +53,9 @@ def _load() -> Optional[ctypes.CDLL]:
             _WHY = (f"stale build {paths[0].name} (kernel ABI {lib.nsde_panel_abi_version()}, this package needs "
                     f"{ABI_VERSION}): re-run `pip install -e .`")
             return None
+        lib.nsde_panel_chunk.restype = _I64
         lib.nsde_panel_forward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 6
-        lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 12
+        lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 15 + [_I64] + [_P] * 4
         lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = None
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
@@ -83,35 +85,47 @@ def _ptr(t: torch.Tensor) -> int:
 
 
 def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: torch.Tensor, panel: int,
-            p0: int, p1: int, h: torch.Tensor) -> None:
-    """Panels ``[p0, p1)``: write ``h`` (their n×k blocks back to back) and add ``W2[:, J] h_J`` into ``out`` (n, C).
+            p0: int, p1: int, h: Optional[torch.Tensor]) -> None:
+    """Panels ``[p0, p1)``: write ``h`` (their n×k blocks back to back; ``None``: not kept) and add ``W2[:, J] h_J``
+    into ``out`` (n, C).
 
     ``feats``: :class:`~nsde_coin.graph.sparse_base.SparseFeatures` with int32 indices; w1 (d, d), b1 (d,), w2 (C, d)
     contiguous float32; ``out`` contiguous (n, C) float32.
     """
     n, d, c = out.shape[0], w1.shape[0], w2.shape[0]
-    pack = torch.empty(d * panel, dtype=w1.dtype)
+    pack = torch.empty((d + 1) * panel, dtype=w1.dtype)
     _load().nsde_panel_forward(n, d, c, panel, p0, p1, _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals),
-                               feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(h), _ptr(out), _ptr(pack))
+                               feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), _opt(h), _ptr(out), _ptr(pack))
 
 
-def backward(feats, g: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, gw1: Optional[torch.Tensor],
-             gb1: torch.Tensor, gw2: torch.Tensor, panel: int, p0: int, p1: int,
-             adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> None:
+def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], w2: torch.Tensor,
+             gw1: Optional[torch.Tensor], gb1: torch.Tensor, gw2: torch.Tensor, panel: int, p0: int, p1: int,
+             adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+             scatter: bool = False) -> None:
     """Panels ``[p0, p1)``: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
 
-    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it for the same panels. With ``adam = (w1, exp_avg,
+    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it for the same panels, or ``(w1, b1)``, the weights of
+    the forward, to recompute each panel's activations in L1 (the forward kept none). With ``adam = (w1, exp_avg,
     exp_avg_sq, hyper)`` (see :class:`~nsde_coin.graph.backward_adam.BackwardAdam`) each row of ∇W1[:, J] updates
-    ``w1`` in place instead of being stored (``gw1`` may be ``None``).
+    ``w1`` in place instead of being stored (``gw1`` may be ``None``). ``scatter``: compute ``xᵀ gz_J`` by adding
+    each node's row of ``gz_J`` into a (d+1)×k accumulator along the rows of x, instead of gathering from the n×k
+    table ``gz_J`` (faster once that table outgrows L2; same sums in another order).
     """
     n, c = g.shape
     d = gb1.shape[0]
-    gz = torch.empty(n * panel, dtype=g.dtype)
+    lib = _load()
+    chunk = lib.nsde_panel_chunk()
+    gz = torch.empty((chunk if scatter else n) * panel, dtype=g.dtype)
+    acc = torch.empty((d + 1) * panel, dtype=g.dtype) if scatter else None
     tile = torch.empty((c + 1) * panel, dtype=g.dtype)
     w1, m, v, hy = adam if adam is not None else (None, None, None, None)
-    _load().nsde_panel_backward(n, d, c, panel, p0, p1, _ptr(feats.t_offsets), _ptr(feats.t_rows),
-                                _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _ptr(h), _ptr(w2), _ptr(gz),
-                                _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy))
+    saved, (w1r, b1) = (h, (None, None)) if isinstance(h, torch.Tensor) else (None, h)
+    pack = None if saved is not None else torch.empty((d + chunk) * panel, dtype=g.dtype)
+    lib.nsde_panel_backward(n, d, c, panel, p0, p1, _ptr(feats.t_offsets), _ptr(feats.t_rows),
+                                _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _opt(saved), _ptr(w2), _ptr(gz),
+                                _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy),
+                                _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals), feats.cols.numel(),
+                                _opt(w1r), _opt(b1), _opt(pack), _opt(acc))
 
 
 def _opt(t: Optional[torch.Tensor]) -> Optional[int]:

@@ -47,6 +47,7 @@ PANEL = 128  # widest panel: a d×PANEL float32 slice of W1 (Cora, d = 1433: 0.7
 # backward gathers 48 wide took ~0.75× the 128-wide time; a 3-epoch COIN run's epoch 0.84× on Coauthor CS (64 wide)
 # and 0.83× on Coauthor Physics (32 wide), benchmarks/results/bench_scaling_wide_before_after.json)
 PANEL_TABLE_BYTES = 4 << 20
+SCATTER_TABLE_BYTES = 2 << 20  # compiled backward: an n×k gradient table above this is scattered, not gathered
 SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
 
 
@@ -233,32 +234,16 @@ class SparseBase(torch.autograd.Function):
 
 def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool) -> list[torch.Tensor]:
     """Compiled forward (:mod:`nsde_coin.graph.native`) into ``out`` (n, C); returns the saved activations: all
-    panels in one n×d buffer when ``keep``, else nothing (the backward recomputes each panel)."""
+    panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
     n, d = out.shape[0], w1.shape[0]
-    count = len(_panels(d, panel))
-    if keep:
-        h = w1.new_empty(n * d)
-        native.forward(feats, w1, b1, w2, out, panel, 0, count, h)
-        return [h]
-    h = w1.new_empty(n * min(panel, d))
-    for p in range(count):
-        native.forward(feats, w1, b1, w2, out, panel, p, p + 1, h)
-    return []
+    h = w1.new_empty(n * d) if keep else None
+    native.forward(feats, w1, b1, w2, out, panel, 0, len(_panels(d, panel)), h)
+    return [] if h is None else [h]
 
 
 def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, adam) -> None:
-    """Compiled backward: all panels from the saved activations, or panel by panel, recomputing each h_J
-    (before that panel's columns of W1 are updated, when ``adam`` is given)."""
-    d, panel = ctx.d, ctx.panel
-    count = len(_panels(d, panel))
-    if ctx.keep:
-        native.backward(feats, g, saved[0], w2, gw1, gb1, gw2, panel, 0, count, adam)
-        return
-    w1, b1 = saved
-    w1, b1 = w1.contiguous(), b1.contiguous()
-    n = g.shape[0]
-    h = g.new_empty(n * min(panel, d))
-    scratch = g.new_zeros(n, w2.shape[0])  # the recomputation's output-layer sum, discarded
-    for p in range(count):
-        native.forward(feats, w1, b1, w2, scratch, panel, p, p + 1, h)
-        native.backward(feats, g, h, w2, gw1, gb1, gw2, panel, p, p + 1, adam)
+    """Compiled backward of all panels: from the saved activations, or recomputing each panel's h_J in L1 from
+    ``saved = (w1, b1)`` (each panel before its columns of W1 are updated, when ``adam`` is given)."""
+    h = saved[0] if ctx.keep else (saved[0].contiguous(), saved[1].contiguous())
+    scatter = g.shape[0] * ctx.panel * g.element_size() > SCATTER_TABLE_BYTES
+    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, 0, len(_panels(ctx.d, ctx.panel)), adam, scatter)

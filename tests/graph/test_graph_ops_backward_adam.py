@@ -48,10 +48,13 @@ def one_thread():
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("keep", [True, False])
-def test_steps_equal_torch_adam(path, keep, monkeypatch):
+@pytest.mark.parametrize("scatter", [False, True])
+def test_steps_equal_torch_adam(path, keep, scatter, monkeypatch):
     monkeypatch.setenv(native.ENV, path)
     if not keep:
         monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", 0)  # the wide-graph path: h recomputed per panel
+    if scatter:
+        monkeypatch.setattr(sb, "SCATTER_TABLE_BYTES", -1)  # compiled path: xᵀ gz scattered (wide graphs)
     x, y = _data()
     ref = _train(x, y, fused=False)
     got = _train(x, y, fused=True)

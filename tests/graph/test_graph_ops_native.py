@@ -1,7 +1,8 @@
 """The compiled panel kernel (nsde_coin.graph.native, csrc/panel_kernel.c) against the float64 dense reference and
 against the torch panels: forward and all four gradients for odd sizes (panels not a multiple of 16 wide, a short
 last panel, class counts around its 4-class register blocks), all-zero feature rows, NaN propagation, the
-recomputing path of wide graphs, and when it is (not) used. Skips where the kernel was not built."""
+recomputing path and the scattered xᵀ gz of wide graphs, and when it is (not) used. Skips where the kernel was not
+built."""
 
 import numpy as np
 import pytest
@@ -16,10 +17,14 @@ pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in
               pytest.mark.skipif(native.status() != "available", reason=f"compiled kernel: {native.status()}")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
+@pytest.fixture(autouse=True, params=["gather", "scatter"])
+def one_thread(request, monkeypatch):
+    """Every test on one thread (the kernel runs single-threaded only), once with each form of the backward's
+    xᵀ gz (gathered from the n×k table, or scattered along x's rows: wide graphs)."""
+    if request.param == "scatter":
+        monkeypatch.setattr(sb, "SCATTER_TABLE_BYTES", -1)
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the kernel runs single-threaded only
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
@@ -95,15 +100,16 @@ def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
     assert bool(torch.isnan(out[reads]).all()) and not bool(torch.isnan(out[~reads]).any())
 
 
-def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch):
+@pytest.mark.parametrize("n, d, panel", [(30, 50, 16), (75, 150, 64)])  # one chunk of nodes; 3 chunks, the last short
+def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch, n, d, panel):
     monkeypatch.setenv(native.ENV, "1")
-    x = bag_of_words(30, 50, seed=7)
-    up = torch.randn(30, 6, generator=torch.Generator().manual_seed(8))
+    x = bag_of_words(n, d, seed=7)
+    up = torch.randn(n, 6, generator=torch.Generator().manual_seed(8))
     res = []
     for limit in (sb.SAVE_LIMIT_BYTES, 0):
         monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", limit)
-        params = _params(50, 6)
-        out = SparseBase.apply(*params, sparse_features(x.float().to_sparse_csr()), 16)
+        params = _params(d, 6)
+        out = SparseBase.apply(*params, sparse_features(x.float().to_sparse_csr()), panel)
         res.append([out.detach(), *torch.autograd.grad(out, params, up)])
     for a, b in zip(*res):  # the same operations in the same order: equal to rounding (measured: bitwise)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6 * max(float(b.abs().max()), 1.0))

@@ -6,7 +6,11 @@
  *            pages: gathering from the strided matrix directly was ~1.6x slower, TLB misses), then for each node v
  *            h_J[v] = ReLU(b1[J] + sum_e x_ve W1[col_e, J]) in registers, stored once, and out[v] += W2[:, J] h_J[v];
  *   backward (per panel):  gz_J = (g W2[:, J]) * [h_J > 0] and gW2[:, J] += g^T h_J in one pass over h_J (chunks of
- *            nodes, the W2 panel and the gW2 tile in registers), then [gW1[:, J]; gb1[J]] = x1^T gz_J as a gather.
+ *            nodes, the W2 panel and the gW2 tile in registers), then [gW1[:, J]; gb1[J]] = x1^T gz_J as a gather
+ *            from the n×k table gz_J, or (where that table would not fit in L2) as a scatter of each chunk's rows
+ *            of gz_J along the rows of x1 into a (d+1)×k accumulator, right after pass 1.
+ *            When the forward did not keep h (wide graphs), each chunk's rows of h_J are recomputed into L1 just
+ *            before that pass, so h_J is never written to memory.
  *
  * Rows of x1 = [x | 1] end with the ones column (index d): the forward skips it and starts from b1 instead; the
  * last row of x1^T (all ones) gives gb1.  Sums run in the CSR order with 16-wide vector partial sums (the compile
@@ -39,7 +43,10 @@ typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 
 /* Bumped whenever an entry point's arguments change; nsde_coin/graph/native.py refuses a build of another version
  * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments. */
-API int64_t nsde_panel_abi_version(void) { return 2; }
+API int64_t nsde_panel_abi_version(void) { return 3; }
+
+/* Nodes per chunk of the backward's first pass: the caller sizes the recomputation's scratch with it. */
+API int64_t nsde_panel_chunk(void) { return CHUNK; }
 
 static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off, int64_t i, int64_t rows, int64_t nnz) {
     return i + 1 < rows ? off[i + 1] : nnz;
@@ -93,20 +100,21 @@ static inline __attribute__((always_inline)) float hsum(v16 a) {
 #endif
 }
 
-/* Pass 1 of the backward for classes [c, c+M) of one 16-column block and one chunk of nodes [v0, v1): the M
- * columns of W2 and the M accumulators of gW2 in registers (M is a compile-time constant at each call). */
+/* Pass 1 of the backward for classes [c, c+M) of one 16-column block and one chunk of nodes [v0, v1) (hc, gzc:
+ * the chunk's rows of h_J and gz_J, stride k): the M columns of W2 and the M accumulators of gW2 in registers (M
+ * is a compile-time constant at each call). */
 static inline __attribute__((always_inline)) void pass1_classes(const int M, int64_t c, int64_t C, int64_t d,
                                                                 int64_t k, int64_t j0, int64_t t, int64_t v0,
-                                                                int64_t v1, const float *g, const float *hp,
-                                                                const float *W2, float *gz, float *tile) {
+                                                                int64_t v1, const float *g, const float *hc,
+                                                                const float *W2, float *gzc, float *tile) {
     v16 w[4], a[4];
     for (int q = 0; q < M; q++) { w[q] = LD(W2 + (c + q) * d + j0 + t); a[q] = LD(tile + (c + q) * k + t); }
     for (int64_t v = v0; v < v1; v++) {
         const float *gv = g + v * C + c;
-        const v16 hh = LD(hp + v * k + t);
-        v16 z = c ? LD(gz + v * k + t) : (v16){0};
+        const v16 hh = LD(hc + (v - v0) * k + t);
+        v16 z = c ? LD(gzc + (v - v0) * k + t) : (v16){0};
         for (int q = 0; q < M; q++) { z += gv[q] * w[q]; a[q] += gv[q] * hh; }
-        ST(gz + v * k + t, z);
+        ST(gzc + (v - v0) * k + t, z);
     }
     for (int q = 0; q < M; q++) ST(tile + (c + q) * k + t, a[q]);
 }
@@ -126,8 +134,52 @@ static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, 
     }
 }
 
-/* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0)
- * and out (n×C, row-major, accumulated into).  pack: d×panel floats of scratch. */
+static void pack_panel(int64_t d, int64_t j0, int64_t k, const float *W1, float *pack) {
+    for (int64_t i = 0; i < d; i++) memcpy(pack + i * k, W1 + i * d + j0, (size_t)k * sizeof(float));
+}
+
+/* h_J[v] = ReLU(b1[J] + x_v W1[:, J]) for nodes [v0, v1) into hc (their rows, stride k), from the packed panel */
+static inline __attribute__((always_inline)) void hidden_rows(int64_t v0, int64_t v1, int64_t n, int64_t k,
+                                                              int64_t j0, const int32_t *off, const int32_t *cols,
+                                                              const float *vals, int64_t nnz, const float *b1,
+                                                              const float *pack, float *hc) {
+    for (int64_t v = v0; v < v1; v++) {
+        const int64_t e0 = off[v], e1 = row_end(off, v, n, nnz) - 1; /* the row's last entry: the ones column */
+        float *hv = hc + (v - v0) * k;
+        for (int64_t t = 0; t < k; t += BLK)
+            gather_block(k - t < BLK ? k - t : BLK, b1 + j0 + t, cols, vals, e0, e1, pack + t, k, hv + t, 1);
+    }
+}
+
+/* acc[cols[e]][0..k) += vals[e] * z[0..k) for the entries [e0, e1) of one row of x1 (the scatter form of x1^T gz:
+ * z, one node's row of gz_J, stays in registers for a 64-column block) */
+static inline __attribute__((always_inline)) void scatter_row(int64_t k, const float *z, const int32_t *cols,
+                                                              const float *vals, int64_t e0, int64_t e1,
+                                                              float *acc) {
+    int64_t t = 0;
+    for (; t + BLK <= k; t += BLK) {
+        const v16 z0 = LD(z + t), z1 = LD(z + t + 16), z2 = LD(z + t + 32), z3 = LD(z + t + 48);
+        for (int64_t e = e0; e < e1; e++) {
+            float *r = acc + (int64_t)cols[e] * k + t;
+            const float w = vals[e];
+            ST(r, LD(r) + w * z0); ST(r + 16, LD(r + 16) + w * z1); ST(r + 32, LD(r + 32) + w * z2);
+            ST(r + 48, LD(r + 48) + w * z3);
+        }
+    }
+    for (; t + 16 <= k; t += 16) {
+        const v16 z0 = LD(z + t);
+        for (int64_t e = e0; e < e1; e++) {
+            float *r = acc + (int64_t)cols[e] * k + t;
+            ST(r, LD(r) + vals[e] * z0);
+        }
+    }
+    for (; t < k; t++)
+        for (int64_t e = e0; e < e1; e++) acc[(int64_t)cols[e] * k + t] += vals[e] * z[t];
+}
+
+/* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0;
+ * NULL: not kept, the backward recomputes it) and out (n×C, row-major, accumulated into).
+ * pack: (d + 1)×panel floats of scratch (the packed panel, then one row of h when h is NULL). */
 API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
                                    const int32_t *off, const int32_t *cols, const float *vals, int64_t nnz,
                                    const float *W1, const float *b1, const float *W2, float *h, float *out,
@@ -135,12 +187,10 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
     float *hp = h;
     for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
-        for (int64_t i = 0; i < d; i++) memcpy(pack + i * k, W1 + i * d + j0, (size_t)k * sizeof(float));
+        pack_panel(d, j0, k, W1, pack);
         for (int64_t v = 0; v < n; v++) {
-            const int64_t e0 = off[v], e1 = row_end(off, v, n, nnz) - 1; /* the row's last entry: the ones column */
-            float *hv = hp + v * k;
-            for (int64_t t = 0; t < k; t += BLK)
-                gather_block(k - t < BLK ? k - t : BLK, b1 + j0 + t, cols, vals, e0, e1, pack + t, k, hv + t, 1);
+            float *hv = hp ? hp + v * k : pack + d * k;
+            hidden_rows(v, v + 1, n, k, j0, off, cols, vals, nnz, b1, pack, hv);
             for (int64_t c = 0; c < C; c++) {
                 const float *w2 = W2 + c * d + j0;
                 v16 s = {0};
@@ -151,65 +201,89 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
                 out[v * C + c] += r;
             }
         }
-        hp += n * k;
+        if (hp) hp += n * k;
     }
 }
 
-/* Backward over panels [p0, p1): g (n×C), h as the forward left it, gz: n×panel scratch, tile: C×panel + panel
- * scratch; writes gW1[:, J] (d×d row-major), gb1[J] and adds g^T h_J into gW2[:, J] (C×d).  With W1 != NULL
- * (and its Adam moments M, V, hyper-parameters hy, see adam_row) the rows of gW1[:, J] are not stored: each is
- * applied to W1[:, J] while in registers/L1 (Adam inside the backward pass; gW1 may then be NULL).  M and V are
- * stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in the order the panels are
- * computed, where the matrix layout would read them with a stride of d floats. */
+/* Backward over panels [p0, p1): g (n×C), h as the forward left it; writes gW1[:, J] (d×d row-major), gb1[J] and
+ * adds g^T h_J into gW2[:, J] (C×d).  tile: C×panel + panel floats of scratch.
+ *
+ * [gW1[:, J]; gb1[J]] = x1^T gz_J runs in one of two forms:
+ *   acc == NULL: gather: gz (n×panel scratch) holds gz_J after pass 1, then each row of x1^T (toff, trows, tvals,
+ *                tnnz) gathers rows of it (fast while the n×k table fits in L2);
+ *   acc != NULL: scatter: gz (CHUNK×panel scratch) holds one chunk's rows of gz_J, each added into acc
+ *                ((d + 1)×panel scratch: the d×k panel of gW1 and gb1, which stay in L2 where n×k would not) along
+ *                the rows of x1 (off, cols, vals, nnz, the forward's CSR, ones column included) right after pass 1.
+ * h == NULL: h_J is recomputed chunk by chunk from x (off, cols, vals, nnz), W1r and b1 into `pack` ((d + CHUNK)
+ * × panel floats of scratch: the packed panel, then the chunk's rows of h_J), so it never leaves L1; otherwise
+ * W1r, b1 and pack are unused.  With W1 != NULL (and its Adam moments M, V, hyper-parameters hy, see adam_row) the
+ * rows of gW1[:, J] are not stored: each is applied to W1[:, J] while in registers/L1 (Adam inside the backward
+ * pass; gW1 may then be NULL; W1r, the weights the forward used, is then W1 itself: panel J is recomputed before
+ * it is updated).  M and V are stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in
+ * the order the panels are computed, where the matrix layout would read them with a stride of d floats. */
 API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
                                     const int32_t *toff, const int32_t *trows, const float *tvals, int64_t tnnz,
                                     const float *g, const float *h, const float *W2, float *gz, float *gW1,
                                     float *gb1, float *gW2, float *tile, float *W1, float *M, float *V,
-                                    const float *hy) {
+                                    const float *hy, const int32_t *off, const int32_t *cols, const float *vals,
+                                    int64_t nnz, const float *W1r, const float *b1, float *pack, float *acc) {
     const float *hp = h;
     for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
         const int64_t kv = k - k % 16;
+        if (!hp) pack_panel(d, j0, k, W1r, pack);
+        if (acc) memset(acc, 0, (size_t)((d + 1) * k) * sizeof(float));
         /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), 16 columns and 4 classes at a
          * time, so that the 4 W2 columns and the 4 accumulators of gW2 stay in registers over the chunk */
         memset(tile, 0, (size_t)(C * k) * sizeof(float));
         for (int64_t v0 = 0; v0 < n; v0 += CHUNK) {
             const int64_t v1 = v0 + CHUNK < n ? v0 + CHUNK : n;
+            const float *hc = hp ? hp + v0 * k : pack + d * k;
+            float *gzc = acc ? gz : gz + v0 * k;
+            if (!hp) hidden_rows(v0, v1, n, k, j0, off, cols, vals, nnz, b1, pack, pack + d * k);
             for (int64_t t = 0; t < kv; t += 16) {
                 for (int64_t c = 0; c < C; c += 4) {
                     switch (C - c < 4 ? C - c : 4) {
-                    case 4: pass1_classes(4, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
-                    case 3: pass1_classes(3, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
-                    case 2: pass1_classes(2, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
-                    default: pass1_classes(1, c, C, d, k, j0, t, v0, v1, g, hp, W2, gz, tile); break;
+                    case 4: pass1_classes(4, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
+                    case 3: pass1_classes(3, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
+                    case 2: pass1_classes(2, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
+                    default: pass1_classes(1, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
                     }
                 }
                 for (int64_t v = v0; v < v1; v++) { /* the ReLU mask */
-                    const v16 hh = LD(hp + v * k + t);
-                    ST(gz + v * k + t, (v16)((v16i)LD(gz + v * k + t) & (hh > 0)));
+                    const v16 hh = LD(hc + (v - v0) * k + t);
+                    ST(gzc + (v - v0) * k + t, (v16)((v16i)LD(gzc + (v - v0) * k + t) & (hh > 0)));
                 }
             }
             for (int64_t v = v0; v < v1; v++) { /* the panel's last k % 16 columns */
                 const float *gv = g + v * C;
                 for (int64_t t = kv; t < k; t++) {
-                    const float hh = hp[v * k + t];
+                    const float hh = hc[(v - v0) * k + t];
                     float z = 0.f;
                     for (int64_t c = 0; c < C; c++) { z += gv[c] * W2[c * d + j0 + t]; tile[c * k + t] += gv[c] * hh; }
-                    gz[v * k + t] = hh > 0.f ? z : 0.f;
+                    gzc[(v - v0) * k + t] = hh > 0.f ? z : 0.f;
                 }
             }
+            if (acc)
+                for (int64_t v = v0; v < v1; v++)
+                    scatter_row(k, gzc + (v - v0) * k, cols, vals, off[v], row_end(off, v, n, nnz), acc);
         }
         for (int64_t c = 0; c < C; c++)
             for (int64_t t = 0; t < k; t++) gW2[c * d + j0 + t] += tile[c * k + t];
-        /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J */
+        /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J (gathered here, or taken from acc) */
         for (int64_t i = 0; i <= d; i++) {
-            const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
             float *o = i == d ? gb1 + j0 : W1 ? tile + C * k : gW1 + i * d + j0;
-            for (int64_t t = 0; t < k; t += BLK)
-                gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t, 0);
-            if (W1 && i < d) adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, o, hy);
+            if (acc) {
+                if (!(W1 && i < d)) memcpy(o, acc + i * k, (size_t)k * sizeof(float));
+            } else {
+                const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
+                for (int64_t t = 0; t < k; t += BLK)
+                    gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t, 0);
+            }
+            if (W1 && i < d)
+                adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, acc ? acc + i * k : o, hy);
         }
-        hp += n * k;
+        if (hp) hp += n * k;
     }
 }
 
