@@ -49,6 +49,7 @@ from nsde_coin._heap import keep_large_blocks  # noqa: E402
 from nsde_coin.graph import native  # noqa: E402
 from nsde_coin.graph.backward_adam import BackwardAdam  # noqa: E402
 from nsde_coin.graph.diffusion import diffuse  # noqa: E402
+from nsde_coin.graph.head import head_outputs  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features  # noqa: E402
@@ -166,7 +167,7 @@ def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 
 
     def forward():
         logits = kernel.apply(*params, feats, None, step) if step else kernel.apply(*params, feats)
-        u = diffuse(logits.softmax(-1), op, 0.35, 20, solver="explicit", allow_unstable=True)
+        u = head_outputs(logits, lambda u0: diffuse(u0, op, 0.35, 20, solver="explicit", allow_unstable=True))
         return logits, u
 
     def run():
