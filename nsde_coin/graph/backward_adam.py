@@ -12,13 +12,15 @@ rounding (tests/graph/test_graph_ops_backward_adam.py). It runs once per backwar
 training loops that call ``backward`` once per optimizer step with no gradient clipping or accumulation between
 them — the graph protocol's loop (:func:`~nsde_coin.graph.experiment.train.train_run` attaches it itself). W1
 must be used by that one layer only (a second use or another loss term on W1 raises ``ValueError``: its gradient
-would be dropped), and the state has no ``state_dict``: a checkpoint does not resume W1's moments.
+would be dropped). Its state is not part of the model's or the optimizer's ``state_dict``: save
+``base.w1_step.state_dict()`` beside them, and a new ``BackwardAdam`` resumes from it with ``load_state_dict`` (the
+moments are saved in W1's layout, so the panel width may change in between).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -55,6 +57,7 @@ class BackwardAdam:
         self.exp_avg_sq: Optional[torch.Tensor] = None
         self.panel = 0
         self.steps = 0
+        self._loaded: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # moments from load_state_dict, W1's layout
 
     def begin(self, w1: torch.Tensor, panel: int) -> torch.Tensor:
         """Count one step and return its hyper-parameters as the float32 vector the kernel reads:
@@ -68,6 +71,12 @@ class BackwardAdam:
             raise ValueError("W1 has a .grad while BackwardAdam steps it inside the backward pass: another term of the "
                              "loss (a penalty, a second use of W1) reaches W1 and would be dropped; put W1 in the "
                              "optimizer instead (COINBase.w1_step = None)")
+        if self._loaded is not None:
+            m, v = self._loaded
+            if m.shape != w1.shape:
+                raise ValueError(f"BackwardAdam state loaded for W1 {tuple(m.shape)}, got W1 {tuple(w1.shape)}")
+            self.exp_avg, self.exp_avg_sq = (_pack(t.to(w1.dtype), panel) for t in (m, v))
+            self.panel, self._loaded = int(panel), None
         if self.exp_avg is None or self.exp_avg.numel() != w1.numel() or self.panel != panel:
             if self.steps:
                 raise ValueError(f"BackwardAdam state is for {self.exp_avg.numel()} weights in panels of "
@@ -108,8 +117,37 @@ class BackwardAdam:
 
     def reset(self) -> None:
         """Forget the moments and the step count (a new training run)."""
-        self.exp_avg = self.exp_avg_sq = None
+        self.exp_avg = self.exp_avg_sq = self._loaded = None
         self.steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyper-parameters, ``steps`` and the moments in W1's (d, d) layout (``None`` before the first step)."""
+        if self._loaded is not None:
+            m, v = self._loaded
+        else:
+            m, v = self.moments() if self.exp_avg is not None else (None, None)
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+                "steps": self.steps, "exp_avg": m, "exp_avg_sq": v}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next step continues its moments and step count (on any panel
+        width; the moments are laid out for it at that step)."""
+        want = {"lr", "betas", "eps", "weight_decay", "steps", "exp_avg", "exp_avg_sq"}
+        if not isinstance(state, dict) or set(state) != want:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"BackwardAdam.load_state_dict needs the keys {sorted(want)}, got {got}")
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        steps = state["steps"]
+        if not (isinstance(steps, int) and steps >= 0) or (m is None) != (steps == 0) or (
+                m is not None and not (isinstance(m, torch.Tensor) and isinstance(v, torch.Tensor)
+                                       and m.dim() == 2 and m.shape == v.shape)):
+            raise ValueError(f"BackwardAdam state: steps={steps!r} needs two (d, d) moments when > 0 and none at 0, "
+                             f"got {type(m).__name__} / {type(v).__name__}")
+        fresh = BackwardAdam(state["lr"], tuple(state["betas"]), state["eps"], state["weight_decay"])  # checks
+        self.lr, self.betas, self.eps, self.weight_decay = fresh.lr, fresh.betas, fresh.eps, fresh.weight_decay
+        self.exp_avg = self.exp_avg_sq = None
+        self.steps, self.panel = steps, 0
+        self._loaded = None if m is None else (m.detach().clone(), v.detach().clone())
 
     def __repr__(self) -> str:
         return (f"BackwardAdam(lr={self.lr:g}, betas={self.betas}, eps={self.eps:g}, "

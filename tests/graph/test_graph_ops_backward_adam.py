@@ -141,3 +141,37 @@ def test_a_stale_build_is_refused(monkeypatch):
     monkeypatch.setattr(native, "_LIB", None)
     monkeypatch.setattr(native, "_WHY", "")
     assert native.status().startswith("stale build") and not native.usable(torch.zeros(2, 2), torch.int32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_checkpoint_resumes_the_moments_on_another_panel_width(path, monkeypatch):
+    """3 steps, state_dict, a new BackwardAdam (and a new panel width) loads it, 3 more steps: the weights of 6
+    uninterrupted steps; a state for another W1 or with missing keys is refused."""
+    monkeypatch.setenv(native.ENV, path)
+    x, y = _data()
+    ref = _train(x, y, fused=True, steps=6)
+    m = COINBase(x.shape[1], int(y.max()) + 1, generator=torch.Generator().manual_seed(1))
+    m.w1_step = BackwardAdam(lr=0.01, weight_decay=5e-4)
+    opt = torch.optim.Adam([m.b1, m.W2, m.b2], lr=0.01, weight_decay=5e-4)
+    for i in range(6):
+        if i == 3:
+            state, opt_state = m.w1_step.state_dict(), opt.state_dict()
+            assert state["steps"] == 3 and state["exp_avg"].shape == (150, 150)
+            m.w1_step = BackwardAdam()
+            m.w1_step.load_state_dict(state)
+            opt = torch.optim.Adam([m.b1, m.W2, m.b2], lr=0.01, weight_decay=5e-4)
+            opt.load_state_dict(opt_state)
+            monkeypatch.setattr(sb, "panel_width", lambda *a, **k: 64)  # another layout of the moments
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    assert m.w1_step.steps == 6 and m.w1_step.panel == 64
+    for a, b in zip(m.parameters(), ref.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=0, atol=1e-6)
+    other = BackwardAdam()
+    other.load_state_dict(ref.w1_step.state_dict())
+    with pytest.raises(ValueError, match=r"loaded for W1 \(150, 150\), got W1 \(40, 40\)"):
+        other.begin(torch.zeros(40, 40), 16)
+    with pytest.raises(ValueError, match="needs the keys"):
+        BackwardAdam().load_state_dict({"lr": 0.1})
+    assert BackwardAdam().state_dict()["exp_avg"] is None
