@@ -16,10 +16,11 @@ Speed (the protocol runs thousands of trainings):
   product instead of ``layer_num`` sparse steps (or CG solves) forward and backward. The test accuracy is computed
   with the model's own full diffusion on the whole graph, so the reported numbers never depend on the shortcut.
   ``fast=False`` turns it off.
-* The sweep keeps no copy of the weights (``train_run(..., keep_best=False)``): at each reset the test accuracy is
-  read off the forward pass that produced the validation metrics (for the read-out COIN: its base logits diffused
-  on the whole graph), which is the accuracy a restored copy would give, without W1's size again in memory
-  (283 MB on Coauthor Physics) and a d×d copy per reset. Called directly, ``train_run`` saves the weights into
+* The sweep keeps no copy of the weights (``train_run(..., keep_best=False)``): at each reset it keeps the (n, C)
+  outputs of the forward pass that produced the validation metrics (for the read-out COIN: its base logits), and at
+  the end reads the test accuracy off the last of them (the read-out COIN's diffused on the whole graph once): the
+  accuracy a restored copy would give, without W1's size again in memory (283 MB on Coauthor Physics) and a d×d
+  copy per reset. Called directly, ``train_run`` saves the weights into
   pre-allocated buffers and leaves the model with them. Adam uses the fused CPU kernel;
   freed n×d blocks stay in the C heap (:mod:`nsde_coin._heap`) instead of page-faulting again every epoch.
 * ``workers=N`` runs the pending runs on an embedded Dask ``LocalCluster`` of N single-threaded worker processes, and

@@ -92,11 +92,15 @@ class _ModuleTask:
     def _test_acc(self, out: torch.Tensor) -> float:
         return float((out[self.split.test].argmax(1) == self.y[self.split.test]).double().mean())
 
-    def seen_test_acc(self) -> float:
-        """Test accuracy of the weights that produced the last validation metrics, read off the same forward pass
-        (no second forward, no copy of the weights)."""
-        assert self._seen is not None, "seen_test_acc before any validation metrics"
-        return self._test_acc(self._seen)
+    def snapshot(self) -> torch.Tensor:
+        """A copy of the all-node outputs (n, C) the last validation metrics were read from: what
+        :meth:`test_acc_of` needs for those weights' test accuracy, instead of a copy of the weights."""
+        assert self._seen is not None, "snapshot before any validation metrics"
+        return self._seen.clone()
+
+    def test_acc_of(self, snap: torch.Tensor) -> float:
+        """Test accuracy of the weights a :meth:`snapshot` was taken at."""
+        return self._test_acc(snap)
 
     def evaluate(self) -> tuple[float, float, float]:
         """(val_loss, val_acc, test_acc) of the current weights with the model's own eval-mode forward."""
@@ -164,7 +168,7 @@ class _ReadoutCOINTask(_ModuleTask):
         from nsde_coin.graph.head import head_log, head_outputs
 
         logits = self.coin.base(self.x)  # sparse x: coin.py's hand-written kernel
-        self._seen = logits.detach()  # base logits of all nodes: seen_test_acc diffuses them on the whole graph
+        self._seen = logits.detach()  # base logits of all nodes: test_acc_of diffuses them on the whole graph
         if self.readout is None:
             lu = head_log(logits[self.rows])
         else:  # the one COIN head, its diffusion restricted to the read-out rows
@@ -173,11 +177,11 @@ class _ReadoutCOINTask(_ModuleTask):
         loss = F.nll_loss(lu[: self.ntr], self.ytr)
         return loss, self._metrics(lu.detach()[self.ntr:])
 
-    def seen_test_acc(self) -> float:
-        """Test accuracy of the weights of the last training pass: its base logits diffused on the whole graph."""
-        assert self._seen is not None, "seen_test_acc before any training pass"
+    def test_acc_of(self, snap: torch.Tensor) -> float:
+        """Test accuracy of the weights a :meth:`snapshot` (their base logits) was taken at: the logits diffused on
+        the whole graph."""
         with torch.no_grad():
-            return self._test_acc(self.coin.log_prob_of_logits(self._seen, self.op))
+            return self._test_acc(self.coin.log_prob_of_logits(snap, self.op))
 
 
 def _attach_backward_adam(task: _ReadoutCOINTask, cfg: TrainConfig) -> Optional[nn.Module]:
@@ -224,8 +228,9 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
     (process CPU time: less sensitive to other load on a shared machine), ``readout`` (whether the COIN shortcut ran).
 
     ``keep_best=True`` copies the parameters at every reset and leaves ``net`` with those weights. ``False`` (the
-    protocol runner's choice: it discards the model) keeps no copy: the test accuracy is read at every reset off the
-    forward pass that gave the validation metrics, and ``net`` ends with the last epoch's weights. The records are
+    protocol runner's choice: it discards the model) keeps no copy: at every reset it keeps the (n, C) outputs of
+    the forward pass that gave the validation metrics, the test accuracy is read off the last of them at the end,
+    and ``net`` ends with the last epoch's weights. The records are
     the same either way (to float rounding of ``val_loss``); the copy is W1's size again (283 MB on Coauthor Physics).
     """
     task: _ModuleTask
@@ -240,7 +245,7 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
     params = [p for p in task.params if w1_base is None or p is not w1_base.W1]  # W1 is stepped in the backward
     opt = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     best = BestWeights(task.params) if keep_best else None
-    seen_test: list[float] = []  # keep_best=False: the test accuracy at the last reset
+    seen: list[torch.Tensor] = []  # keep_best=False: the all-node outputs of the last reset (n, C)
     stopper = EarlyStopper(cfg.patience)
     status, message = "ok", ""
     deterministic = use_readout or task.deterministic  # metrics read off the training pass: judged before the step
@@ -251,7 +256,7 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
             if best is not None:
                 best.keep()
             else:
-                seen_test[:] = [task.seen_test_acc()]
+                seen[:] = [task.snapshot()]
         return STOP if stopper.stop else None
 
     divergence = Divergence("run stopped, recorded as failed; explicit diffusion past its stability bound? try a "
@@ -272,8 +277,8 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
                            "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4),
                            "train_cpu_s": round(train_cpu_s, 6),
                            "epoch_cpu_ms": round(1e3 * train_cpu_s / max(epochs, 1), 4)}
-    if status == "ok" and best is None and seen_test:
-        out.update(val_loss=stopper.loss_at_reset, val_acc=stopper.acc_at_reset, test_acc=seen_test[0])
+    if status == "ok" and best is None and seen:
+        out.update(val_loss=stopper.loss_at_reset, val_acc=stopper.acc_at_reset, test_acc=task.test_acc_of(seen[0]))
     elif status == "ok":
         if best is not None:
             best.restore()
