@@ -11,6 +11,7 @@ from problems import bag_of_words
 
 from nsde_coin.graph import native
 from nsde_coin.graph import sparse_base as sb
+from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
@@ -131,3 +132,23 @@ def test_compiled_panel_width_is_a_multiple_of_the_register_block():
     # torch width (its n×64 gradient table would exceed 16 MiB)
     assert [panel_width(n, d, compiled=True) for n, d in ((34493, 8415), (2485, 1433), (19717, 500))] == [64, 128, 64]
     assert panel_width(10**6, 100, compiled=True) == panel_width(10**6, 100) == 16
+
+
+@pytest.mark.parametrize("adam", [False, True])
+def test_a_graph_without_nodes_gives_zero_gradients(adam, monkeypatch):
+    """n = 0: the kept activations are a zero-size buffer (a NULL data pointer); the kernel must not take that for
+    "not kept" and recompute from a NULL W1 (it segfaulted). Same results as the torch panels: exact zeros."""
+    d, c = 10, 3
+    x = torch.zeros(0, d)
+    got = []
+    for use_native in (True, False):
+        monkeypatch.setenv(native.ENV, "1" if use_native else "0")
+        params = _params(d, c, seed=6)
+        step = BackwardAdam(lr=0.1, weight_decay=0.5) if adam else None
+        out = SparseBase.apply(*params, sparse_features(x.to_sparse_csr()), 4, step)
+        out.sum().backward()
+        got.append([out.detach(), *(p.grad if p.grad is not None else p.detach() for p in params)])
+    assert got[0][0].shape == (0, c)
+    for a, b in zip(*got):  # empty sums are exact zeros; W1 after Adam: float32 rounding of one step (~1e-8)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not any(bool(t.abs().sum()) for t in got[0][2:4])  # gb1, gW2: exactly zero
