@@ -236,7 +236,8 @@ def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: boo
     """Compiled forward (:mod:`nsde_coin.graph.native`) into ``out`` (n, C); returns the saved activations: all
     panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
     n, d = out.shape[0], w1.shape[0]
-    h = w1.new_empty(n * d) if keep else None
+    # never a zero-size buffer when kept: its data pointer would be NULL, which the kernel reads as "not kept"
+    h = w1.new_empty(max(n * d, 1)) if keep else None
     native.forward(feats, w1, b1, w2, out, panel, 0, len(_panels(d, panel)), h)
     return [] if h is None else [h]
 
