@@ -175,3 +175,26 @@ def test_a_checkpoint_resumes_the_moments_on_another_panel_width(path, monkeypat
     with pytest.raises(ValueError, match="needs the keys"):
         BackwardAdam().load_state_dict({"lr": 0.1})
     assert BackwardAdam().state_dict()["exp_avg"] is None
+
+
+def test_a_state_that_would_make_w1_nan_or_alias_it_is_refused():
+    """load_state_dict refuses moments that would turn W1 into NaN at the next step (exp_avg_sq < 0, NaN/Inf,
+    integer tensors) and a bool step count; state_dict returns copies (editing it does not change the state)."""
+    w, g = torch.randn(6, 6), torch.randn(6, 6)
+    a = BackwardAdam(lr=0.1)
+    a.apply(w, g, 4)
+    good = a.state_dict()
+    bad = [{"exp_avg_sq": -torch.ones(6, 6)}, {"exp_avg": torch.full((6, 6), float("nan"))},
+           {"exp_avg_sq": torch.full((6, 6), float("inf"))},
+           {"exp_avg": torch.zeros(6, 6, dtype=torch.long), "exp_avg_sq": torch.zeros(6, 6, dtype=torch.long)}]
+    for change in bad:
+        with pytest.raises(ValueError, match="finite floating-point"):
+            BackwardAdam().load_state_dict({**good, **change})
+    with pytest.raises(ValueError, match="steps=True"):
+        BackwardAdam().load_state_dict({**good, "steps": True})
+    b = BackwardAdam()
+    b.load_state_dict({**good, "steps": np.int64(1)})
+    assert type(b.steps) is int and b.steps == 1
+    out = b.state_dict()
+    out["exp_avg"].add_(1.0)  # before b's first step its state is the loaded copy: the dict must not alias it
+    torch.testing.assert_close(b.state_dict()["exp_avg"], good["exp_avg"], rtol=0, atol=0)
