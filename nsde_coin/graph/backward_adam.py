@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from nsde_coin._checks import is_real
+from nsde_coin._checks import is_int, is_real
 
 __all__ = ["BackwardAdam"]
 
@@ -127,7 +127,8 @@ class BackwardAdam:
         else:
             m, v = self.moments() if self.exp_avg is not None else (None, None)
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
-                "steps": self.steps, "exp_avg": m, "exp_avg_sq": v}
+                "steps": self.steps, "exp_avg": None if m is None else m.clone(),
+                "exp_avg_sq": None if v is None else v.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next step continues its moments and step count (on any panel
@@ -138,15 +139,19 @@ class BackwardAdam:
             raise ValueError(f"BackwardAdam.load_state_dict needs the keys {sorted(want)}, got {got}")
         m, v = state["exp_avg"], state["exp_avg_sq"]
         steps = state["steps"]
-        if not (isinstance(steps, int) and steps >= 0) or (m is None) != (steps == 0) or (
+        if not (is_int(steps) and steps >= 0) or (m is None) != (steps == 0) or (
                 m is not None and not (isinstance(m, torch.Tensor) and isinstance(v, torch.Tensor)
                                        and m.dim() == 2 and m.shape == v.shape)):
             raise ValueError(f"BackwardAdam state: steps={steps!r} needs two (d, d) moments when > 0 and none at 0, "
                              f"got {type(m).__name__} / {type(v).__name__}")
+        if m is not None and not (m.is_floating_point() and v.is_floating_point() and bool(m.isfinite().all())
+                                  and bool(v.isfinite().all()) and bool((v >= 0).all())):
+            raise ValueError("BackwardAdam state: exp_avg and exp_avg_sq must be finite floating-point tensors and "
+                             "exp_avg_sq >= 0 (they would turn W1 into NaN at the next step)")
         fresh = BackwardAdam(state["lr"], tuple(state["betas"]), state["eps"], state["weight_decay"])  # checks
         self.lr, self.betas, self.eps, self.weight_decay = fresh.lr, fresh.betas, fresh.eps, fresh.weight_decay
         self.exp_avg = self.exp_avg_sq = None
-        self.steps, self.panel = steps, 0
+        self.steps, self.panel = int(steps), 0
         self._loaded = None if m is None else (m.detach().clone(), v.detach().clone())
 
     def __repr__(self) -> str:
