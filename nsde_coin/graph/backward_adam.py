@@ -123,12 +123,11 @@ class BackwardAdam:
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters, ``steps`` and the moments in W1's (d, d) layout (``None`` before the first step)."""
         if self._loaded is not None:
-            m, v = self._loaded
+            m, v = (t.clone() for t in self._loaded)  # copies, as moments() gives
         else:
             m, v = self.moments() if self.exp_avg is not None else (None, None)
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
-                "steps": self.steps, "exp_avg": None if m is None else m.clone(),
-                "exp_avg_sq": None if v is None else v.clone()}
+                "steps": self.steps, "exp_avg": m, "exp_avg_sq": v}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next step continues its moments and step count (on any panel
