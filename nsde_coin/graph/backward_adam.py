@@ -75,7 +75,7 @@ class BackwardAdam:
             m, v = self._loaded
             if m.shape != w1.shape:
                 raise ValueError(f"BackwardAdam state loaded for W1 {tuple(m.shape)}, got W1 {tuple(w1.shape)}")
-            self.exp_avg, self.exp_avg_sq = (_pack(t.to(w1.dtype), panel) for t in (m, v))
+            self.exp_avg, self.exp_avg_sq = (_pack(t.to(w1), panel) for t in (m, v))  # W1's dtype and device
             self.panel, self._loaded = int(panel), None
         if self.exp_avg is None or self.exp_avg.numel() != w1.numel() or self.panel != panel:
             if self.steps:
@@ -105,6 +105,8 @@ class BackwardAdam:
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(exp_avg, exp_avg_sq)`` in W1's (d, d) layout (copies), as ``torch.optim.Adam`` keeps them."""
+        if self._loaded is not None:  # loaded, not yet laid out for a panel width
+            return self._loaded[0].clone(), self._loaded[1].clone()
         if self.exp_avg is None:
             raise ValueError("BackwardAdam has no moments before its first step")
         d = int(round(self.exp_avg.numel() ** 0.5))
@@ -122,10 +124,7 @@ class BackwardAdam:
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters, ``steps`` and the moments in W1's (d, d) layout (``None`` before the first step)."""
-        if self._loaded is not None:
-            m, v = (t.clone() for t in self._loaded)  # copies, as moments() gives
-        else:
-            m, v = self.moments() if self.exp_avg is not None else (None, None)
+        m, v = self.moments() if self.exp_avg is not None or self._loaded is not None else (None, None)  # copies
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
                 "steps": self.steps, "exp_avg": m, "exp_avg_sq": v}
 

@@ -9,8 +9,9 @@ pure-torch panels instead — same results to float32 rounding. :func:`status` s
 What it fuses (Cora, 1 thread, Intel Xeon: the base layer's forward + backward 14 ms vs 22 ms for the torch panels;
 see ``benchmarks/bench_coin_epoch.py``): the panel copy of W1 into a contiguous table, the gather, bias and ReLU in
 registers and the output layer in one pass per panel; in the backward ``(g W2_J) ⊙ [h_J > 0]`` and ``gᵀ h_J`` in
-one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept no activations), then the
-transposed gather written straight into ∇W1.
+one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept no activations), then ∇W1 = xᵀ g_z
+written straight into ∇W1 (or into W1 through Adam): gathered from the n×k table g_z, or, where that table would
+outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator.
 
 When it runs: float32 CPU tensors, int32 feature indices, ``torch.get_num_threads() == 1`` (it is single-threaded;
 with more threads torch's parallel panels are used) and not disabled by the environment variable

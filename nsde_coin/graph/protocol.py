@@ -18,10 +18,11 @@ Speed (the protocol runs thousands of trainings):
   ``fast=False`` turns it off.
 * The sweep keeps no copy of the weights (``train_run(..., keep_best=False)``): at each reset it keeps the (n, C)
   outputs of the forward pass that produced the validation metrics (for the read-out COIN: its base logits), and at
-  the end reads the test accuracy off the last of them (the read-out COIN's diffused on the whole graph once): the
-  accuracy a restored copy would give, without W1's size again in memory (283 MB on Coauthor Physics) and a d×d
-  copy per reset. Called directly, ``train_run`` saves the weights into
-  pre-allocated buffers and leaves the model with them. Adam uses the fused CPU kernel;
+  the end reads the recorded validation loss/accuracy and test accuracy off the last of them (the read-out COIN's
+  logits diffused on the whole graph once, the model's own full diffusion): the records a restored copy would
+  give, without W1's size again in memory (283 MB on Coauthor Physics) and a d×d copy per reset. Called directly,
+  ``train_run`` saves the weights into pre-allocated buffers and leaves the model with them. Adam uses the fused
+  CPU kernel;
   freed n×d blocks stay in the C heap (:mod:`nsde_coin._heap`) instead of page-faulting again every epoch.
 * ``workers=N`` runs the pending runs on an embedded Dask ``LocalCluster`` of N single-threaded worker processes, and
   ``client=`` on an existing Dask cluster (one process per core: the kernels are single-threaded at these sizes, so

@@ -159,6 +159,7 @@ def test_a_checkpoint_resumes_the_moments_on_another_panel_width(path, monkeypat
             assert state["steps"] == 3 and state["exp_avg"].shape == (150, 150)
             m.w1_step = BackwardAdam()
             m.w1_step.load_state_dict(state)
+            assert torch.equal(m.w1_step.moments()[1], state["exp_avg_sq"])  # readable before the next step
             opt = torch.optim.Adam([m.b1, m.W2, m.b2], lr=0.01, weight_decay=5e-4)
             opt.load_state_dict(opt_state)
             monkeypatch.setattr(sb, "panel_width", lambda *a, **k: 64)  # another layout of the moments

@@ -4,7 +4,7 @@ Training (Shchur et al. 2018, as in the COIN paper): Adam (lr 0.01, weight decay
 epochs, early stopping with patience 50 where the counter resets whenever the validation loss reaches a new minimum
 **or** the validation accuracy a new maximum; the test accuracy is the one of the weights of the last reset (measured
 with a saved copy, or read off that reset's own forward pass with ``keep_best=False``, the runner's choice).
-The speed devices (validation read off the training pass, the COIN read-out operator, pre-allocated saved weights,
+The speed devices (validation read off the training pass, the COIN read-out operator, no weight copy in sweeps,
 Adam for W1 inside the sparse kernel's backward pass: :mod:`nsde_coin.graph.backward_adam`)
 are described in :mod:`nsde_coin.graph.protocol`.
 """
@@ -89,26 +89,26 @@ class _ModuleTask:
             self._seen = self._out()
         return self._metrics(self._seen[self.split.val])
 
-    def _test_acc(self, out: torch.Tensor) -> float:
-        return float((out[self.split.test].argmax(1) == self.y[self.split.test]).double().mean())
+    def _scores(self, out: torch.Tensor) -> tuple[float, float, float]:
+        """(val_loss, val_acc, test_acc) of all-node log-probabilities ``out`` (n, C)."""
+        vl, va = self._metrics(out[self.split.val])
+        return vl, va, float((out[self.split.test].argmax(1) == self.y[self.split.test]).double().mean())
 
     def snapshot(self) -> torch.Tensor:
         """A copy of the all-node outputs (n, C) the last validation metrics were read from: what
-        :meth:`test_acc_of` needs for those weights' test accuracy, instead of a copy of the weights."""
+        :meth:`scores_of` needs for those weights' records, instead of a copy of the weights."""
         assert self._seen is not None, "snapshot before any validation metrics"
         return self._seen.clone()
 
-    def test_acc_of(self, snap: torch.Tensor) -> float:
-        """Test accuracy of the weights a :meth:`snapshot` was taken at."""
-        return self._test_acc(snap)
+    def scores_of(self, snap: torch.Tensor) -> tuple[float, float, float]:
+        """(val_loss, val_acc, test_acc) of the weights a :meth:`snapshot` was taken at."""
+        return self._scores(snap)
 
     def evaluate(self) -> tuple[float, float, float]:
         """(val_loss, val_acc, test_acc) of the current weights with the model's own eval-mode forward."""
         self.net.eval()
         with torch.no_grad():
-            out = self._out()
-        vl, va = self._metrics(out[self.split.val])
-        return vl, va, self._test_acc(out)
+            return self._scores(self._out())
 
 
 class _Readout(torch.autograd.Function):
@@ -168,7 +168,7 @@ class _ReadoutCOINTask(_ModuleTask):
         from nsde_coin.graph.head import head_log, head_outputs
 
         logits = self.coin.base(self.x)  # sparse x: coin.py's hand-written kernel
-        self._seen = logits.detach()  # base logits of all nodes: test_acc_of diffuses them on the whole graph
+        self._seen = logits.detach()  # base logits of all nodes: scores_of diffuses them on the whole graph
         if self.readout is None:
             lu = head_log(logits[self.rows])
         else:  # the one COIN head, its diffusion restricted to the read-out rows
@@ -177,11 +177,11 @@ class _ReadoutCOINTask(_ModuleTask):
         loss = F.nll_loss(lu[: self.ntr], self.ytr)
         return loss, self._metrics(lu.detach()[self.ntr:])
 
-    def test_acc_of(self, snap: torch.Tensor) -> float:
-        """Test accuracy of the weights a :meth:`snapshot` (their base logits) was taken at: the logits diffused on
-        the whole graph."""
+    def scores_of(self, snap: torch.Tensor) -> tuple[float, float, float]:
+        """(val_loss, val_acc, test_acc) of the weights a :meth:`snapshot` (their base logits) was taken at, from
+        the model's own full diffusion of those logits on the whole graph (not the read-out rows)."""
         with torch.no_grad():
-            return self._test_acc(self.coin.log_prob_of_logits(snap, self.op))
+            return self._scores(self.coin.log_prob_of_logits(snap, self.op))
 
 
 def _attach_backward_adam(task: _ReadoutCOINTask, cfg: TrainConfig) -> Optional[nn.Module]:
@@ -229,8 +229,8 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
 
     ``keep_best=True`` copies the parameters at every reset and leaves ``net`` with those weights. ``False`` (the
     protocol runner's choice: it discards the model) keeps no copy: at every reset it keeps the (n, C) outputs of
-    the forward pass that gave the validation metrics, the test accuracy is read off the last of them at the end,
-    and ``net`` ends with the last epoch's weights. The records are
+    the forward pass that gave the validation metrics, the records are read off the last of them at the end (through
+    the model's full diffusion, as with the copy), and ``net`` ends with the last epoch's weights. The records are
     the same either way (to float rounding of ``val_loss``); the copy is W1's size again (283 MB on Coauthor Physics).
     """
     task: _ModuleTask
@@ -277,14 +277,12 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
                            "epoch_time_ms": round(1e3 * train_s / max(epochs, 1), 4),
                            "train_cpu_s": round(train_cpu_s, 6),
                            "epoch_cpu_ms": round(1e3 * train_cpu_s / max(epochs, 1), 4)}
-    if status == "ok" and best is None and seen:
-        out.update(val_loss=stopper.loss_at_reset, val_acc=stopper.acc_at_reset, test_acc=task.test_acc_of(seen[0]))
-    elif status == "ok":
+    if status == "ok":
         if best is not None:
             best.restore()
-        vl, va, ta = task.evaluate()
+        vl, va, ta = task.scores_of(seen[0]) if best is None and seen else task.evaluate()
         if stopper.best_epoch >= 0 and abs(va - stopper.acc_at_reset) > 0.02:
-            warnings.warn(f"validation accuracy of the saved weights {va:.4f} differs from the one seen in training "
+            warnings.warn(f"validation accuracy of the kept weights {va:.4f} differs from the one seen in training "
                           f"{stopper.acc_at_reset:.4f}", RuntimeWarning, stacklevel=2)
         out.update(val_loss=vl, val_acc=va, test_acc=ta)
     else:
