@@ -36,6 +36,7 @@ from torch import Tensor
 from nsde_coin.apps.fewshot_data import FewShotFeatures
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
+from nsde_coin.solvers import get_solver
 from nsde_coin.stacked import forward_copies, init_copies
 from nsde_coin.sweep import check_engine, run_units
 
@@ -75,6 +76,7 @@ class FewShotConfig:
             raise ValueError(f"sigma2 must be > 0, got {self.sigma2}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        get_solver(self.solver, family="graph")  # unknown names: ValueError listing the graph solvers
         nodes = self.n_way * (self.k_shot + self.n_query)
         if not 2 <= self.m <= self.k <= nodes:
             raise ValueError(f"need 2 <= m <= k <= nodes per task = {nodes}; got k={self.k}, m={self.m}")

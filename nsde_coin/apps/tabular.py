@@ -32,6 +32,7 @@ from torch import Tensor
 from nsde_coin._checks import is_int
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
+from nsde_coin.solvers import get_solver
 from nsde_coin.sweep import check_engine, run_units
 
 __all__ = ["TabularData", "TabularConfig", "breast_cancer", "load_csv", "stratified_labelled", "standardize",
@@ -249,6 +250,7 @@ def run_tabular(data: TabularData, cfg: TabularConfig = TabularConfig(), *, prog
 
     if cfg.seeds < 1 or cfg.epochs < 1:
         raise ValueError(f"seeds and epochs must be >= 1, got seeds={cfg.seeds}, epochs={cfg.epochs}")
+    get_solver(cfg.solver, family="graph")  # an unknown name fails here, before any work (or progress bar)
     check_engine(workers, client)
     if seeds_per_unit is not None and (not is_int(seeds_per_unit) or seeds_per_unit < 1):
         raise ValueError(f"seeds_per_unit must be an int >= 1 (or None: ~2 chunks per worker), got {seeds_per_unit!r}")

@@ -113,6 +113,17 @@ def add_common_arguments(p: argparse.ArgumentParser, figure: Optional[str] = Non
     o.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
+def check_coin_arguments(args: argparse.Namespace) -> None:
+    """Refuse an unknown ``--solver`` (one line listing the graph solvers) before the command loads data or starts a
+    progress bar; the other COIN options are checked by the command's config."""
+    from nsde_coin.solvers import get_solver
+
+    try:
+        get_solver(args.solver, family="graph")
+    except ValueError as err:
+        raise ValueError(f"--solver: {err}") from None
+
+
 def add_coin_arguments(g: argparse._ArgumentGroup, *, k: int, m: int, layer_num: int, sigma2: float, epochs: int,
                        lr: float, optimizer: str) -> None:
     """The COIN head options shared by the kNN-graph commands (few-shot, tabular), with per-command defaults:

@@ -16,6 +16,7 @@ from pathlib import Path
 from nsde_coin.commands.common import (
     add_coin_arguments,
     add_common_arguments,
+    check_coin_arguments,
     check_output,
     emit,
     environment,
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.fewshot_data import digits_features, load_features_file
 
     check_output(args.out)  # a bad --out fails now, not after the computation
+    check_coin_arguments(args)
     engine = engine_options(args)
     set_threads(args.threads)
     start = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 from nsde_coin.commands.common import (
     add_coin_arguments,
     add_common_arguments,
+    check_coin_arguments,
     check_output,
     emit,
     environment,
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from nsde_coin.apps.tabular import TabularConfig, breast_cancer, load_csv, run_tabular
 
     check_output(args.out)  # a bad --out fails now, not after the computation
+    check_coin_arguments(args)
     engine = engine_options(args)
     set_threads(args.threads)
     if (args.csv is None) != (args.label is None):

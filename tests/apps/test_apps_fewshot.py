@@ -139,3 +139,8 @@ def test_cli_with_user_features(tmp_path, capsys):
     bad.write_text("x")
     assert main(["fewshot", "--features", str(bad), "--no-progress"]) == 2
     assert "unknown features file format" in capsys.readouterr().err
+
+
+def test_unknown_solver_is_refused_by_the_config_check():
+    with pytest.raises(ValueError, match="unknown graph solver 'nope'; valid choices: exact, explicit"):
+        FewShotConfig(solver="nope").check()

@@ -93,3 +93,10 @@ def test_bad_csv_inputs(tmp_path, capsys):
         load_csv(p, "y")
     assert main(["tabular", "--csv", str(p), "--no-progress"]) == 2
     assert "--csv and --label go together" in capsys.readouterr().err
+
+
+def test_unknown_solver_is_refused_before_any_training():
+    """The library calls check the solver name first too (it used to fail inside the first model's training)."""
+    data = breast_cancer()
+    with pytest.raises(ValueError, match="unknown graph solver 'nope'; valid choices: exact, explicit"):
+        run_tabular(data, TabularConfig(seeds=1, epochs=1, solver="nope"))

@@ -284,6 +284,14 @@ def test_bad_hparam_value_is_one_line_naming_it_before_loading_data(model, hpara
     assert named in line and valid in line
 
 
+@pytest.mark.parametrize("command", ["tabular", "fewshot"])
+def test_unknown_solver_is_one_line_before_any_work(command, capsys, no_work):
+    """Used to fail only inside training, after the progress bar had started."""
+    assert main([command, "--solver", "nope"]) == 2
+    line = _one_error_line(capsys, command)
+    assert "--solver" in line and "'nope'" in line and "exact, explicit, implicit, random_walk" in line
+
+
 def test_unknown_graph_model_is_named_before_its_flags(capsys, no_work):
     assert main(["graph", "--dataset", "cora", "--model", "foo", "--allow-unstable"]) == 2
     line = _one_error_line(capsys, "graph")
