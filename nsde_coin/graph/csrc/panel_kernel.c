@@ -134,8 +134,23 @@ static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, 
     }
 }
 
+#ifndef PF_ROWS
+#define PF_ROWS 8 /* rows ahead: a panel's rows of a d×d matrix lie d floats apart, beyond the hardware prefetchers */
+#endif
+
+/* prefetch k floats of one row of a d×d matrix (rw: 1 when the row will be written) */
+static inline __attribute__((always_inline)) void prefetch_row(const float *row, int64_t k, const int rw) {
+    for (int64_t t = 0; t < k; t += 16) {
+        if (rw) __builtin_prefetch(row + t, 1, 3);
+        else __builtin_prefetch(row + t, 0, 3);
+    }
+}
+
 static void pack_panel(int64_t d, int64_t j0, int64_t k, const float *W1, float *pack) {
-    for (int64_t i = 0; i < d; i++) memcpy(pack + i * k, W1 + i * d + j0, (size_t)k * sizeof(float));
+    for (int64_t i = 0; i < d; i++) {
+        if (i + PF_ROWS < d) prefetch_row(W1 + (i + PF_ROWS) * d + j0, k, 0);
+        memcpy(pack + i * k, W1 + i * d + j0, (size_t)k * sizeof(float));
+    }
 }
 
 /* h_J[v] = ReLU(b1[J] + x_v W1[:, J]) for nodes [v0, v1) into hc (their rows, stride k), from the packed panel */
@@ -273,6 +288,7 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
         /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J (gathered here, or taken from acc) */
         for (int64_t i = 0; i <= d; i++) {
             float *o = i == d ? gb1 + j0 : W1 ? tile + C * k : gW1 + i * d + j0;
+            if (i + PF_ROWS < d) prefetch_row((W1 ? W1 : gW1) + (i + PF_ROWS) * d + j0, k, 1);
             if (acc) {
                 if (!(W1 && i < d)) memcpy(o, acc + i * k, (size_t)k * sizeof(float));
             } else {
