@@ -42,8 +42,9 @@ typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 #define API __attribute__((visibility("default")))
 
 /* Bumped whenever an entry point's arguments change; nsde_coin/graph/native.py refuses a build of another version
- * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments. */
-API int64_t nsde_panel_abi_version(void) { return 3; }
+ * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments.  It covers
+ * csr_power.c too, built into the same library. */
+API int64_t nsde_panel_abi_version(void) { return 4; }
 
 /* Nodes per chunk of the backward's first pass: the caller sizes the recomputation's scratch with it. */
 API int64_t nsde_panel_chunk(void) { return CHUNK; }
@@ -85,19 +86,44 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
     }
 }
 
-static inline __attribute__((always_inline)) float hsum(v16 a) {
-#if defined(__GNUC__) && !defined(__clang__)
-    /* four shuffle-and-add steps instead of 15 scalar adds */
-    a += __builtin_shuffle(a, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-    a += __builtin_shuffle(a, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
-    a += __builtin_shuffle(a, (v16i){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
-    a += __builtin_shuffle(a, (v16i){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
-    return a[0];
+#if defined(__clang__)
+#define SHUF2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-    float s = 0.f;
-    for (int l = 0; l < 16; l++) s += a[l];
-    return s;
+#define SHUF2(a, b, ...) __builtin_shuffle(a, b, (v16i){__VA_ARGS__})
 #endif
+
+/* o[c] += W2[c, J] . h_J[v] for the M <= 8 classes of one group (w2: W2[c0, j0], row stride d; hv: one row of h_J):
+ * M vector partial sums in parallel (independent FMA chains, hv loaded once), then all of them reduced together by
+ * a tree of two-input shuffles: 23 vector operations for 8 sums where 8 separate horizontal sums took 64, and no
+ * long dependency chain per class. */
+static inline __attribute__((always_inline)) void out_dots(const int M, const float *hv, const float *w2, int64_t d,
+                                                           int64_t k, float *o) {
+    v16 s[8];
+    float tail[8];
+    for (int c = 0; c < 8; c++) { s[c] = (v16){0}; tail[c] = 0.f; }
+    int64_t q = 0;
+    for (; q + 16 <= k; q += 16) {
+        const v16 hq = LD(hv + q);
+        for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q);
+    }
+    for (; q < k; q++)
+        for (int c = 0; c < M; c++) tail[c] += hv[q] * w2[c * d + q];
+    /* level 1: lanes 0-7 of x_j hold 8 partials of s_2j, lanes 8-15 those of s_2j+1 */
+    v16 x[4];
+    for (int j = 0; j < 4; j++)
+        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               SHUF2(s[2 * j], s[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    /* level 2: groups of 4 lanes: y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
+    v16 y[2];
+    for (int j = 0; j < 2; j++)
+        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+               SHUF2(x[2 * j], x[2 * j + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    /* level 3: pairs of lanes (s0, s4, s2, s6, s1, s5, s3, s7); level 4: their even lanes hold the sums */
+    v16 z = SHUF2(y[0], y[1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+            SHUF2(y[0], y[1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    z += SHUF2(z, z, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    static const int lane[8] = {0, 8, 4, 12, 2, 10, 6, 14};
+    for (int c = 0; c < M; c++) o[c] += z[lane[c]] + tail[c];
 }
 
 /* Pass 1 of the backward for classes [c, c+M) of one 16-column block and one chunk of nodes [v0, v1) (hc, gzc:
@@ -206,14 +232,19 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
         for (int64_t v = 0; v < n; v++) {
             float *hv = hp ? hp + v * k : pack + d * k;
             hidden_rows(v, v + 1, n, k, j0, off, cols, vals, nnz, b1, pack, hv);
-            for (int64_t c = 0; c < C; c++) {
+            for (int64_t c = 0; c < C; c += 8) {
                 const float *w2 = W2 + c * d + j0;
-                v16 s = {0};
-                int64_t q = 0;
-                for (; q + 16 <= k; q += 16) s += LD(hv + q) * LD(w2 + q);
-                float r = hsum(s);
-                for (; q < k; q++) r += hv[q] * w2[q];
-                out[v * C + c] += r;
+                float *o = out + v * C + c;
+                switch (C - c < 8 ? C - c : 8) {
+                case 8: out_dots(8, hv, w2, d, k, o); break;
+                case 7: out_dots(7, hv, w2, d, k, o); break;
+                case 6: out_dots(6, hv, w2, d, k, o); break;
+                case 5: out_dots(5, hv, w2, d, k, o); break;
+                case 4: out_dots(4, hv, w2, d, k, o); break;
+                case 3: out_dots(3, hv, w2, d, k, o); break;
+                case 2: out_dots(2, hv, w2, d, k, o); break;
+                default: out_dots(1, hv, w2, d, k, o); break;
+                }
             }
         }
         if (hp) hp += n * k;
@@ -265,7 +296,8 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
                     default: pass1_classes(1, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
                     }
                 }
-                for (int64_t v = v0; v < v1; v++) { /* the ReLU mask */
+                for (int64_t v = v0; v < v1; v++) { /* the ReLU mask; prefetch the next chunk's block of h_J */
+                    if (hp && v + CHUNK < n) __builtin_prefetch(hp + (v + CHUNK) * k + t, 0, 2);
                     const v16 hh = LD(hc + (v - v0) * k + t);
                     ST(gzc + (v - v0) * k + t, (v16)((v16i)LD(gzc + (v - v0) * k + t) & (hh > 0)));
                 }
