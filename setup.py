@@ -1,6 +1,7 @@
-"""Build script: metadata lives in setup.cfg; this file adds the optional compiled panel kernel of COIN.
+"""Build script: metadata lives in setup.cfg; this file adds the optional compiled kernels of COIN.
 
-``nsde_coin/graph/csrc/panel_kernel.c`` is plain C (no torch headers; Python.h only for an empty module init,
+``nsde_coin/graph/csrc/panel_kernel.c`` (the sparse base layer) and ``csr_power.c`` (the explicit diffusion's k
+steps) are plain C (no torch headers; Python.h only for an empty module init,
 so that tools walking the package can import it) loaded with ctypes by
 :mod:`nsde_coin.graph.native`. ``optional=True``: without a C compiler the install still succeeds and the library
 runs its pure-torch kernel. Reassociating float sums (``-fassociative-math``) lets the compiler vectorise the
@@ -11,7 +12,7 @@ from setuptools import Extension, setup
 
 PANEL_KERNEL = Extension(
     "nsde_coin.graph._panel_kernel",
-    sources=["nsde_coin/graph/csrc/panel_kernel.c"],
+    sources=["nsde_coin/graph/csrc/panel_kernel.c", "nsde_coin/graph/csrc/csr_power.c"],
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
                         "-fvisibility=hidden", "-Wno-psabi"],
     define_macros=[("NSDE_PYTHON_MODULE", "1")],

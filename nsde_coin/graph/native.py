@@ -1,4 +1,5 @@
-"""The compiled panel kernel of COIN's sparse base layer (``csrc/panel_kernel.c``), loaded with ctypes.
+"""The compiled kernels of COIN (``csrc/panel_kernel.c``: the sparse base layer; ``csrc/csr_power.c``: the explicit
+diffusion's k steps), loaded with ctypes.
 
 ``pip install`` builds ``nsde_coin/graph/_panel_kernel*.so`` from plain C (no torch headers; Python's only for an
 empty module init so that the file is importable; on x86-64
@@ -13,9 +14,15 @@ one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept 
 written straight into ∇W1 (or into W1 through Adam): gathered from the n×k table g_z, or, where that table would
 outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator.
 
-When it runs: float32 CPU tensors, int32 feature indices, ``torch.get_num_threads() == 1`` (it is single-threaded;
-with more threads torch's parallel panels are used) and not disabled by the environment variable
-``NSDE_COIN_NATIVE=0``.
+:func:`csr_power` runs all k steps ``u ← P u`` of :func:`nsde_coin.graph.sparse.propagate` in one call on a
+zero-padded copy of u (rows of a multiple of 8 floats) that stays in L2, instead of k torch sparse matmuls that each
+convert P's int64 indices for MKL (Cora, 20 steps × 7 classes, 1 thread, Intel Xeon: see
+``benchmarks/bench_propagate.py``).
+
+When they run: float32 CPU tensors, int32 feature indices (the base layer), ``torch.get_num_threads() == 1`` for
+the base layer (it is single-threaded; with more threads torch's parallel panels are used), at most
+:data:`~nsde_coin.graph.sparse.SMALL_WORK` entries or one thread for :func:`csr_power`, and not disabled by the
+environment variable ``NSDE_COIN_NATIVE=0``.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["ENV", "backward", "forward", "status", "usable"]
+__all__ = ["ENV", "backward", "csr_power", "forward", "power_usable", "status", "usable"]
 
-ABI_VERSION = 3  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
+ABI_VERSION = 4  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernel (the torch panels run instead)
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _LIB: Optional[ctypes.CDLL] = None
@@ -57,7 +64,8 @@ def _load() -> Optional[ctypes.CDLL]:
         lib.nsde_panel_chunk.restype = _I64
         lib.nsde_panel_forward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 6
         lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 15 + [_I64] + [_P] * 4
-        lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = None
+        lib.nsde_csr_power.argtypes = [_I64] * 3 + [_P] * 6
+        lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = lib.nsde_csr_power.restype = None
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
         return None
@@ -79,6 +87,26 @@ def usable(w1: torch.Tensor, index_dtype: torch.dtype, *others: torch.Tensor) ->
     return (w1.dtype == torch.float32 and w1.device.type == "cpu" and index_dtype == torch.int32
             and all(t.dtype == w1.dtype and t.device == w1.device for t in others)
             and torch.get_num_threads() == 1 and os.environ.get(ENV, "").strip() != "0" and _load() is not None)
+
+
+def power_usable(u: torch.Tensor, p: torch.Tensor, small: bool) -> bool:
+    """Whether :func:`csr_power` runs for ``u`` (n, m) and the sparse CSR ``p``: float32 CPU tensors, int64
+    indices, ``small`` work (:func:`~nsde_coin.graph.sparse.propagate`'s single-thread size) or one thread."""
+    return (u.dtype == torch.float32 and u.device.type == "cpu" and u.dim() == 2 and p.layout == torch.sparse_csr
+            and p.dtype == torch.float32 and p.crow_indices().dtype == torch.int64
+            and (small or torch.get_num_threads() == 1) and os.environ.get(ENV, "").strip() != "0"
+            and _load() is not None)
+
+
+def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
+    """``P^k u`` (k ≥ 1) for a float32 CSR ``p`` (n, n) and ``u`` (n, m): a new contiguous (n, m) tensor."""
+    n, m = u.shape
+    u = u.contiguous()
+    out = torch.empty_like(u)
+    work = torch.empty(2 * n * ((m + 7) // 8 * 8), dtype=u.dtype)
+    crow, col, val = p.crow_indices(), p.col_indices(), p.values()
+    _load().nsde_csr_power(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
+    return out
 
 
 def _ptr(t: torch.Tensor) -> int:

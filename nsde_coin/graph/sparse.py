@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from nsde_coin._threads import torch_threads
+from nsde_coin.graph import native
 
 __all__ = ["SMALL_WORK", "LinearMap", "apply_linear", "from_columns", "propagate", "small_work_threads", "to_columns"]
 
@@ -63,6 +64,8 @@ def apply_linear(u: torch.Tensor, forward_fn: Fn, adjoint_fn: Fn) -> torch.Tenso
 
 def _power(mat: torch.Tensor, k: int) -> Fn:
     def run(v: torch.Tensor) -> torch.Tensor:
+        if k > 0 and native.power_usable(v, mat, v.numel() <= SMALL_WORK):
+            return native.csr_power(mat, v, k)  # all k steps in one compiled call (see native's doc)
         for _ in range(k):
             v = mat @ v
         return v
