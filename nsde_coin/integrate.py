@@ -31,7 +31,7 @@ import torchdiffeq
 import torchsde
 from torch import Tensor, nn
 
-from nsde_coin._checks import is_int
+from nsde_coin._checks import all_finite, is_int
 from nsde_coin._field_checks import check_shape, field_call
 from nsde_coin.brownian import FixedGridBrownian
 from nsde_coin.diffusions import ZeroDiffusion, as_diffusion
@@ -175,14 +175,14 @@ def feynman_kac(
                                        brownian)
         xT, paths = _solve_sde(y0, drift, diffusion, T, n_steps, info, integrate_as, sde_type, grad_mode,
                                adjoint_method, int(seed), rtol, atol, return_paths, adaptive, brownian, extra)
-    if not torch.isfinite(xT).all():
+    if not all_finite(xT):
         raise NonFiniteError(f"the {info.name!r} solve produced NaN/Inf states X_T at T={T}; the dynamics blew up — "
                              f"use more steps (now {n_steps}) or a smaller drift/diffusion")
     out = field_call("base model f", f, xT, xT)
     if not isinstance(out, Tensor) or out.dim() not in (1, 2) or out.shape[0] != B * K:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"f must map (N, d) -> (N, C) or (N,) with N = {B * K}, got {shape}")
-    if not torch.isfinite(out).all():
+    if not all_finite(out):
         bad = int((~torch.isfinite(out)).sum())
         raise NonFiniteError(f"the base model f returned NaN/Inf on finite states X_T ({bad} of {out.numel()} "
                              f"outputs f(X_T)); check f's parameters and inputs (e.g. log of a non-positive value)")

@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from nsde_coin._checks import is_int, is_real
+from nsde_coin._checks import all_finite, is_int, is_real
 from nsde_coin.errors import NonFiniteError
 from nsde_coin.graph.laplacian import GraphOperator, as_operator
 from nsde_coin.graph.laplacian_checks import check_laplacian as _check_laplacian
@@ -61,7 +61,7 @@ def _check_u(u: Any) -> None:
         raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
     if not u.is_floating_point():
         raise TypeError(f"u must be a floating-point tensor, got dtype {u.dtype}")
-    if not bool(torch.isfinite(u).all()):
+    if not all_finite(u):
         raise ValueError(f"u contains NaN or Inf ({int((~torch.isfinite(u)).sum())} non-finite entries)")
 
 
@@ -172,7 +172,7 @@ def diffuse(
             out = cols[_check_nodes(nodes, op.n)]
     else:
         out, err = info.impl(cols, op, s, k, **kwargs)
-    if not bool(torch.isfinite(out.detach()).all()):
+    if not all_finite(out):
         raise NonFiniteError(f"graph diffusion with solver={solver!r}, sigma2={s}, layer_num={k} produced NaN/Inf "
                              f"(sigma2·lambda_max = {s * op.lambda_max:.4g}; stable explicit steps need < 2)")
     if nodes is not None:

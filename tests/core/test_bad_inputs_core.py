@@ -215,3 +215,19 @@ def test_fault_table_row(call: Callable[[], Any], err: Optional[type], words: tu
     missing = [w for w in words if w not in msg]
     assert not missing, f"{missing} not in: {msg}"
 
+
+
+@pytest.mark.parametrize("values, finite", [
+    ([1.0, -2.0, 0.0], True),
+    ([3e38, 3e38, -1.0], True),  # finite entries whose float32 sum overflows: the entry-wise test decides
+    ([1.0, float("nan")], False),
+    ([float("inf"), -float("inf")], False),  # their sum is NaN: also caught
+    ([-float("inf"), 1.0], False),
+])
+def test_all_finite_agrees_with_the_entrywise_test(values, finite) -> None:
+    from nsde_coin._checks import all_finite
+
+    t = torch.tensor(values)
+    assert bool(torch.isfinite(t).all()) is finite
+    assert all_finite(t) is finite and all_finite(t.double()) is finite
+    assert all_finite(torch.arange(3)) is True  # integers are always finite
