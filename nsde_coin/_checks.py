@@ -8,6 +8,7 @@ accept Python and NumPy numbers and reject ``bool``, so every module treats ``np
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import torch
@@ -30,4 +31,4 @@ def all_finite(t: torch.Tensor) -> bool:
     t = t.detach()
     if not t.is_floating_point() and not t.is_complex():
         return True
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
