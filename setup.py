@@ -13,6 +13,7 @@ from setuptools import Extension, setup
 PANEL_KERNEL = Extension(
     "nsde_coin.graph._panel_kernel",
     sources=["nsde_coin/graph/csrc/panel_kernel.c", "nsde_coin/graph/csrc/csr_power.c"],
+    depends=["nsde_coin/graph/csrc/kernel_common.h"],
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
                         "-fvisibility=hidden", "-Wno-psabi"],
     define_macros=[("NSDE_PYTHON_MODULE", "1")],

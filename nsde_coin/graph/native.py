@@ -151,10 +151,10 @@ def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, 
     saved, (w1r, b1) = (h, (None, None)) if isinstance(h, torch.Tensor) else (None, h)
     pack = None if saved is not None else torch.empty((d + chunk) * panel, dtype=g.dtype)
     lib.nsde_panel_backward(n, d, c, panel, p0, p1, _ptr(feats.t_offsets), _ptr(feats.t_rows),
-                                _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _opt(saved), _ptr(w2), _ptr(gz),
-                                _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy),
-                                _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals), feats.cols.numel(),
-                                _opt(w1r), _opt(b1), _opt(pack), _opt(acc))
+                            _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _opt(saved), _ptr(w2), _ptr(gz),
+                            _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy),
+                            _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals), feats.cols.numel(),
+                            _opt(w1r), _opt(b1), _opt(pack), _opt(acc))
 
 
 def _opt(t: Optional[torch.Tensor]) -> Optional[int]:

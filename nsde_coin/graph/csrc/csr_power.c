@@ -12,18 +12,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernel_common.h"
+
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 #define LD8(p) ((v8)(*(const v8u *)(p)))
 #define ST8(p, x) (*(v8u *)(p) = (x))
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
-
-#define API __attribute__((visibility("default")))
 
 /* dst = P src over rows [0, n) of n x s buffers (s: the padded row stride, a multiple of 8) */
 static inline __attribute__((always_inline)) void csr_step(int64_t n, int64_t s, const int64_t *crow,

@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernel_common.h"
+
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
@@ -32,14 +34,6 @@ typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 #ifndef CHUNK
 #define CHUNK 32 /* nodes per block of the backward first pass (CHUNK rows of h_J stay in L1) */
 #endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
-
-#define API __attribute__((visibility("default")))
 
 /* Bumped whenever an entry point's arguments change; nsde_coin/graph/native.py refuses a build of another version
  * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments.  It covers
