@@ -4,7 +4,9 @@ Part 1 — 20 explicit steps u ← u − σ²Lu (σ² = 0.35, u: n × 7) forward
 connected component (2485 nodes; a random graph of the same size and edge count when ../shared/data is absent):
 
 * ``nsde_coin``   — ``diffuse(..., solver="explicit")``: CSR of P = I − σ²L, one custom autograd call (backward = the
-                    same propagation, L symmetric);
+                    same propagation, L symmetric); its k steps run in one compiled call
+                    (:func:`nsde_coin.graph.native.csr_power`) where the library was built;
+* ``nsde_coin_torch`` — the same with ``NSDE_COIN_NATIVE=0``: k torch CSR products per direction;
 * ``dense``       — autograd through a dense n×n L;
 * ``torch_coo``   — autograd through ``torch.sparse.mm`` with a COO L (a plain sparse implementation);
 * ``csr_forward`` — 20 CSR products, forward only (a lower bound).
@@ -34,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nsde_coin.graph import native
 from nsde_coin.graph.coin import COIN, COINEnsemble, node_nll_loss
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
@@ -113,6 +116,17 @@ def bench_propagation(a: sp.csr_matrix, repeats: int, steps: int = 20, s: float 
     res = {"n": n, "nnz": int(op.scipy.nnz), "steps": steps, "sigma2": s, "lambda_max": op.lambda_max,
            "grad_rel_diff_vs_coo": grad_err}
     res["nsde_coin_fwd_bwd_ms"] = timed(ours, repeats)
+    res["compiled_power"] = native.status()
+    before = os.environ.get(native.ENV)
+    os.environ[native.ENV] = "0"
+    try:
+        res["nsde_coin_torch_fwd_bwd_ms"] = timed(ours, repeats)
+    finally:
+        if before is None:
+            os.environ.pop(native.ENV)
+        else:
+            os.environ[native.ENV] = before
+    res["speedup_compiled_vs_torch_path"] = res["nsde_coin_torch_fwd_bwd_ms"] / res["nsde_coin_fwd_bwd_ms"]
     res["dense_fwd_bwd_ms"] = timed(loop(lambda v: dense @ v), max(3, repeats // 5))
     res["torch_coo_fwd_bwd_ms"] = timed(loop(lambda v: torch.sparse.mm(coo, v)), max(5, repeats // 3))
     res["csr_forward_only_ms"] = timed(csr_forward, repeats)
