@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     c = int(y.max()) + 1
     train = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:20 * c]
     kernels = {"legacy": (LegacyBase, legacy_features(x), "0"), "panelled": (SparseBase, feats, "0")}
-    if native.status() == "available":
+    if native.available():
         kernels["compiled"] = (SparseBase, feats, "1")
         kernels["compiled_backward_adam"] = (SparseBase, feats, "1")
     runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s, backward_adam=k.endswith("backward_adam"))

@@ -2,9 +2,11 @@
 diffusion's k steps), loaded with ctypes.
 
 ``pip install`` builds ``nsde_coin/graph/_panel_kernel*.so`` from plain C (no torch headers; Python's only for an
-empty module init so that the file is importable; on x86-64
-one binary holds AVX-512, AVX2 and SSE2 clones, picked for the CPU at load time). The build is optional: where no
-C compiler is found, installation still succeeds and :class:`~nsde_coin.graph.sparse_base.SparseBase` runs its
+empty module init so that the file is importable). The library holds each kernel three times, built for AVX-512,
+AVX2 and baseline x86-64 (SSE2) (``csrc/kernels_*.c``); :func:`isa` says which build runs: the widest this CPU
+supports, or the one the environment variable ``NSDE_COIN_NATIVE_ISA`` names (``avx512``, ``avx2``, ``baseline``;
+CI runs its second pass on ``baseline``, so the SSE2 code is tested on every machine). The build is optional: where
+no C compiler is found, installation still succeeds and :class:`~nsde_coin.graph.sparse_base.SparseBase` runs its
 pure-torch panels instead — same results to float32 rounding. :func:`status` says which path runs and why.
 
 What it fuses (Cora, 1 thread, Intel Xeon: the base layer's forward + backward 14 ms vs 22 ms for the torch panels;
@@ -35,17 +37,30 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["ENV", "backward", "csr_power", "forward", "power_usable", "status", "usable"]
+from nsde_coin.errors import invalid_choice
 
-ABI_VERSION = 4  # nsde_panel_abi_version() of csrc/panel_kernel.c this module calls
-ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernel (the torch panels run instead)
+__all__ = ["ENV", "ENV_ISA", "ISAS", "available", "backward", "csr_power", "forward", "isa", "power_usable", "status",
+           "supported_isas", "usable"]
+
+ABI_VERSION = 5  # nsde_panel_abi_version() of csrc/module.c this module calls
+ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
+ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
+ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
+_ARGTYPES = {  # each entry point's arguments, in the order of its C signature
+    "nsde_panel_chunk": [],
+    "nsde_panel_forward": [_I64] * 4 + [_P] * 3 + [_I64] + [_P] * 3 + [_I64] + [_P] * 3,
+    "nsde_panel_backward": [_I64] * 4 + [_P] * 3 + [_I64, _P, _I64] + [_P] * 7 + [_I64] + [_P] * 7 + [_I64]
+    + [_P] * 3 + [_I64, _P],
+    "nsde_csr_power": [_I64] * 3 + [_P] * 6,
+}
 _LIB: Optional[ctypes.CDLL] = None
+_BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
 
 
 def _load() -> Optional[ctypes.CDLL]:
-    global _LIB, _WHY
+    global _LIB, _BEST, _WHY
     if _LIB is not None or _WHY:
         return _LIB
     here = Path(__file__).resolve().parent
@@ -61,24 +76,68 @@ def _load() -> Optional[ctypes.CDLL]:
             _WHY = (f"stale build {paths[0].name} (kernel ABI {lib.nsde_panel_abi_version()}, this package needs "
                     f"{ABI_VERSION}): re-run `pip install -e .`")
             return None
-        lib.nsde_panel_chunk.restype = _I64
-        lib.nsde_panel_forward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 6
-        lib.nsde_panel_backward.argtypes = [_I64] * 6 + [_P] * 3 + [_I64] + [_P] * 15 + [_I64] + [_P] * 4
-        lib.nsde_csr_power.argtypes = [_I64] * 3 + [_P] * 6
-        lib.nsde_panel_forward.restype = lib.nsde_panel_backward.restype = lib.nsde_csr_power.restype = None
+        lib.nsde_kernel_best_isa.restype = _I64
+        best = int(lib.nsde_kernel_best_isa())
+        for name, args in _ARGTYPES.items():
+            for level in ISAS:
+                fn = getattr(lib, f"{name}_{level}")
+                fn.argtypes, fn.restype = args, (_I64 if name == "nsde_panel_chunk" else None)
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
         return None
-    _LIB = lib
+    _LIB, _BEST = lib, min(max(best, 0), len(ISAS) - 1)
     return lib
 
 
+def supported_isas() -> tuple[str, ...]:
+    """The builds of the kernels this CPU runs, narrowest first (empty when the library is not available)."""
+    return ISAS[: _BEST + 1] if _load() is not None else ()
+
+
+def isa() -> str:
+    """The build of the kernels that runs (one of :data:`ISAS`): ``NSDE_COIN_NATIVE_ISA`` when set, else the widest
+    this CPU supports. Raises ``ValueError`` for a value outside :data:`ISAS` or wider than the CPU supports, and
+    ``RuntimeError`` when the library is not available (see :func:`status`)."""
+    if _load() is None:
+        raise RuntimeError(f"the compiled kernels are not available: {_WHY}")
+    want = os.environ.get(ENV_ISA, "").strip()
+    if not want:
+        return ISAS[_BEST]
+    if want not in ISAS:
+        raise ValueError(invalid_choice(ENV_ISA, want, ISAS))
+    if ISAS.index(want) > _BEST:
+        raise ValueError(f"{ENV_ISA}={want!r} is wider than this CPU supports; valid choices here: "
+                         f"{', '.join(ISAS[: _BEST + 1])}")
+    return want
+
+
+def _fn(name: str):
+    return getattr(_LIB, f"{name}_{isa()}")
+
+
 def status() -> str:
-    """One line: whether the compiled kernel is available in this process, and if not, why."""
+    """One line: whether the compiled kernels are available in this process and which build runs, and if not, why."""
     if os.environ.get(ENV, "").strip() == "0":
         return f"disabled ({ENV}=0)"
-    lib = _load()
-    return "available" if lib is not None else _WHY
+    if _load() is None:
+        return _WHY
+    try:
+        return f"available ({isa()})"
+    except ValueError as err:
+        return str(err)
+
+
+def available() -> bool:
+    """Whether the compiled kernels are built, loadable and not disabled (:func:`status` says why not)."""
+    return status().startswith("available")
+
+
+def _enabled() -> bool:
+    """Not disabled by ``NSDE_COIN_NATIVE=0`` and built; a bad ``NSDE_COIN_NATIVE_ISA`` raises (see :func:`isa`)."""
+    if os.environ.get(ENV, "").strip() == "0" or _load() is None:
+        return False
+    isa()
+    return True
 
 
 def usable(w1: torch.Tensor, index_dtype: torch.dtype, *others: torch.Tensor) -> bool:
@@ -86,16 +145,16 @@ def usable(w1: torch.Tensor, index_dtype: torch.dtype, *others: torch.Tensor) ->
     ``others`` (the remaining weights and feature values) must share w1's dtype and device."""
     return (w1.dtype == torch.float32 and w1.device.type == "cpu" and index_dtype == torch.int32
             and all(t.dtype == w1.dtype and t.device == w1.device for t in others)
-            and torch.get_num_threads() == 1 and os.environ.get(ENV, "").strip() != "0" and _load() is not None)
+            and torch.get_num_threads() == 1 and _enabled())
 
 
 def power_usable(u: torch.Tensor, p: torch.Tensor, small: bool) -> bool:
-    """Whether :func:`csr_power` runs for ``u`` (n, m) and the sparse CSR ``p``: float32 CPU tensors, int64
+    """Whether :func:`csr_power` runs for ``u`` (n, m) and the sparse CSR ``p`` (n, n): float32 CPU tensors, int64
     indices, ``small`` work (:func:`~nsde_coin.graph.sparse.propagate`'s single-thread size) or one thread."""
     return (u.dtype == torch.float32 and u.device.type == "cpu" and u.dim() == 2 and p.layout == torch.sparse_csr
+            and p.device.type == "cpu" and tuple(p.shape) == (u.shape[0], u.shape[0])  # else torch's shape error
             and p.dtype == torch.float32 and p.crow_indices().dtype == torch.int64
-            and (small or torch.get_num_threads() == 1) and os.environ.get(ENV, "").strip() != "0"
-            and _load() is not None)
+            and (small or torch.get_num_threads() == 1) and _enabled())
 
 
 def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
@@ -105,57 +164,55 @@ def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.empty_like(u)
     work = torch.empty(2 * n * ((m + 7) // 8 * 8), dtype=u.dtype)
     crow, col, val = p.crow_indices(), p.col_indices(), p.values()
-    _load().nsde_csr_power(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
+    _fn("nsde_csr_power")(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
     return out
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    """The address of ``t``'s data (None for None: an argument the kernel does not touch under its flags)."""
+    return None if t is None else t.data_ptr()
 
 
 def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: torch.Tensor, panel: int,
-            p0: int, p1: int, h: Optional[torch.Tensor]) -> None:
-    """Panels ``[p0, p1)``: write ``h`` (their n×k blocks back to back; ``None``: not kept) and add ``W2[:, J] h_J``
-    into ``out`` (n, C).
+            h: Optional[torch.Tensor]) -> None:
+    """All panels of width ``panel``: write ``h`` (their n×k blocks back to back; ``None``: not kept) and add
+    ``W2[:, J] h_J`` into ``out`` (n, C).
 
     ``feats``: :class:`~nsde_coin.graph.sparse_base.SparseFeatures` with int32 indices; w1 (d, d), b1 (d,), w2 (C, d)
-    contiguous float32; ``out`` contiguous (n, C) float32.
+    contiguous float32; ``out`` contiguous (n, C) float32; ``h`` n·d floats.
     """
     n, d, c = out.shape[0], w1.shape[0], w2.shape[0]
     pack = torch.empty((d + 1) * panel, dtype=w1.dtype)
-    _load().nsde_panel_forward(n, d, c, panel, p0, p1, _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals),
-                               feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), _opt(h), _ptr(out), _ptr(pack))
+    _fn("nsde_panel_forward")(n, d, c, panel, _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals),
+                              feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), int(h is not None), _ptr(h),
+                              _ptr(out), _ptr(pack))
 
 
 def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], w2: torch.Tensor,
-             gw1: Optional[torch.Tensor], gb1: torch.Tensor, gw2: torch.Tensor, panel: int, p0: int, p1: int,
+             gw1: Optional[torch.Tensor], gb1: torch.Tensor, gw2: torch.Tensor, panel: int,
              adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None,
              scatter: bool = False) -> None:
-    """Panels ``[p0, p1)``: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
+    """All panels: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
 
-    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it for the same panels, or ``(w1, b1)``, the weights of
-    the forward, to recompute each panel's activations in L1 (the forward kept none). With ``adam = (w1, exp_avg,
-    exp_avg_sq, hyper)`` (see :class:`~nsde_coin.graph.backward_adam.BackwardAdam`) each row of ∇W1[:, J] updates
-    ``w1`` in place instead of being stored (``gw1`` may be ``None``). ``scatter``: compute ``xᵀ gz_J`` by adding
-    each node's row of ``gz_J`` into a (d+1)×k accumulator along the rows of x, instead of gathering from the n×k
-    table ``gz_J`` (faster once that table outgrows L2; same sums in another order).
+    ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it, or ``(w1, b1)``, the weights of the forward, to
+    recompute each panel's activations in L1 (the forward kept none). With ``adam = (w1, exp_avg, exp_avg_sq,
+    hyper)`` (see :class:`~nsde_coin.graph.backward_adam.BackwardAdam`) each row of ∇W1[:, J] updates ``w1`` in place
+    instead of being stored (``gw1`` may be ``None``). ``scatter``: compute ``xᵀ gz_J`` by adding each node's row of
+    ``gz_J`` into a (d+1)×k accumulator along the rows of x, instead of gathering from the n×k table ``gz_J``
+    (faster once that table outgrows L2; same sums in another order).
     """
     n, c = g.shape
     d = gb1.shape[0]
-    lib = _load()
-    chunk = lib.nsde_panel_chunk()
+    chunk = _fn("nsde_panel_chunk")()
     gz = torch.empty((chunk if scatter else n) * panel, dtype=g.dtype)
     acc = torch.empty((d + 1) * panel, dtype=g.dtype) if scatter else None
     tile = torch.empty((c + 1) * panel, dtype=g.dtype)
     w1, m, v, hy = adam if adam is not None else (None, None, None, None)
     saved, (w1r, b1) = (h, (None, None)) if isinstance(h, torch.Tensor) else (None, h)
     pack = None if saved is not None else torch.empty((d + chunk) * panel, dtype=g.dtype)
-    lib.nsde_panel_backward(n, d, c, panel, p0, p1, _ptr(feats.t_offsets), _ptr(feats.t_rows),
-                            _ptr(feats.t_vals), feats.t_rows.numel(), _ptr(g), _opt(saved), _ptr(w2), _ptr(gz),
-                            _opt(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), _opt(w1), _opt(m), _opt(v), _opt(hy),
-                            _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals), feats.cols.numel(),
-                            _opt(w1r), _opt(b1), _opt(pack), _opt(acc))
-
-
-def _opt(t: Optional[torch.Tensor]) -> Optional[int]:
-    return None if t is None else t.data_ptr()
+    _fn("nsde_panel_backward")(n, d, c, panel, _ptr(feats.t_offsets), _ptr(feats.t_rows), _ptr(feats.t_vals),
+                               feats.t_rows.numel(), _ptr(g), int(saved is not None), _ptr(saved), _ptr(w2),
+                               _ptr(gz), _ptr(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), int(adam is not None),
+                               _ptr(w1), _ptr(m), _ptr(v), _ptr(hy), _ptr(feats.offsets), _ptr(feats.cols),
+                               _ptr(feats.vals), feats.cols.numel(), _ptr(w1r), _ptr(b1), _ptr(pack), int(scatter),
+                               _ptr(acc))

@@ -236,9 +236,8 @@ def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: boo
     """Compiled forward (:mod:`nsde_coin.graph.native`) into ``out`` (n, C); returns the saved activations: all
     panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
     n, d = out.shape[0], w1.shape[0]
-    # never a zero-size buffer when kept: its data pointer would be NULL, which the kernel reads as "not kept"
-    h = w1.new_empty(max(n * d, 1)) if keep else None
-    native.forward(feats, w1, b1, w2, out, panel, 0, len(_panels(d, panel)), h)
+    h = w1.new_empty(n * d) if keep else None
+    native.forward(feats, w1, b1, w2, out, panel, h)
     return [] if h is None else [h]
 
 
@@ -247,4 +246,4 @@ def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, ad
     ``saved = (w1, b1)`` (each panel before its columns of W1 are updated, when ``adam`` is given)."""
     h = saved[0] if ctx.keep else (saved[0].contiguous(), saved[1].contiguous())
     scatter = g.shape[0] * ctx.panel * g.element_size() > SCATTER_TABLE_BYTES
-    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, 0, len(_panels(ctx.d, ctx.panel)), adam, scatter)
+    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, adam, scatter)

@@ -8,7 +8,7 @@
  * columns; the padding columns stay zero.  Results equal torch's to float32 rounding (the compile flags allow the
  * sums to be reassociated), not bit for bit.
  *
- * Built into the same library as panel_kernel.c (whose nsde_panel_abi_version covers this entry point too). */
+ * Compiled per instruction set with panel_kernel.c by the kernels_*.c wrappers (see kernel_common.h). */
 #include <stdint.h>
 #include <string.h>
 
@@ -48,7 +48,7 @@ static inline __attribute__((always_inline)) void csr_step(int64_t n, int64_t s,
 
 /* out = P^k u.  u, out: n x m row-major (may be the same array); work: 2 * n * stride floats of scratch with
  * stride = m rounded up to a multiple of 8.  k >= 1. */
-API CLONES void nsde_csr_power(int64_t n, int64_t m, int64_t k, const int64_t *crow, const int64_t *col,
+API void ENTRY(nsde_csr_power)(int64_t n, int64_t m, int64_t k, const int64_t *crow, const int64_t *col,
                                const float *val, const float *u, float *out, float *work) {
     const int64_t s = (m + 7) / 8 * 8;
     float *a = work, *b = work + n * s;

@@ -1,14 +1,20 @@
-/* What every compiled kernel of the package shares: how entry points are exported and cloned per instruction set. */
+/* What every compiled kernel of the package shares: exported entry points, named per instruction set.
+ *
+ * panel_kernel.c and csr_power.c are compiled three times into one library, by kernels_avx512.c, kernels_avx2.c and
+ * kernels_baseline.c: each defines NSDE_ISA_SUFFIX (_avx512, _avx2, _baseline) and, with GCC on x86-64, the target
+ * of the code, then includes both files.  ENTRY(name) appends the suffix, so the library exports e.g.
+ * nsde_csr_power_avx512, nsde_csr_power_avx2 and nsde_csr_power_baseline; nsde_coin/graph/native.py calls the set
+ * for the CPU it runs on (module.c's nsde_kernel_best_isa) or the one NSDE_COIN_NATIVE_ISA names, so the baseline
+ * and AVX2 code can be tested on an AVX-512 machine. */
 #ifndef NSDE_KERNEL_COMMON_H
 #define NSDE_KERNEL_COMMON_H
 
-/* On x86-64 with GCC each entry point is cloned for AVX-512, AVX2 and baseline SSE2, and the clone for the CPU it
- * runs on is picked at load time (one binary for every machine). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
+#ifndef NSDE_ISA_SUFFIX
+#define NSDE_ISA_SUFFIX /* a file compiled on its own: plain names */
 #endif
+#define NSDE_CAT2(a, b) a##b
+#define NSDE_CAT(a, b) NSDE_CAT2(a, b)
+#define ENTRY(name) NSDE_CAT(name, NSDE_ISA_SUFFIX)
 
 /* the library is built with -fvisibility=hidden: only entry points are exported */
 #define API __attribute__((visibility("default")))

@@ -16,8 +16,9 @@
  * last row of x1^T (all ones) gives gb1.  Sums run in the CSR order with 16-wide vector partial sums (the compile
  * flags allow reassociation), so results equal torch's to float32 rounding, not bit for bit.
  *
- * Vector code uses GCC/Clang vector extensions (16 floats); on x86-64 each entry point is cloned for AVX-512,
- * AVX2 and baseline SSE2 and picked at load time for the CPU it runs on. */
+ * Vector code uses GCC/Clang vector extensions (16 floats).  This file is compiled once per instruction set by the
+ * kernels_*.c wrappers (AVX-512, AVX2, baseline SSE2; entry points suffixed per kernel_common.h), and
+ * nsde_coin/graph/native.py calls the build for the CPU it runs on (or the one NSDE_COIN_NATIVE_ISA names). */
 #include <stdint.h>
 #include <string.h>
 
@@ -35,13 +36,8 @@ typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 #define CHUNK 32 /* nodes per block of the backward first pass (CHUNK rows of h_J stay in L1) */
 #endif
 
-/* Bumped whenever an entry point's arguments change; nsde_coin/graph/native.py refuses a build of another version
- * (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments.  It covers
- * csr_power.c too, built into the same library. */
-API int64_t nsde_panel_abi_version(void) { return 4; }
-
 /* Nodes per chunk of the backward's first pass: the caller sizes the recomputation's scratch with it. */
-API int64_t nsde_panel_chunk(void) { return CHUNK; }
+API int64_t ENTRY(nsde_panel_chunk)(void) { return CHUNK; }
 
 static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off, int64_t i, int64_t rows, int64_t nnz) {
     return i + 1 < rows ? off[i + 1] : nnz;
@@ -212,19 +208,19 @@ static inline __attribute__((always_inline)) void scatter_row(int64_t k, const f
         for (int64_t e = e0; e < e1; e++) acc[(int64_t)cols[e] * k + t] += vals[e] * z[t];
 }
 
-/* Forward over panels [p0, p1) of width `panel`: h (the panels' n×k blocks, back to back, starting with panel p0;
- * NULL: not kept, the backward recomputes it) and out (n×C, row-major, accumulated into).
- * pack: (d + 1)×panel floats of scratch (the packed panel, then one row of h when h is NULL). */
-API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
-                                   const int32_t *off, const int32_t *cols, const float *vals, int64_t nnz,
-                                   const float *W1, const float *b1, const float *W2, float *h, float *out,
+/* Forward over all panels of width `panel`: out (n×C, row-major) is accumulated into; keep != 0: h receives the
+ * panels' n×k blocks of activations, back to back (otherwise h is not touched and the backward recomputes them).
+ * pack: (d + 1)×panel floats of scratch (the packed panel, then one row of h when it is not kept). */
+API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *off,
+                                   const int32_t *cols, const float *vals, int64_t nnz, const float *W1,
+                                   const float *b1, const float *W2, int64_t keep, float *h, float *out,
                                    float *pack) {
     float *hp = h;
-    for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
+    for (int64_t j0 = 0; j0 < d; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
         pack_panel(d, j0, k, W1, pack);
         for (int64_t v = 0; v < n; v++) {
-            float *hv = hp ? hp + v * k : pack + d * k;
+            float *hv = keep ? hp + v * k : pack + d * k;
             hidden_rows(v, v + 1, n, k, j0, off, cols, vals, nnz, b1, pack, hv);
             for (int64_t c = 0; c < C; c += 8) {
                 const float *w2 = W2 + c * d + j0;
@@ -241,46 +237,47 @@ API CLONES void nsde_panel_forward(int64_t n, int64_t d, int64_t C, int64_t pane
                 }
             }
         }
-        if (hp) hp += n * k;
+        if (keep) hp += n * k;
     }
 }
 
-/* Backward over panels [p0, p1): g (n×C), h as the forward left it; writes gW1[:, J] (d×d row-major), gb1[J] and
+/* Backward over all panels: g (n×C), h as the forward left it; writes gW1[:, J] (d×d row-major), gb1[J] and
  * adds g^T h_J into gW2[:, J] (C×d).  tile: C×panel + panel floats of scratch.
  *
  * [gW1[:, J]; gb1[J]] = x1^T gz_J runs in one of two forms:
- *   acc == NULL: gather: gz (n×panel scratch) holds gz_J after pass 1, then each row of x1^T (toff, trows, tvals,
- *                tnnz) gathers rows of it (fast while the n×k table fits in L2);
- *   acc != NULL: scatter: gz (CHUNK×panel scratch) holds one chunk's rows of gz_J, each added into acc
+ *   scatter == 0: gather: gz (n×panel scratch) holds gz_J after pass 1, then each row of x1^T (toff, trows, tvals,
+ *                tnnz) gathers rows of it (fast while the n×k table fits in L2); acc is not touched;
+ *   scatter != 0: gz (CHUNK×panel scratch) holds one chunk's rows of gz_J, each added into acc
  *                ((d + 1)×panel scratch: the d×k panel of gW1 and gb1, which stay in L2 where n×k would not) along
  *                the rows of x1 (off, cols, vals, nnz, the forward's CSR, ones column included) right after pass 1.
- * h == NULL: h_J is recomputed chunk by chunk from x (off, cols, vals, nnz), W1r and b1 into `pack` ((d + CHUNK)
- * × panel floats of scratch: the packed panel, then the chunk's rows of h_J), so it never leaves L1; otherwise
- * W1r, b1 and pack are unused.  With W1 != NULL (and its Adam moments M, V, hyper-parameters hy, see adam_row) the
- * rows of gW1[:, J] are not stored: each is applied to W1[:, J] while in registers/L1 (Adam inside the backward
- * pass; gW1 may then be NULL; W1r, the weights the forward used, is then W1 itself: panel J is recomputed before
- * it is updated).  M and V are stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in
+ * keep == 0 (the forward kept no h): h_J is recomputed chunk by chunk from x (off, cols, vals, nnz), W1r and b1
+ * into `pack` ((d + CHUNK) × panel floats of scratch: the packed panel, then the chunk's rows of h_J), so it never
+ * leaves L1; with keep != 0, W1r, b1 and pack are not touched.  adam != 0 (with W1, its Adam moments M, V and
+ * hyper-parameters hy, see adam_row): the rows of gW1[:, J] are not stored but each is applied to W1[:, J] while
+ * in registers/L1 (Adam inside the backward pass; gW1 is not touched; W1r, the weights the forward used, is then W1
+ * itself: panel J is recomputed before it is updated); adam == 0: W1, M, V and hy are not touched.  M and V are stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in
  * the order the panels are computed, where the matrix layout would read them with a stride of d floats. */
-API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t panel, int64_t p0, int64_t p1,
-                                    const int32_t *toff, const int32_t *trows, const float *tvals, int64_t tnnz,
-                                    const float *g, const float *h, const float *W2, float *gz, float *gW1,
-                                    float *gb1, float *gW2, float *tile, float *W1, float *M, float *V,
+API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *toff,
+                                    const int32_t *trows, const float *tvals, int64_t tnnz, const float *g,
+                                    int64_t keep, const float *h, const float *W2, float *gz, float *gW1, float *gb1,
+                                    float *gW2, float *tile, int64_t adam, float *W1, float *M, float *V,
                                     const float *hy, const int32_t *off, const int32_t *cols, const float *vals,
-                                    int64_t nnz, const float *W1r, const float *b1, float *pack, float *acc) {
+                                    int64_t nnz, const float *W1r, const float *b1, float *pack, int64_t scatter,
+                                    float *acc) {
     const float *hp = h;
-    for (int64_t j0 = p0 * panel; j0 < d && j0 < p1 * panel; j0 += panel) {
+    for (int64_t j0 = 0; j0 < d; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
         const int64_t kv = k - k % 16;
-        if (!hp) pack_panel(d, j0, k, W1r, pack);
-        if (acc) memset(acc, 0, (size_t)((d + 1) * k) * sizeof(float));
+        if (!keep) pack_panel(d, j0, k, W1r, pack);
+        if (scatter) memset(acc, 0, (size_t)((d + 1) * k) * sizeof(float));
         /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), 16 columns and 4 classes at a
          * time, so that the 4 W2 columns and the 4 accumulators of gW2 stay in registers over the chunk */
         memset(tile, 0, (size_t)(C * k) * sizeof(float));
         for (int64_t v0 = 0; v0 < n; v0 += CHUNK) {
             const int64_t v1 = v0 + CHUNK < n ? v0 + CHUNK : n;
-            const float *hc = hp ? hp + v0 * k : pack + d * k;
-            float *gzc = acc ? gz : gz + v0 * k;
-            if (!hp) hidden_rows(v0, v1, n, k, j0, off, cols, vals, nnz, b1, pack, pack + d * k);
+            const float *hc = keep ? hp + v0 * k : pack + d * k;
+            float *gzc = scatter ? gz : gz + v0 * k;
+            if (!keep) hidden_rows(v0, v1, n, k, j0, off, cols, vals, nnz, b1, pack, pack + d * k);
             for (int64_t t = 0; t < kv; t += 16) {
                 for (int64_t c = 0; c < C; c += 4) {
                     switch (C - c < 4 ? C - c : 4) {
@@ -291,7 +288,7 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
                     }
                 }
                 for (int64_t v = v0; v < v1; v++) { /* the ReLU mask; prefetch the next chunk's block of h_J */
-                    if (hp && v + CHUNK < n) __builtin_prefetch(hp + (v + CHUNK) * k + t, 0, 2);
+                    if (keep && v + CHUNK < n) __builtin_prefetch(hp + (v + CHUNK) * k + t, 0, 2);
                     const v16 hh = LD(hc + (v - v0) * k + t);
                     ST(gzc + (v - v0) * k + t, (v16)((v16i)LD(gzc + (v - v0) * k + t) & (hh > 0)));
                 }
@@ -305,7 +302,7 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
                     gzc[(v - v0) * k + t] = hh > 0.f ? z : 0.f;
                 }
             }
-            if (acc)
+            if (scatter)
                 for (int64_t v = v0; v < v1; v++)
                     scatter_row(k, gzc + (v - v0) * k, cols, vals, off[v], row_end(off, v, n, nnz), acc);
         }
@@ -313,30 +310,19 @@ API CLONES void nsde_panel_backward(int64_t n, int64_t d, int64_t C, int64_t pan
             for (int64_t t = 0; t < k; t++) gW2[c * d + j0 + t] += tile[c * k + t];
         /* pass 2: [gW1[:, J]; gb1[J]] = x1^T gz_J (gathered here, or taken from acc) */
         for (int64_t i = 0; i <= d; i++) {
-            float *o = i == d ? gb1 + j0 : W1 ? tile + C * k : gW1 + i * d + j0;
-            if (i + PF_ROWS < d) prefetch_row((W1 ? W1 : gW1) + (i + PF_ROWS) * d + j0, k, 1);
-            if (acc) {
-                if (!(W1 && i < d)) memcpy(o, acc + i * k, (size_t)k * sizeof(float));
+            float *o = i == d ? gb1 + j0 : adam ? tile + C * k : gW1 + i * d + j0;
+            if (i + PF_ROWS < d) prefetch_row((adam ? W1 : gW1) + (i + PF_ROWS) * d + j0, k, 1);
+            if (scatter) {
+                if (!(adam && i < d)) memcpy(o, acc + i * k, (size_t)k * sizeof(float));
             } else {
                 const int64_t e0 = toff[i], e1 = row_end(toff, i, d + 1, tnnz);
                 for (int64_t t = 0; t < k; t += BLK)
                     gather_block(k - t < BLK ? k - t : BLK, NULL, trows, tvals, e0, e1, gz + t, k, o + t, 0);
             }
-            if (W1 && i < d)
-                adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, acc ? acc + i * k : o, hy);
+            if (adam && i < d)
+                adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, scatter ? acc + i * k : o,
+                         hy);
         }
-        if (hp) hp += n * k;
+        if (keep) hp += n * k;
     }
 }
-
-#ifdef NSDE_PYTHON_MODULE
-/* An importable (empty) module, so that tools walking the package (docs, pkgutil) can import the file; the
- * functions above are called through ctypes by nsde_coin.graph.native. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-static struct PyModuleDef panel_kernel_module = {
-    PyModuleDef_HEAD_INIT, "_panel_kernel",
-    "Compiled panel kernel of COIN's sparse base layer; called through ctypes by nsde_coin.graph.native.", -1, NULL,
-    NULL, NULL, NULL, NULL};
-API PyMODINIT_FUNC PyInit__panel_kernel(void) { return PyModule_Create(&panel_kernel_module); }
-#endif

@@ -1,0 +1,10 @@
+/* The compiled kernels built for AVX-512 (x86-64-v4); entry points end in _avx512 (see kernel_common.h). */
+#include <stdint.h>
+#include <string.h>
+
+#define NSDE_ISA_SUFFIX _avx512
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("arch=x86-64-v4")
+#endif
+#include "panel_kernel.c"
+#include "csr_power.c"

@@ -1,0 +1,39 @@
+/* The library's own entry points (one copy, not per instruction set) and an importable, empty Python module, so
+ * that tools walking the package (docs, pkgutil) can import the file; the kernels are called through ctypes by
+ * nsde_coin/graph/native.py. */
+#include <stdint.h>
+
+#include "kernel_common.h"
+
+/* Bumped whenever an entry point's name or arguments change; nsde_coin/graph/native.py refuses a build of another
+ * version (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments. */
+API int64_t nsde_panel_abi_version(void) { return 5; }
+
+/* The widest kernel build this CPU runs: 2 = _avx512 (x86-64-v4), 1 = _avx2 (x86-64-v3), 0 = _baseline.  Where the
+ * builds are not specialised (another compiler or architecture: all three are the same generic code) it is 0. */
+API int64_t nsde_kernel_best_isa(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+#if __GNUC__ >= 12
+    if (__builtin_cpu_supports("x86-64-v4")) return 2;
+    if (__builtin_cpu_supports("x86-64-v3")) return 1;
+#else
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return 2;
+    if (v3) return 1;
+#endif
+#endif
+    return 0;
+}
+
+#ifdef NSDE_PYTHON_MODULE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static struct PyModuleDef panel_kernel_module = {
+    PyModuleDef_HEAD_INIT, "_panel_kernel",
+    "Compiled kernels of COIN (base layer, explicit diffusion); called through ctypes by nsde_coin.graph.native.", -1,
+    NULL, NULL, NULL, NULL, NULL};
+API PyMODINIT_FUNC PyInit__panel_kernel(void) { return PyModule_Create(&panel_kernel_module); }
+#endif
