@@ -8,7 +8,7 @@ accept Python and NumPy numbers and reject ``bool``, so every module treats ``np
 
 from __future__ import annotations
 
-import math
+import cmath
 from numbers import Integral, Real
 
 import torch
@@ -31,4 +31,4 @@ def all_finite(t: torch.Tensor) -> bool:
     t = t.detach()
     if not t.is_floating_point() and not t.is_complex():
         return True
-    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+    return cmath.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())  # cmath: complex sums too

@@ -216,7 +216,6 @@ def test_fault_table_row(call: Callable[[], Any], err: Optional[type], words: tu
     assert not missing, f"{missing} not in: {msg}"
 
 
-
 @pytest.mark.parametrize("values, finite", [
     ([1.0, -2.0, 0.0], True),
     ([3e38, 3e38, -1.0], True),  # finite entries whose float32 sum overflows: the entry-wise test decides
@@ -231,3 +230,13 @@ def test_all_finite_agrees_with_the_entrywise_test(values, finite) -> None:
     assert bool(torch.isfinite(t).all()) is finite
     assert all_finite(t) is finite and all_finite(t.double()) is finite
     assert all_finite(torch.arange(3)) is True  # integers are always finite
+
+
+@pytest.mark.parametrize("values, finite", [([1 + 2j, -1j], True), ([complex(float("nan"), 0.0), 1j], False),
+                                            ([complex(0.0, float("inf"))], False), ([], True)])
+def test_all_finite_on_complex_tensors(values, finite) -> None:
+    from nsde_coin._checks import all_finite
+
+    t = torch.tensor(values, dtype=torch.complex64)
+    assert bool(torch.isfinite(t).all()) is finite
+    assert all_finite(t) is finite and all_finite(t.to(torch.complex128)) is finite

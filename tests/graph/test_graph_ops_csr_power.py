@@ -14,7 +14,7 @@ from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
 from nsde_coin.graph.sparse import SMALL_WORK, propagate
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(native.status() != "available", reason=f"compiled kernel: {native.status()}")]
+              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
 
 
 def _matrix(n: int, seed: int = 0) -> sp.csr_matrix:
@@ -105,3 +105,14 @@ def test_when_it_is_not_used(monkeypatch):
         torch.set_num_threads(before)
     monkeypatch.setenv(native.ENV, "0")
     assert not native.power_usable(u, p, True)
+
+
+def test_a_matrix_of_another_size_is_refused_as_on_the_torch_path(monkeypatch):
+    """u with fewer rows than P: the compiled power would read P's columns past u (silently wrong values) and with
+    more rows past P's row pointers; torch's product raises its shape error, and so must propagate."""
+    p = torch_csr(_matrix(40), torch.float32)
+    u = torch.ones(20, 3)
+    monkeypatch.setenv(native.ENV, "1")
+    assert not native.power_usable(u, p, True) and not native.power_usable(torch.ones(41, 3), p, True)
+    with pytest.raises(RuntimeError, match="shape"):
+        propagate(u, p, 2)
