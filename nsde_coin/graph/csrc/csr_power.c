@@ -14,34 +14,43 @@
 
 #include "kernel_common.h"
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-#define LD8(p) ((v8)(*(const v8u *)(p)))
-#define ST8(p, x) (*(v8u *)(p) = (x))
+#ifndef NSDE_VL
+#define NSDE_VL 16
+#endif
+/* floats per vector here (one register: 8 on AVX2 and AVX-512, 4 on SSE2); rows are padded to multiples of 8 */
+#define RW (NSDE_VL >= 8 ? 8 : 4)
+#define NR (8 / RW)
+typedef float vr __attribute__((vector_size(4 * RW)));
+typedef float vru __attribute__((vector_size(4 * RW), aligned(4), may_alias));
+#define LDR(p) ((vr)(*(const vru *)(p)))
+#define STR(p, x) (*(vru *)(p) = (x))
 
 /* dst = P src over rows [0, n) of n x s buffers (s: the padded row stride, a multiple of 8) */
 static inline __attribute__((always_inline)) void csr_step(int64_t n, int64_t s, const int64_t *crow,
                                                            const int64_t *col, const float *val, const float *src,
                                                            float *dst) {
-    if (s == 8) { /* the common case (up to 8 classes): one vector per row, kept in a register */
+    if (s == 8) { /* the common case (up to 8 classes): one row of 8 floats per node, kept in registers */
         for (int64_t i = 0; i < n; i++) {
-            v8 a = {0}, b = {0}; /* two chains: rows are short (Cora: ~5 entries), FMA latency dominates */
+            vr a[NR], b[NR]; /* two chains: rows are short (Cora: ~5 entries), FMA latency dominates */
+            for (int q = 0; q < NR; q++) a[q] = b[q] = (vr){0};
             const int64_t e1 = crow[i + 1];
             int64_t e = crow[i];
-            for (; e + 1 < e1; e += 2) {
-                a += val[e] * LD8(src + col[e] * 8);
-                b += val[e + 1] * LD8(src + col[e + 1] * 8);
-            }
-            if (e < e1) a += val[e] * LD8(src + col[e] * 8);
-            ST8(dst + i * 8, a + b);
+            for (; e + 1 < e1; e += 2)
+                for (int q = 0; q < NR; q++) {
+                    a[q] += val[e] * LDR(src + col[e] * 8 + q * RW);
+                    b[q] += val[e + 1] * LDR(src + col[e + 1] * 8 + q * RW);
+                }
+            if (e < e1)
+                for (int q = 0; q < NR; q++) a[q] += val[e] * LDR(src + col[e] * 8 + q * RW);
+            for (int q = 0; q < NR; q++) STR(dst + i * 8 + q * RW, a[q] + b[q]);
         }
         return;
     }
     for (int64_t i = 0; i < n; i++) {
-        for (int64_t t = 0; t < s; t += 8) {
-            v8 a = {0};
-            for (int64_t e = crow[i]; e < crow[i + 1]; e++) a += val[e] * LD8(src + col[e] * s + t);
-            ST8(dst + i * s + t, a);
+        for (int64_t t = 0; t < s; t += RW) {
+            vr a = {0};
+            for (int64_t e = crow[i]; e < crow[i + 1]; e++) a += val[e] * LDR(src + col[e] * s + t);
+            STR(dst + i * s + t, a);
         }
     }
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #define NSDE_ISA_SUFFIX _avx512
+#define NSDE_VL 16 /* floats per vector register */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("arch=x86-64-v4")
 #endif

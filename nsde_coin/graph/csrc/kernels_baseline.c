@@ -3,5 +3,6 @@
 #include <string.h>
 
 #define NSDE_ISA_SUFFIX _baseline
+#define NSDE_VL 4 /* floats per vector register */
 #include "panel_kernel.c"
 #include "csr_power.c"

@@ -13,10 +13,10 @@
  *            before that pass, so h_J is never written to memory.
  *
  * Rows of x1 = [x | 1] end with the ones column (index d): the forward skips it and starts from b1 instead; the
- * last row of x1^T (all ones) gives gb1.  Sums run in the CSR order with 16-wide vector partial sums (the compile
+ * last row of x1^T (all ones) gives gb1.  Sums run in the CSR order with VL-wide vector partial sums (the compile
  * flags allow reassociation), so results equal torch's to float32 rounding, not bit for bit.
  *
- * Vector code uses GCC/Clang vector extensions (16 floats).  This file is compiled once per instruction set by the
+ * Vector code uses GCC/Clang vector extensions (VL floats).  This file is compiled once per instruction set by the
  * kernels_*.c wrappers (AVX-512, AVX2, baseline SSE2; entry points suffixed per kernel_common.h), and
  * nsde_coin/graph/native.py calls the build for the CPU it runs on (or the one NSDE_COIN_NATIVE_ISA names). */
 #include <stdint.h>
@@ -24,14 +24,22 @@
 
 #include "kernel_common.h"
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
-#define LD(p) ((v16)(*(const v16u *)(p)))
-#define ST(p, x) (*(v16u *)(p) = (x))
-#ifndef BLK
-#define BLK 64  /* columns gathered per register block: 4 vectors */
+/* Floats per vector register this build is written for (the kernels_*.c wrappers set it: 16 for AVX-512, 8 for
+ * AVX2, 4 for SSE2).  Every vector below is exactly one register: GCC keeps a generic vector wider than the
+ * target's registers in memory (an AVX2 build of 16-float vectors ran 10x slower than the AVX-512 build). */
+#ifndef NSDE_VL
+#define NSDE_VL 16
 #endif
+#define VL NSDE_VL
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vfi __attribute__((vector_size(4 * VL)));
+typedef float vfu __attribute__((vector_size(4 * VL), aligned(4), may_alias));
+#define LD(p) ((vf)(*(const vfu *)(p)))
+#define ST(p, x) (*(vfu *)(p) = (x))
+#ifndef BLK
+#define BLK (VL >= 8 ? 64 : 32) /* columns gathered per register block: 4 (AVX-512) or 8 (AVX2, SSE2) vectors */
+#endif
+#define NB (BLK / VL)
 #ifndef CHUNK
 #define CHUNK 32 /* nodes per block of the backward first pass (CHUNK rows of h_J stay in L1) */
 #endif
@@ -43,7 +51,7 @@ static inline __attribute__((always_inline)) int64_t row_end(const int32_t *off,
     return i + 1 < rows ? off[i + 1] : nnz;
 }
 
-static inline __attribute__((always_inline)) v16 relu(v16 a) { return (v16)((v16i)a & ~(a < 0)); } /* NaN stays */
+static inline __attribute__((always_inline)) vf relu(vf a) { return (vf)((vfi)a & ~(a < 0)); } /* NaN stays */
 
 /* dst[0..m) = (base ? base : 0) + sum_{e0 <= e < e1} vals[e] * tab[idx[e] * ld + 0..m), then ReLU if `rect` */
 static inline __attribute__((always_inline)) void gather_block(int64_t m, const float *base, const int32_t *idx,
@@ -51,20 +59,19 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
                                                                const float *tab, int64_t ld, float *dst,
                                                                const int rect) {
     if (m == BLK) {
-        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        if (base) { a0 = LD(base); a1 = LD(base + 16); a2 = LD(base + 32); a3 = LD(base + 48); }
+        vf a[NB];
+        for (int q = 0; q < NB; q++) a[q] = base ? LD(base + q * VL) : (vf){0};
         for (int64_t e = e0; e < e1; e++) {
             const float w = vals[e];
             const float *r = tab + (int64_t)idx[e] * ld;
-            a0 += w * LD(r); a1 += w * LD(r + 16); a2 += w * LD(r + 32); a3 += w * LD(r + 48);
+            for (int q = 0; q < NB; q++) a[q] += w * LD(r + q * VL);
         }
-        if (rect) { a0 = relu(a0); a1 = relu(a1); a2 = relu(a2); a3 = relu(a3); }
-        ST(dst, a0); ST(dst + 16, a1); ST(dst + 32, a2); ST(dst + 48, a3);
+        for (int q = 0; q < NB; q++) ST(dst + q * VL, rect ? relu(a[q]) : a[q]);
         return;
     }
     int64_t t = 0;
-    for (; t + 16 <= m; t += 16) {
-        v16 a = {0};
+    for (; t + VL <= m; t += VL) {
+        vf a = {0};
         if (base) a = LD(base + t);
         for (int64_t e = e0; e < e1; e++) a += vals[e] * LD(tab + (int64_t)idx[e] * ld + t);
         ST(dst + t, rect ? relu(a) : a);
@@ -79,56 +86,77 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
 #if defined(__clang__)
 #define SHUF2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-#define SHUF2(a, b, ...) __builtin_shuffle(a, b, (v16i){__VA_ARGS__})
+#define SHUF2(a, b, ...) __builtin_shuffle(a, b, (vfi){__VA_ARGS__})
 #endif
 
 /* o[c] += W2[c, J] . h_J[v] for the M <= 8 classes of one group (w2: W2[c0, j0], row stride d; hv: one row of h_J):
  * M vector partial sums in parallel (independent FMA chains, hv loaded once), then all of them reduced together by
- * a tree of two-input shuffles: 23 vector operations for 8 sums where 8 separate horizontal sums took 64, and no
- * long dependency chain per class. */
+ * a tree of two-input shuffles (AVX-512: 23 vector operations for 8 sums where 8 separate horizontal sums took 64),
+ * with no long dependency chain per class. */
 static inline __attribute__((always_inline)) void out_dots(const int M, const float *hv, const float *w2, int64_t d,
                                                            int64_t k, float *o) {
-    v16 s[8];
+    vf s[8];
     float tail[8];
-    for (int c = 0; c < 8; c++) { s[c] = (v16){0}; tail[c] = 0.f; }
+    for (int c = 0; c < 8; c++) { s[c] = (vf){0}; tail[c] = 0.f; }
     int64_t q = 0;
-    for (; q + 16 <= k; q += 16) {
-        const v16 hq = LD(hv + q);
+    for (; q + VL <= k; q += VL) {
+        const vf hq = LD(hv + q);
         for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q);
     }
     for (; q < k; q++)
         for (int c = 0; c < M; c++) tail[c] += hv[q] * w2[c * d + q];
-    /* level 1: lanes 0-7 of x_j hold 8 partials of s_2j, lanes 8-15 those of s_2j+1 */
-    v16 x[4];
+    /* level 1: the lower half of x_j's lanes holds partials of s_2j, the upper half those of s_2j+1 */
+    vf x[4], y[2];
+#if VL == 16
     for (int j = 0; j < 4; j++)
         x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
                SHUF2(s[2 * j], s[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     /* level 2: groups of 4 lanes: y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
-    v16 y[2];
     for (int j = 0; j < 2; j++)
         y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
                SHUF2(x[2 * j], x[2 * j + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
     /* level 3: pairs of lanes (s0, s4, s2, s6, s1, s5, s3, s7); level 4: their even lanes hold the sums */
-    v16 z = SHUF2(y[0], y[1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-            SHUF2(y[0], y[1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    vf z = SHUF2(y[0], y[1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           SHUF2(y[0], y[1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
     z += SHUF2(z, z, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
     static const int lane[8] = {0, 8, 4, 12, 2, 10, 6, 14};
     for (int c = 0; c < M; c++) o[c] += z[lane[c]] + tail[c];
+#elif VL == 8
+    for (int j = 0; j < 4; j++)
+        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+               SHUF2(s[2 * j], s[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+    /* level 2: pairs of lanes: y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
+    for (int j = 0; j < 2; j++)
+        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+               SHUF2(x[2 * j], x[2 * j + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+    /* level 3: one lane each, (s0, s4, s2, s6, s1, s5, s3, s7) */
+    const vf z = SHUF2(y[0], y[1], 0, 8, 2, 10, 4, 12, 6, 14) + SHUF2(y[0], y[1], 1, 9, 3, 11, 5, 13, 7, 15);
+    static const int lane[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+    for (int c = 0; c < M; c++) o[c] += z[lane[c]] + tail[c];
+#else /* VL == 4 */
+    for (int j = 0; j < 4; j++)
+        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 4, 5) + SHUF2(s[2 * j], s[2 * j + 1], 2, 3, 6, 7);
+    /* level 2: one lane each, y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
+    for (int j = 0; j < 2; j++)
+        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 4, 2, 6) + SHUF2(x[2 * j], x[2 * j + 1], 1, 5, 3, 7);
+    static const int lane[4] = {0, 2, 1, 3};
+    for (int c = 0; c < M; c++) o[c] += y[c / 4][lane[c % 4]] + tail[c];
+#endif
 }
 
-/* Pass 1 of the backward for classes [c, c+M) of one 16-column block and one chunk of nodes [v0, v1) (hc, gzc:
+/* Pass 1 of the backward for classes [c, c+M) of one VL-column block and one chunk of nodes [v0, v1) (hc, gzc:
  * the chunk's rows of h_J and gz_J, stride k): the M columns of W2 and the M accumulators of gW2 in registers (M
  * is a compile-time constant at each call). */
 static inline __attribute__((always_inline)) void pass1_classes(const int M, int64_t c, int64_t C, int64_t d,
                                                                 int64_t k, int64_t j0, int64_t t, int64_t v0,
                                                                 int64_t v1, const float *g, const float *hc,
                                                                 const float *W2, float *gzc, float *tile) {
-    v16 w[4], a[4];
+    vf w[4], a[4];
     for (int q = 0; q < M; q++) { w[q] = LD(W2 + (c + q) * d + j0 + t); a[q] = LD(tile + (c + q) * k + t); }
     for (int64_t v = v0; v < v1; v++) {
         const float *gv = g + v * C + c;
-        const v16 hh = LD(hc + (v - v0) * k + t);
-        v16 z = c ? LD(gzc + (v - v0) * k + t) : (v16){0};
+        const vf hh = LD(hc + (v - v0) * k + t);
+        vf z = c ? LD(gzc + (v - v0) * k + t) : (vf){0};
         for (int q = 0; q < M; q++) { z += gv[q] * w[q]; a[q] += gv[q] * hh; }
         ST(gzc + (v - v0) * k + t, z);
     }
@@ -183,22 +211,22 @@ static inline __attribute__((always_inline)) void hidden_rows(int64_t v0, int64_
 }
 
 /* acc[cols[e]][0..k) += vals[e] * z[0..k) for the entries [e0, e1) of one row of x1 (the scatter form of x1^T gz:
- * z, one node's row of gz_J, stays in registers for a 64-column block) */
+ * z, one node's row of gz_J, stays in registers for a BLK-column block) */
 static inline __attribute__((always_inline)) void scatter_row(int64_t k, const float *z, const int32_t *cols,
                                                               const float *vals, int64_t e0, int64_t e1,
                                                               float *acc) {
     int64_t t = 0;
     for (; t + BLK <= k; t += BLK) {
-        const v16 z0 = LD(z + t), z1 = LD(z + t + 16), z2 = LD(z + t + 32), z3 = LD(z + t + 48);
+        vf zz[NB];
+        for (int q = 0; q < NB; q++) zz[q] = LD(z + t + q * VL);
         for (int64_t e = e0; e < e1; e++) {
             float *r = acc + (int64_t)cols[e] * k + t;
             const float w = vals[e];
-            ST(r, LD(r) + w * z0); ST(r + 16, LD(r + 16) + w * z1); ST(r + 32, LD(r + 32) + w * z2);
-            ST(r + 48, LD(r + 48) + w * z3);
+            for (int q = 0; q < NB; q++) ST(r + q * VL, LD(r + q * VL) + w * zz[q]);
         }
     }
-    for (; t + 16 <= k; t += 16) {
-        const v16 z0 = LD(z + t);
+    for (; t + VL <= k; t += VL) {
+        const vf z0 = LD(z + t);
         for (int64_t e = e0; e < e1; e++) {
             float *r = acc + (int64_t)cols[e] * k + t;
             ST(r, LD(r) + vals[e] * z0);
@@ -267,10 +295,10 @@ API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t pan
     const float *hp = h;
     for (int64_t j0 = 0; j0 < d; j0 += panel) {
         const int64_t k = d - j0 < panel ? d - j0 : panel;
-        const int64_t kv = k - k % 16;
+        const int64_t kv = k - k % VL;
         if (!keep) pack_panel(d, j0, k, W1r, pack);
         if (scatter) memset(acc, 0, (size_t)((d + 1) * k) * sizeof(float));
-        /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), 16 columns and 4 classes at a
+        /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), VL columns and 4 classes at a
          * time, so that the 4 W2 columns and the 4 accumulators of gW2 stay in registers over the chunk */
         memset(tile, 0, (size_t)(C * k) * sizeof(float));
         for (int64_t v0 = 0; v0 < n; v0 += CHUNK) {
@@ -278,7 +306,7 @@ API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t pan
             const float *hc = keep ? hp + v0 * k : pack + d * k;
             float *gzc = scatter ? gz : gz + v0 * k;
             if (!keep) hidden_rows(v0, v1, n, k, j0, off, cols, vals, nnz, b1, pack, pack + d * k);
-            for (int64_t t = 0; t < kv; t += 16) {
+            for (int64_t t = 0; t < kv; t += VL) {
                 for (int64_t c = 0; c < C; c += 4) {
                     switch (C - c < 4 ? C - c : 4) {
                     case 4: pass1_classes(4, c, C, d, k, j0, t, v0, v1, g, hc, W2, gzc, tile); break;
@@ -288,12 +316,13 @@ API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t pan
                     }
                 }
                 for (int64_t v = v0; v < v1; v++) { /* the ReLU mask; prefetch the next chunk's block of h_J */
-                    if (keep && v + CHUNK < n) __builtin_prefetch(hp + (v + CHUNK) * k + t, 0, 2);
-                    const v16 hh = LD(hc + (v - v0) * k + t);
-                    ST(gzc + (v - v0) * k + t, (v16)((v16i)LD(gzc + (v - v0) * k + t) & (hh > 0)));
+                    if (keep && t % 16 == 0 && v + CHUNK < n) /* one 64-byte line */
+                        __builtin_prefetch(hp + (v + CHUNK) * k + t, 0, 2);
+                    const vf hh = LD(hc + (v - v0) * k + t);
+                    ST(gzc + (v - v0) * k + t, (vf)((vfi)LD(gzc + (v - v0) * k + t) & (hh > 0)));
                 }
             }
-            for (int64_t v = v0; v < v1; v++) { /* the panel's last k % 16 columns */
+            for (int64_t v = v0; v < v1; v++) { /* the panel's last k % VL columns */
                 const float *gv = g + v * C;
                 for (int64_t t = kv; t < k; t++) {
                     const float hh = hc[(v - v0) * k + t];
