@@ -17,6 +17,8 @@ Measured in the same process:
   (:class:`nsde_coin.graph.sparse_base.SparseBase` on its pure-torch panels, ``NSDE_COIN_NATIVE=0``) and
   ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built) and
   ``compiled_backward_adam`` (that kernel with W1's Adam step inside its backward pass, as the protocol runs it),
+  and ``compiled_backward_adam_<build>`` for each narrower build this CPU also runs (``NSDE_COIN_NATIVE_ISA``: the
+  AVX2 and baseline SSE2 code on this machine's memory system, what a CPU without AVX-512 would execute),
   timed interleaved (one epoch of each per repeat, medians of wall and process CPU time) so that load from other
   processes hits all alike; each speed-up is the median of the per-repeat ratios against ``legacy``.
 
@@ -154,10 +156,11 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
 
 
 def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1",
-               backward_adam: bool = False):
+               backward_adam: bool = False, build: str = ""):
     """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel);
     ``compiled`` is the value of ``NSDE_COIN_NATIVE`` it runs under ("0": the torch panels); ``backward_adam``:
-    W1 stepped inside the kernel's backward pass (:class:`~nsde_coin.graph.backward_adam.BackwardAdam`)."""
+    W1 stepped inside the kernel's backward pass (:class:`~nsde_coin.graph.backward_adam.BackwardAdam`); ``build``:
+    the value of ``NSDE_COIN_NATIVE_ISA`` ("": the widest build this CPU runs)."""
     g = torch.Generator().manual_seed(seed)
     bound = 1.0 / d ** 0.5
     params = [torch.empty(s).uniform_(-bound, bound, generator=g).requires_grad_() for s in ((d, d), (d,), (c, d),
@@ -166,12 +169,12 @@ def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 
     opt = torch.optim.Adam(params[1:] if step else params, lr=0.01, weight_decay=5e-4, fused=True)
 
     def forward():
+        os.environ[native.ENV], os.environ[native.ENV_ISA] = compiled, build  # this kernel's path and build
         logits = kernel.apply(*params, feats, None, step) if step else kernel.apply(*params, feats)
         u = head_outputs(logits, lambda u0: diffuse(u0, op, 0.35, 20, solver="explicit", allow_unstable=True))
         return logits, u
 
     def run():
-        os.environ[native.ENV] = compiled
         opt.zero_grad(set_to_none=True)
         _, u = forward()
         loss = F.nll_loss(torch.log(u[train].clamp_min(1e-12)), y[train])
@@ -201,11 +204,15 @@ def main(argv=None) -> int:
     c = int(y.max()) + 1
     train = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:20 * c]
     kernels = {"legacy": (LegacyBase, legacy_features(x), "0"), "panelled": (SparseBase, feats, "0")}
+    builds = {}
     if native.available():
         kernels["compiled"] = (SparseBase, feats, "1")
         kernels["compiled_backward_adam"] = (SparseBase, feats, "1")
-    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s, backward_adam=k.endswith("backward_adam"))
-            for k, (kern, f, s) in kernels.items()}
+        for b in native.supported_isas()[:-1]:  # the narrower builds, on this CPU
+            kernels[f"compiled_backward_adam_{b}"] = (SparseBase, feats, "1")
+            builds[f"compiled_backward_adam_{b}"] = b
+    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s, backward_adam="backward_adam" in k,
+                          build=builds.get(k, "")) for k, (kern, f, s) in kernels.items()}
 
     # same weights → same forward (float32 rounding of the output layer's sum only)
     with torch.no_grad():
@@ -226,6 +233,7 @@ def main(argv=None) -> int:
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
     limits_after = machine_limits(args.copy_mib, args.mm)
+    os.environ.pop(native.ENV_ISA, None)  # status() below: the default build, not the last one timed
     bw = max(limits["bandwidth_gb_s"], limits_after["bandwidth_gb_s"])
     peak = max(limits["peak_gflop_s"], limits_after["peak_gflop_s"])
     t_bytes, t_flops = work["total_bytes"] / bw / 1e6, work["total_flops"] / peak / 1e6  # ms
@@ -244,7 +252,8 @@ def main(argv=None) -> int:
            "python": sys.version.split()[0], "cpu": cpu_model(), "limits_before": limits, "limits_after": limits_after,
            "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, "time_at_bandwidth_ms": t_bytes,
            "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_vs_legacy": fwd_diff,
-           "compiled_kernel": native.status(), "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
+           "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),
+           "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
            "speedup_wall_median_of_ratios": ratio_wall}
     text = json.dumps(out, indent=2)
     print(text)
@@ -267,7 +276,8 @@ def _figure(out: dict, path: Path) -> None:
     vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
         out["kernels"][k]["epoch_cpu_ms"] for k in kern]
     ax.tick_params(axis="x", labelsize=8)
-    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue"][: len(names)])
+    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue", "tab:cyan",
+                              "tab:purple"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("ms per epoch (CPU time, median)")
