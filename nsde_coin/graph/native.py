@@ -106,8 +106,8 @@ def isa() -> str:
     if want not in ISAS:
         raise ValueError(invalid_choice(ENV_ISA, want, ISAS))
     if ISAS.index(want) > _BEST:
-        raise ValueError(f"{ENV_ISA}={want!r} is wider than this CPU supports; valid choices here: "
-                         f"{', '.join(ISAS[: _BEST + 1])}")
+        raise ValueError(f"{ENV_ISA}={want!r} is wider than this CPU (or this compiler's build of the library) "
+                         f"supports; valid choices here: {', '.join(ISAS[: _BEST + 1])}")
     return want
 
 

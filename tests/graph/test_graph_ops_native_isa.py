@@ -100,7 +100,7 @@ def test_the_default_is_the_widest_build_and_bad_names_are_one_line_errors(monke
     assert "avx9000" in native.status() and not native.available()  # status() reports instead of raising
     monkeypatch.setattr(native, "_BEST", 0)  # a CPU with the baseline only
     monkeypatch.setenv(native.ENV_ISA, "avx2")
-    with pytest.raises(ValueError, match=r"'avx2' is wider than this CPU supports; valid choices here: baseline$"):
+    with pytest.raises(ValueError, match=r"'avx2' is wider than this CPU .* supports; valid choices here: baseline$"):
         native.power_usable(torch.zeros(2, 2), torch_csr(sp.eye(2, format="csr"), torch.float32), True)
     monkeypatch.setenv(native.ENV_ISA, "baseline")
     assert native.isa() == "baseline" and native.usable(torch.zeros(2, 2), torch.int32)
