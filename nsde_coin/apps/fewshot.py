@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nsde_coin._checks import all_finite
 from nsde_coin.apps.fewshot_data import FewShotFeatures
 from nsde_coin.graph.knn import gaussian_knn_edges, weighted_laplacian
 from nsde_coin.loop import Divergence, make_optimizer, train
@@ -244,7 +245,7 @@ def _task_batches(data: FewShotFeatures, cfg: FewShotConfig, idx: Tensor, starts
     for t0 in starts:
         t1 = min(cfg.n_tasks, t0 + cfg.task_batch)
         x = preprocess_tasks(data.features[idx[t0:t1]].double(), ns, data.base_mean).float()
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise ValueError("few-shot features contain NaN or Inf after preprocessing")
         seeds = [cfg.seed * 1_000_003 + t for t in range(t0, t1)]
         lap = None

@@ -26,7 +26,7 @@ import torch
 from scipy.stats import binomtest
 from torch import Tensor
 
-from nsde_coin._checks import is_int
+from nsde_coin._checks import all_finite, is_int
 from nsde_coin.certify.stats import bernstein_lower, clopper_pearson_lower, hoeffding_lower, radius
 from nsde_coin.errors import invalid_choice
 from nsde_coin.integrate import draw_seed
@@ -91,7 +91,7 @@ def _check_x(x: Tensor) -> None:
     if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor of shape (B, d), got {type(x).__name__} "
                         f"{tuple(getattr(x, 'shape', ()))}")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError("x contains NaN or Inf")
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsde_coin._checks import is_int
+from nsde_coin._checks import all_finite, is_int
 from nsde_coin._lazy import lazy_attributes
 from nsde_coin.errors import deprecated_alias
 from nsde_coin.graph.backward_adam import BackwardAdam
@@ -68,7 +68,7 @@ def _check_features(x: Any, in_dim: int) -> None:
     if x.layout == torch.strided:
         if not x.is_floating_point():
             raise TypeError(f"dense node features must be floating point, got {x.dtype}")
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise ValueError("node features contain NaN or Inf")
     elif not _is_sparse(x):
         raise TypeError(f"unsupported feature layout {x.layout}; valid: torch.strided, sparse_csr, sparse_coo")

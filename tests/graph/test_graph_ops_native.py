@@ -136,8 +136,9 @@ def test_compiled_panel_width_is_a_multiple_of_the_register_block():
 
 @pytest.mark.parametrize("adam", [False, True])
 def test_a_graph_without_nodes_gives_zero_gradients(adam, monkeypatch):
-    """n = 0: the kept activations are a zero-size buffer (a NULL data pointer); the kernel must not take that for
-    "not kept" and recompute from a NULL W1 (it segfaulted). Same results as the torch panels: exact zeros."""
+    """n = 0: the kept activations are a zero-size buffer (a NULL data pointer). Before the kernel took an explicit
+    keep flag it read that as "not kept" and recomputed from a NULL W1 (it segfaulted). Same results as the torch
+    panels: exact zeros."""
     d, c = 10, 3
     x = torch.zeros(0, d)
     got = []
