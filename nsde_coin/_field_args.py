@@ -9,7 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from nsde_coin._checks import is_int
+from nsde_coin._checks import all_finite, is_int
 from nsde_coin.errors import warn_deprecated
 
 TimeLike = Union[float, Tensor]
@@ -43,7 +43,7 @@ def _fmt(value: Tensor) -> str:
 
 
 def _check_finite(name: str, value: Tensor) -> None:
-    if not torch.isfinite(value).all():
+    if not all_finite(value):
         raise ValueError(f"{name} must be finite, got {_fmt(value)}")
 
 

@@ -14,6 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from nsde_coin._checks import all_finite
 from nsde_coin._files import atomic_write
 from nsde_coin.errors import NonFiniteError
 from nsde_coin.toydata import ToyData
@@ -48,7 +49,7 @@ def grid_probabilities(
         probs = torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
     finally:
         model.train(was_training)
-    if not torch.isfinite(probs).all():
+    if not all_finite(probs):
         raise NonFiniteError(f"model returned non-finite probabilities on the plotting grid "
                              f"({int((~torch.isfinite(probs)).sum())} of {probs.numel()} entries are NaN/Inf)")
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))

@@ -17,7 +17,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from nsde_coin._checks import is_int, is_real
+from nsde_coin._checks import all_finite, is_int, is_real
 from nsde_coin.errors import invalid_choice
 from nsde_coin.solvers import GRAD_MODES, SDE_TYPES, SolverInfo, check_solver
 
@@ -94,7 +94,7 @@ def check_input(x: Any, drift: Any, diffusion: Any) -> None:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[0] < 1:
         raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError(f"x contains NaN or Inf ({int((~torch.isfinite(x)).sum())} non-finite entries)")
     d = x.shape[1]
     for name, field in (("drift", drift), ("diffusion", diffusion)):

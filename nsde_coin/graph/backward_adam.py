@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from nsde_coin._checks import is_int, is_real
+from nsde_coin._checks import all_finite, is_int, is_real
 
 __all__ = ["BackwardAdam"]
 
@@ -142,8 +142,8 @@ class BackwardAdam:
                                        and m.dim() == 2 and m.shape == v.shape)):
             raise ValueError(f"BackwardAdam state: steps={steps!r} needs two (d, d) moments when > 0 and none at 0, "
                              f"got {type(m).__name__} / {type(v).__name__}")
-        if m is not None and not (m.is_floating_point() and v.is_floating_point() and bool(m.isfinite().all())
-                                  and bool(v.isfinite().all()) and bool((v >= 0).all())):
+        if m is not None and not (m.is_floating_point() and v.is_floating_point() and all_finite(m)
+                                  and all_finite(v) and bool((v >= 0).all())):
             raise ValueError("BackwardAdam state: exp_avg and exp_avg_sq must be finite floating-point tensors and "
                              "exp_avg_sq >= 0 (they would turn W1 into NaN at the next step)")
         fresh = BackwardAdam(state["lr"], tuple(state["betas"]), state["eps"], state["weight_decay"])  # checks

@@ -28,6 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from nsde_coin._checks import all_finite
+
 __all__ = ["gaussian_knn_edges", "gaussian_knn_graph", "weighted_laplacian", "edges_to_sparse"]
 
 _DEFAULT_BLOCK = 2**22  # distance entries per block (32 MiB in float64)
@@ -51,7 +53,7 @@ def _check(x: Tensor, k: int, m: int) -> tuple[int, int, int]:
                          f"got k={k}, m={m}")
     if k > n:
         raise ValueError(f"k={k} exceeds the number of points n={n}; choose k <= n")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError("x contains NaN or infinite values")
     return batch, n, d
 

@@ -16,6 +16,8 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from nsde_coin._checks import all_finite
+
 __all__ = ["DENSE_LIMIT_BYTES", "arrays_from_pyg", "csr_features", "dense_features", "graph_stats",
            "largest_connected_component", "preprocess", "validate_graph"]
 
@@ -141,7 +143,7 @@ def validate_graph(data) -> None:
     n = int(data.num_nodes)
     x = data.x_csr if getattr(data, "x_csr", None) is not None else data.x
     values = x.values() if x.layout == torch.sparse_csr else x
-    if not bool(torch.isfinite(values).all()):
+    if not all_finite(values):
         raise ValueError(f"{getattr(data, 'name', 'graph')}: features contain NaN/Inf values")
     if x.shape[0] != n:
         raise ValueError(f"features have {x.shape[0]} rows but the graph has num_nodes={n}")
