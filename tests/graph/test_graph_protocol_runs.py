@@ -115,6 +115,30 @@ def test_readout_shortcut_matches_the_full_forward(solver, layers, sigma2):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("other_rows", ["zero", "nonzero", "nan"])
+def test_readout_backward_uses_the_training_rows_only_when_the_others_get_no_gradient(other_rows):
+    from nsde_coin.graph.experiment.train import _Readout
+
+    gen = torch.Generator().manual_seed(0)
+    m, n, c, r = 9, 13, 3, 4
+    p = torch.rand(m, n, generator=gen, dtype=torch.float64)
+    u = torch.rand(n, c, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(m, c, generator=gen, dtype=torch.float64)
+    if other_rows == "zero":
+        g[r:] = 0.0
+    elif other_rows == "nan":
+        g[r + 1, 0] = float("nan")
+    out = _Readout.apply(u, p, p.t().contiguous(), r)
+    assert torch.allclose(out, p @ u, rtol=1e-12, atol=0)
+    (gu,) = torch.autograd.grad(out, u, g)
+    want = p.t() @ g  # the full product: rows past r must count whenever their gradient is not zero
+    assert torch.equal(torch.isnan(gu), torch.isnan(want))
+    ok = ~torch.isnan(want)
+    assert torch.allclose(gu[ok], want[ok], rtol=1e-12, atol=1e-14)
+    if other_rows == "nonzero":  # the training rows alone would give another gradient: the test can fail
+        assert not torch.allclose(p[:r].t() @ g[:r], want, rtol=1e-6, atol=0)
+
+
 def test_hand_written_sparse_base_matches_the_dense_autograd_module():
     data = _sbm()
     net = build_model("coin", data, {"layer_num": 2, "sigma2": 0.2}, seed=0)
