@@ -7,19 +7,43 @@ steps) are plain C, compiled once per instruction set by ``kernels_{avx512,avx2,
 ``optional=True``: without a C compiler the install still succeeds and the library runs its pure-torch kernels.
 Reassociating float sums (``-fassociative-math``) lets the compiler vectorise the reductions; NaN and Inf still
 propagate (no ``-ffinite-math-only``).
+
+Threads: built with ``-fopenmp`` where the compiler has OpenMP, so that a multi-threaded kernel call runs on the
+OpenMP pool torch already loaded (``libgomp.so.1``) instead of threads of its own; a compiler without OpenMP builds
+the POSIX-threads fallback of ``module.c`` (same results).
 """
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP = ["-fopenmp"]
+
+
+class BuildExt(build_ext):
+    """Build with OpenMP, and once more without it where the compiler has none."""
+
+    def build_extension(self, ext: Extension) -> None:
+        ext.extra_compile_args += OPENMP
+        ext.extra_link_args += OPENMP
+        try:
+            super().build_extension(ext)
+            return
+        except Exception as err:  # CompileError / LinkError: no OpenMP here (e.g. Apple clang)
+            self.warn(f"{ext.name}: no OpenMP build ({type(err).__name__}); building with POSIX threads")
+        ext.extra_compile_args = [a for a in ext.extra_compile_args if a not in OPENMP]
+        ext.extra_link_args = [a for a in ext.extra_link_args if a not in OPENMP]
+        super().build_extension(ext)
 
 CSRC = "nsde_coin/graph/csrc"
 PANEL_KERNEL = Extension(
     "nsde_coin.graph._panel_kernel",
     sources=[f"{CSRC}/module.c", f"{CSRC}/kernels_avx512.c", f"{CSRC}/kernels_avx2.c", f"{CSRC}/kernels_baseline.c"],
-    depends=[f"{CSRC}/panel_kernel.c", f"{CSRC}/csr_power.c", f"{CSRC}/kernel_common.h"],
+    depends=[f"{CSRC}/panel_kernel.c", f"{CSRC}/out_dots.h", f"{CSRC}/csr_power.c", f"{CSRC}/kernel_common.h"],
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
-                        "-fvisibility=hidden", "-Wno-psabi"],
+                        "-fvisibility=hidden", "-Wno-psabi", "-pthread"],
+    extra_link_args=["-pthread"],
     define_macros=[("NSDE_PYTHON_MODULE", "1")],
     optional=True,
 )
 
-setup(ext_modules=[PANEL_KERNEL])
+setup(ext_modules=[PANEL_KERNEL], cmdclass={"build_ext": BuildExt})

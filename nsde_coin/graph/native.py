@@ -21,8 +21,12 @@ zero-padded copy of u (rows of a multiple of 8 floats) that stays in L2, instead
 convert P's int64 indices for MKL (Cora, 20 steps × 7 classes, 1 thread, Intel Xeon: see
 ``benchmarks/bench_propagate.py``).
 
-When they run: float32 CPU tensors, int32 feature indices (the base layer), ``torch.get_num_threads() == 1`` for
-the base layer (it is single-threaded; with more threads torch's parallel panels are used), at most
+Threads: the base layer runs on ``torch.get_num_threads()`` threads of its own (POSIX threads started per call,
+at most one per panel and :data:`MAX_THREADS`), thread t taking panels t, t + T, ...; the backward's results do not
+depend on the thread count, the forward's output differs from one thread's by float rounding of its per-thread
+sums only. :func:`csr_power` is single-threaded.
+
+When they run: float32 CPU tensors, int32 feature indices (the base layer), at most
 :data:`~nsde_coin.graph.sparse.SMALL_WORK` entries or one thread for :func:`csr_power`, and not disabled by the
 environment variable ``NSDE_COIN_NATIVE=0``.
 """
@@ -39,19 +43,20 @@ import torch
 
 from nsde_coin.errors import invalid_choice
 
-__all__ = ["ENV", "ENV_ISA", "ISAS", "available", "backward", "csr_power", "forward", "isa", "power_usable", "status",
-           "supported_isas", "usable"]
+__all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "available", "backward", "csr_power", "forward", "isa",
+           "power_usable", "status", "supported_isas", "threads_for", "usable"]
 
-ABI_VERSION = 5  # nsde_panel_abi_version() of csrc/module.c this module calls
+ABI_VERSION = 6  # nsde_panel_abi_version() of csrc/module.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
 ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
 ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
+MAX_THREADS = 64  # NSDE_MAX_THREADS of csrc/kernel_common.h: threads of one base-layer call at most
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     "nsde_panel_chunk": [],
-    "nsde_panel_forward": [_I64] * 4 + [_P] * 3 + [_I64] + [_P] * 3 + [_I64] + [_P] * 3,
+    "nsde_panel_forward": [_I64] * 4 + [_P] * 3 + [_I64] + [_P] * 3 + [_I64] + [_P] * 3 + [_I64, _P],
     "nsde_panel_backward": [_I64] * 4 + [_P] * 3 + [_I64, _P, _I64] + [_P] * 7 + [_I64] + [_P] * 7 + [_I64]
-    + [_P] * 3 + [_I64, _P],
+    + [_P] * 3 + [_I64, _P, _I64],
     "nsde_csr_power": [_I64] * 3 + [_P] * 6,
 }
 _LIB: Optional[ctypes.CDLL] = None
@@ -144,8 +149,7 @@ def usable(w1: torch.Tensor, index_dtype: torch.dtype, *others: torch.Tensor) ->
     """Whether the compiled kernel runs for weights ``w1`` and feature indices of ``index_dtype`` (see module doc);
     ``others`` (the remaining weights and feature values) must share w1's dtype and device."""
     return (w1.dtype == torch.float32 and w1.device.type == "cpu" and index_dtype == torch.int32
-            and all(t.dtype == w1.dtype and t.device == w1.device for t in others)
-            and torch.get_num_threads() == 1 and _enabled())
+            and all(t.dtype == w1.dtype and t.device == w1.device for t in others) and _enabled())
 
 
 def power_usable(u: torch.Tensor, p: torch.Tensor, small: bool) -> bool:
@@ -173,25 +177,34 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def threads_for(d: int, panel: int, threads: Optional[int] = None) -> int:
+    """Threads of a base-layer call on ``d`` columns in panels of ``panel``: ``threads`` (default
+    ``torch.get_num_threads()``), at most one per panel and :data:`MAX_THREADS`."""
+    want = torch.get_num_threads() if threads is None else int(threads)
+    return max(1, min(want, -(-d // panel), MAX_THREADS))
+
+
 def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: torch.Tensor, panel: int,
-            h: Optional[torch.Tensor]) -> None:
+            h: Optional[torch.Tensor], threads: Optional[int] = None) -> None:
     """All panels of width ``panel``: write ``h`` (their n×k blocks back to back; ``None``: not kept) and add
-    ``W2[:, J] h_J`` into ``out`` (n, C).
+    ``W2[:, J] h_J`` into ``out`` (n, C), on :func:`threads_for` threads.
 
     ``feats``: :class:`~nsde_coin.graph.sparse_base.SparseFeatures` with int32 indices; w1 (d, d), b1 (d,), w2 (C, d)
     contiguous float32; ``out`` contiguous (n, C) float32; ``h`` n·d floats.
     """
     n, d, c = out.shape[0], w1.shape[0], w2.shape[0]
-    pack = torch.empty((d + 1) * panel, dtype=w1.dtype)
+    threads = threads_for(d, panel, threads)
+    pack = torch.empty(threads * (d + 1) * panel, dtype=w1.dtype)
+    outx = torch.empty((threads - 1) * n * c, dtype=out.dtype) if threads > 1 else None  # other threads' sums
     _fn("nsde_panel_forward")(n, d, c, panel, _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals),
                               feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), int(h is not None), _ptr(h),
-                              _ptr(out), _ptr(pack))
+                              _ptr(out), _ptr(pack), threads, _ptr(outx))
 
 
 def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], w2: torch.Tensor,
              gw1: Optional[torch.Tensor], gb1: torch.Tensor, gw2: torch.Tensor, panel: int,
              adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-             scatter: bool = False) -> None:
+             scatter: bool = False, threads: Optional[int] = None) -> None:
     """All panels: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
 
     ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it, or ``(w1, b1)``, the weights of the forward, to
@@ -199,20 +212,22 @@ def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, 
     hyper)`` (see :class:`~nsde_coin.graph.backward_adam.BackwardAdam`) each row of ∇W1[:, J] updates ``w1`` in place
     instead of being stored (``gw1`` may be ``None``). ``scatter``: compute ``xᵀ gz_J`` by adding each node's row of
     ``gz_J`` into a (d+1)×k accumulator along the rows of x, instead of gathering from the n×k table ``gz_J``
-    (faster once that table outgrows L2; same sums in another order).
+    (faster once that table outgrows L2; same sums in another order). Runs on :func:`threads_for` threads, each with
+    its own scratch; the results do not depend on their number.
     """
     n, c = g.shape
     d = gb1.shape[0]
     chunk = _fn("nsde_panel_chunk")()
-    gz = torch.empty((chunk if scatter else n) * panel, dtype=g.dtype)
-    acc = torch.empty((d + 1) * panel, dtype=g.dtype) if scatter else None
-    tile = torch.empty((c + 1) * panel, dtype=g.dtype)
+    threads = threads_for(d, panel, threads)
+    gz = torch.empty(threads * (chunk if scatter else n) * panel, dtype=g.dtype)
+    acc = torch.empty(threads * (d + 1) * panel, dtype=g.dtype) if scatter else None
+    tile = torch.empty(threads * (c + 1) * panel, dtype=g.dtype)
     w1, m, v, hy = adam if adam is not None else (None, None, None, None)
     saved, (w1r, b1) = (h, (None, None)) if isinstance(h, torch.Tensor) else (None, h)
-    pack = None if saved is not None else torch.empty((d + chunk) * panel, dtype=g.dtype)
+    pack = None if saved is not None else torch.empty(threads * (d + chunk) * panel, dtype=g.dtype)
     _fn("nsde_panel_backward")(n, d, c, panel, _ptr(feats.t_offsets), _ptr(feats.t_rows), _ptr(feats.t_vals),
                                feats.t_rows.numel(), _ptr(g), int(saved is not None), _ptr(saved), _ptr(w2),
                                _ptr(gz), _ptr(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), int(adam is not None),
                                _ptr(w1), _ptr(m), _ptr(v), _ptr(hy), _ptr(feats.offsets), _ptr(feats.cols),
                                _ptr(feats.vals), feats.cols.numel(), _ptr(w1r), _ptr(b1), _ptr(pack), int(scatter),
-                               _ptr(acc))
+                               _ptr(acc), threads)

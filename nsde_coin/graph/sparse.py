@@ -24,17 +24,23 @@ import torch
 from nsde_coin._threads import torch_threads
 from nsde_coin.graph import native
 
-__all__ = ["SMALL_WORK", "LinearMap", "apply_linear", "from_columns", "propagate", "small_work_threads", "to_columns"]
+__all__ = ["SMALL_WORK", "LinearMap", "apply_linear", "from_columns", "propagate", "small_work_threads", "to_columns",
+           "work_threads"]
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 SMALL_WORK = 1 << 20  # entries of the (n, m) input below which CPU maps run single-threaded
 
 
+def work_threads(u: torch.Tensor) -> int:
+    """Threads for work on ``u``: 1 when it is a small CPU tensor (see the module doc), else
+    ``torch.get_num_threads()``."""
+    return 1 if u.device.type == "cpu" and u.numel() <= SMALL_WORK else torch.get_num_threads()
+
+
 @contextlib.contextmanager
 def small_work_threads(u: torch.Tensor) -> Iterator[None]:
     """Run the block with one intra-op thread when ``u`` is a small CPU tensor (see the module doc)."""
-    small = u.device.type == "cpu" and u.numel() <= SMALL_WORK
-    with torch_threads(1 if small else None):
+    with torch_threads(work_threads(u)):
         yield
 
 

@@ -35,10 +35,11 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from nsde_coin._threads import torch_threads
 from nsde_coin.graph import native
 from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.laplacian import to_scipy
-from nsde_coin.graph.sparse import small_work_threads
+from nsde_coin.graph.sparse import small_work_threads, work_threads
 
 __all__ = ["PANEL", "PANEL_TABLE_BYTES", "SparseBase", "SparseFeatures", "panel_width", "sparse_features"]
 
@@ -161,16 +162,16 @@ class SparseBase(torch.autograd.Function):
     def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None,  # noqa: D102
                 w1_step: Optional[BackwardAdam] = None):
         d, w1_param = w1.shape[1], w1
-        with small_work_threads(w1):
-            # single-threaded: small inputs run on 1 thread anyway
-            compiled = native.usable(w1, feats.cols.dtype, b1, w2, b2, feats.vals)
+        compiled = native.usable(w1, feats.cols.dtype, b1, w2, b2, feats.vals)
+        threads = work_threads(w1)  # the compiled kernel's own threads; torch's small (n, C) ops then run on one
+        with torch_threads(1) if compiled else small_work_threads(w1):
             if panel is None:
                 panel = panel_width(feats.offsets.numel(), d, w1.element_size(), compiled)
             res = feats.gather(torch.cat([w2.t(), b2[None]]))  # x W2ᵀ + b2: the residual branch, output bias (n, C)
             keep = res.shape[0] * d * w1.element_size() <= SAVE_LIMIT_BYTES
             if compiled:  # accumulates into res, (n, C)
                 w1, b1, w2 = w1.contiguous(), b1.contiguous(), w2.contiguous()
-                hs = _native_hidden(feats, w1, b1, w2, res, panel, keep)
+                hs = _native_hidden(feats, w1, b1, w2, res, panel, keep, threads)
                 out_t = res.t()
             else:  # accumulates into its transpose, (C, n): the wide product form
                 out_t = res.t().contiguous()
@@ -184,7 +185,7 @@ class SparseBase(torch.autograd.Function):
             ctx.save_for_backward(w2, *hs)
         else:
             ctx.save_for_backward(w2, w1, b1)
-        ctx.feats, ctx.panel, ctx.d, ctx.keep, ctx.compiled = feats, panel, d, keep, compiled
+        ctx.feats, ctx.panel, ctx.d, ctx.keep, ctx.compiled, ctx.threads = feats, panel, d, keep, compiled, threads
         ctx.w1_step = w1_step if ctx.needs_input_grad[0] else None  # a frozen W1 is not stepped
         if ctx.w1_step is not None:
             if not w1_param.is_contiguous():
@@ -202,7 +203,7 @@ class SparseBase(torch.autograd.Function):
         feats: SparseFeatures = ctx.feats
         g = g.contiguous()
         d = ctx.d
-        with small_work_threads(w2):
+        with torch_threads(1) if ctx.compiled else small_work_threads(w2):
             t = feats.t_gather(g)  # (d+1, C): xᵀ g (residual branch) and g.sum(0) (output bias)
             gw2 = t[:d].t().contiguous()
             gb2 = t[d]
@@ -232,12 +233,13 @@ class SparseBase(torch.autograd.Function):
         return gw1, gb1, gw2, gb2, None, None, None
 
 
-def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool) -> list[torch.Tensor]:
-    """Compiled forward (:mod:`nsde_coin.graph.native`) into ``out`` (n, C); returns the saved activations: all
-    panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
+def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool,
+                   threads: int) -> list[torch.Tensor]:
+    """Compiled forward (:mod:`nsde_coin.graph.native`, on up to ``threads`` threads) into ``out`` (n, C); returns
+    the saved activations: all panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
     n, d = out.shape[0], w1.shape[0]
     h = w1.new_empty(n * d) if keep else None
-    native.forward(feats, w1, b1, w2, out, panel, h)
+    native.forward(feats, w1, b1, w2, out, panel, h, threads)
     return [] if h is None else [h]
 
 
@@ -246,4 +248,4 @@ def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, ad
     ``saved = (w1, b1)`` (each panel before its columns of W1 are updated, when ``adam`` is given)."""
     h = saved[0] if ctx.keep else (saved[0].contiguous(), saved[1].contiguous())
     scatter = g.shape[0] * ctx.panel * g.element_size() > SCATTER_TABLE_BYTES
-    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, adam, scatter)
+    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, adam, scatter, ctx.threads)

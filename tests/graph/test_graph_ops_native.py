@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in
 
 @pytest.fixture(autouse=True, params=["gather", "scatter"])
 def one_thread(request, monkeypatch):
-    """Every test on one thread (the kernel runs single-threaded only), once with each form of the backward's
-    xᵀ gz (gathered from the n×k table, or scattered along x's rows: wide graphs)."""
+    """Every test on one torch thread (test_graph_ops_native_threads.py runs more), once with each form of the
+    backward's xᵀ gz (gathered from the n×k table, or scattered along x's rows: wide graphs)."""
     if request.param == "scatter":
         monkeypatch.setattr(sb, "SCATTER_TABLE_BYTES", -1)
     before = torch.get_num_threads()
@@ -116,13 +116,13 @@ def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch, n,
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6 * max(float(b.abs().max()), 1.0))
 
 
-def test_more_threads_fall_back_to_the_torch_panels(monkeypatch):
+def test_more_threads_run_the_compiled_kernel_too(monkeypatch):
     monkeypatch.setenv(native.ENV, "1")
     w = torch.zeros(4, 4)
     torch.set_num_threads(2)
-    assert not native.usable(w, torch.int32)
-    torch.set_num_threads(1)
     assert native.usable(w, torch.int32)
+    assert native.threads_for(1433, 128) == 2 and native.threads_for(100, 128) == 1  # at most one per panel
+    assert native.threads_for(10**6, 16, 10**4) == native.MAX_THREADS
 
 
 def test_compiled_panel_width_is_a_multiple_of_the_register_block():

@@ -9,6 +9,9 @@
 #ifndef NSDE_KERNEL_COMMON_H
 #define NSDE_KERNEL_COMMON_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #ifndef NSDE_ISA_SUFFIX
 #define NSDE_ISA_SUFFIX /* a file compiled on its own: plain names */
 #endif
@@ -18,5 +21,12 @@
 
 /* the library is built with -fvisibility=hidden: only entry points are exported */
 #define API __attribute__((visibility("default")))
+
+/* Threads of one kernel call at most (the callers cap their count; module.c runs them). */
+#define NSDE_MAX_THREADS 64
+
+/* fn(jobs + t·size) for t in [0, count): t >= 1 each on a new thread, t = 0 on the calling one; returns when all
+ * have finished.  A thread that cannot be started runs its job on the calling thread instead (same result). */
+void nsde_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int64_t count);
 
 #endif

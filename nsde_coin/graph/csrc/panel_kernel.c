@@ -83,66 +83,7 @@ static inline __attribute__((always_inline)) void gather_block(int64_t m, const 
     }
 }
 
-#if defined(__clang__)
-#define SHUF2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define SHUF2(a, b, ...) __builtin_shuffle(a, b, (vfi){__VA_ARGS__})
-#endif
-
-/* o[c] += W2[c, J] . h_J[v] for the M <= 8 classes of one group (w2: W2[c0, j0], row stride d; hv: one row of h_J):
- * M vector partial sums in parallel (independent FMA chains, hv loaded once), then all of them reduced together by
- * a tree of two-input shuffles (AVX-512: 23 vector operations for 8 sums where 8 separate horizontal sums took 64),
- * with no long dependency chain per class. */
-static inline __attribute__((always_inline)) void out_dots(const int M, const float *hv, const float *w2, int64_t d,
-                                                           int64_t k, float *o) {
-    vf s[8];
-    float tail[8];
-    for (int c = 0; c < 8; c++) { s[c] = (vf){0}; tail[c] = 0.f; }
-    int64_t q = 0;
-    for (; q + VL <= k; q += VL) {
-        const vf hq = LD(hv + q);
-        for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q);
-    }
-    for (; q < k; q++)
-        for (int c = 0; c < M; c++) tail[c] += hv[q] * w2[c * d + q];
-    /* level 1: the lower half of x_j's lanes holds partials of s_2j, the upper half those of s_2j+1 */
-    vf x[4], y[2];
-#if VL == 16
-    for (int j = 0; j < 4; j++)
-        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-               SHUF2(s[2 * j], s[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    /* level 2: groups of 4 lanes: y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
-    for (int j = 0; j < 2; j++)
-        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
-               SHUF2(x[2 * j], x[2 * j + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    /* level 3: pairs of lanes (s0, s4, s2, s6, s1, s5, s3, s7); level 4: their even lanes hold the sums */
-    vf z = SHUF2(y[0], y[1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-           SHUF2(y[0], y[1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-    z += SHUF2(z, z, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    static const int lane[8] = {0, 8, 4, 12, 2, 10, 6, 14};
-    for (int c = 0; c < M; c++) o[c] += z[lane[c]] + tail[c];
-#elif VL == 8
-    for (int j = 0; j < 4; j++)
-        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
-               SHUF2(s[2 * j], s[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15);
-    /* level 2: pairs of lanes: y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
-    for (int j = 0; j < 2; j++)
-        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
-               SHUF2(x[2 * j], x[2 * j + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-    /* level 3: one lane each, (s0, s4, s2, s6, s1, s5, s3, s7) */
-    const vf z = SHUF2(y[0], y[1], 0, 8, 2, 10, 4, 12, 6, 14) + SHUF2(y[0], y[1], 1, 9, 3, 11, 5, 13, 7, 15);
-    static const int lane[8] = {0, 4, 2, 6, 1, 5, 3, 7};
-    for (int c = 0; c < M; c++) o[c] += z[lane[c]] + tail[c];
-#else /* VL == 4 */
-    for (int j = 0; j < 4; j++)
-        x[j] = SHUF2(s[2 * j], s[2 * j + 1], 0, 1, 4, 5) + SHUF2(s[2 * j], s[2 * j + 1], 2, 3, 6, 7);
-    /* level 2: one lane each, y0 = (s0, s2, s1, s3), y1 = (s4, s6, s5, s7) */
-    for (int j = 0; j < 2; j++)
-        y[j] = SHUF2(x[2 * j], x[2 * j + 1], 0, 4, 2, 6) + SHUF2(x[2 * j], x[2 * j + 1], 1, 5, 3, 7);
-    static const int lane[4] = {0, 2, 1, 3};
-    for (int c = 0; c < M; c++) o[c] += y[c / 4][lane[c % 4]] + tail[c];
-#endif
-}
+#include "out_dots.h"
 
 /* Pass 1 of the backward for classes [c, c+M) of one VL-column block and one chunk of nodes [v0, v1) (hc, gzc:
  * the chunk's rows of h_J and gz_J, stride k): the M columns of W2 and the M accumulators of gW2 in registers (M
@@ -236,23 +177,29 @@ static inline __attribute__((always_inline)) void scatter_row(int64_t k, const f
         for (int64_t e = e0; e < e1; e++) acc[(int64_t)cols[e] * k + t] += vals[e] * z[t];
 }
 
-/* Forward over all panels of width `panel`: out (n×C, row-major) is accumulated into; keep != 0: h receives the
- * panels' n×k blocks of activations, back to back (otherwise h is not touched and the backward recomputes them).
- * pack: (d + 1)×panel floats of scratch (the packed panel, then one row of h when it is not kept). */
-API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *off,
-                                   const int32_t *cols, const float *vals, int64_t nnz, const float *W1,
-                                   const float *b1, const float *W2, int64_t keep, float *h, float *out,
-                                   float *pack) {
-    float *hp = h;
-    for (int64_t j0 = 0; j0 < d; j0 += panel) {
-        const int64_t k = d - j0 < panel ? d - j0 : panel;
-        pack_panel(d, j0, k, W1, pack);
+/* One thread's share of the forward: panels first, first + step, ... (panel J's n×k block of h lies at offset
+ * n·j0); out: this thread's (n, C) accumulator; pack: its (d + 1)×panel floats of scratch. */
+struct fwd_job {
+    int64_t n, d, C, panel, nnz, keep, first, step;
+    const int32_t *off, *cols;
+    const float *vals, *W1, *b1, *W2;
+    float *h, *out, *pack;
+};
+
+static void *forward_panels(void *arg) {
+    const struct fwd_job *a = arg;
+    const int64_t n = a->n, d = a->d, C = a->C;
+    float *pack = a->pack;
+    for (int64_t j0 = a->first * a->panel; j0 < d; j0 += a->step * a->panel) {
+        const int64_t k = d - j0 < a->panel ? d - j0 : a->panel;
+        float *hp = a->keep ? a->h + n * j0 : NULL;
+        pack_panel(d, j0, k, a->W1, pack);
         for (int64_t v = 0; v < n; v++) {
-            float *hv = keep ? hp + v * k : pack + d * k;
-            hidden_rows(v, v + 1, n, k, j0, off, cols, vals, nnz, b1, pack, hv);
+            float *hv = a->keep ? hp + v * k : pack + d * k;
+            hidden_rows(v, v + 1, n, k, j0, a->off, a->cols, a->vals, a->nnz, a->b1, pack, hv);
             for (int64_t c = 0; c < C; c += 8) {
-                const float *w2 = W2 + c * d + j0;
-                float *o = out + v * C + c;
+                const float *w2 = a->W2 + c * d + j0;
+                float *o = a->out + v * C + c;
                 switch (C - c < 8 ? C - c : 8) {
                 case 8: out_dots(8, hv, w2, d, k, o); break;
                 case 7: out_dots(7, hv, w2, d, k, o); break;
@@ -265,7 +212,32 @@ API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t pane
                 }
             }
         }
-        if (keep) hp += n * k;
+    }
+    return NULL;
+}
+
+/* Forward over all panels of width `panel`: out (n×C, row-major) is accumulated into; keep != 0: h receives the
+ * panels' n×k blocks of activations, back to back (otherwise h is not touched and the backward recomputes them).
+ * pack: threads × (d + 1)×panel floats of scratch (per thread: the packed panel, then one row of h when it is not
+ * kept).  threads > 1: thread t runs panels t, t + threads, ... (nsde_run_jobs); thread 0 adds into out, thread
+ * t > 0 into outx[(t - 1)·n·C ...) (zeroed here; (threads - 1)·n·C floats), added to out in thread order after
+ * all have finished, so a result depends on the thread count (float rounding of out's sums) but not on timing. */
+API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *off,
+                                   const int32_t *cols, const float *vals, int64_t nnz, const float *W1,
+                                   const float *b1, const float *W2, int64_t keep, float *h, float *out,
+                                   float *pack, int64_t threads, float *outx) {
+    const int64_t T = threads < 1 ? 1 : threads > NSDE_MAX_THREADS ? NSDE_MAX_THREADS : threads;
+    struct fwd_job jobs[NSDE_MAX_THREADS];
+    for (int64_t t = 0; t < T; t++) {
+        float *o = t ? outx + (t - 1) * n * C : out;
+        if (t) memset(o, 0, (size_t)(n * C) * sizeof(float));
+        jobs[t] = (struct fwd_job){n, d, C, panel, nnz, keep, t, T, off, cols, vals, W1, b1, W2, h, o,
+                                   pack + t * (d + 1) * panel};
+    }
+    nsde_run_jobs(forward_panels, jobs, sizeof(jobs[0]), T);
+    for (int64_t t = 1; t < T; t++) {
+        const float *o = outx + (t - 1) * n * C;
+        for (int64_t i = 0; i < n * C; i++) out[i] += o[i];
     }
 }
 
@@ -283,20 +255,35 @@ API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t pane
  * leaves L1; with keep != 0, W1r, b1 and pack are not touched.  adam != 0 (with W1, its Adam moments M, V and
  * hyper-parameters hy, see adam_row): the rows of gW1[:, J] are not stored but each is applied to W1[:, J] while
  * in registers/L1 (Adam inside the backward pass; gW1 is not touched; W1r, the weights the forward used, is then W1
- * itself: panel J is recomputed before it is updated); adam == 0: W1, M, V and hy are not touched.  M and V are stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in
- * the order the panels are computed, where the matrix layout would read them with a stride of d floats. */
-API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *toff,
-                                    const int32_t *trows, const float *tvals, int64_t tnnz, const float *g,
-                                    int64_t keep, const float *h, const float *W2, float *gz, float *gW1, float *gb1,
-                                    float *gW2, float *tile, int64_t adam, float *W1, float *M, float *V,
-                                    const float *hy, const int32_t *off, const int32_t *cols, const float *vals,
-                                    int64_t nnz, const float *W1r, const float *b1, float *pack, int64_t scatter,
-                                    float *acc) {
-    const float *hp = h;
-    for (int64_t j0 = 0; j0 < d; j0 += panel) {
-        const int64_t k = d - j0 < panel ? d - j0 : panel;
+ * itself: panel J is recomputed before it is updated); adam == 0: W1, M, V and hy are not touched.  M and V are
+ * stored panel by panel (panel J's d×k block at offset d·j0, row stride k): read in the order the panels are
+ * computed, where the matrix layout would read them with a stride of d floats.
+ * threads > 1: thread t runs panels t, t + threads, ... as in the forward; gz, tile, pack (when !keep) and acc
+ * (when scatter) then hold `threads` blocks of the sizes above, one per thread.  Panels write disjoint columns of
+ * gW1, gb1, gW2 and W1 and disjoint blocks of M and V, each panel's sums run as with one thread: the results do
+ * not depend on the thread count. */
+struct bwd_job {
+    int64_t n, d, C, panel, tnnz, keep, adam, nnz, scatter, first, step;
+    const int32_t *toff, *trows, *off, *cols;
+    const float *tvals, *g, *h, *W2, *hy, *vals, *W1r, *b1;
+    float *gz, *gW1, *gb1, *gW2, *tile, *W1, *M, *V, *pack, *acc;
+};
+
+/* One thread's share of the backward: panels first, first + step, ... with its own scratch (gz, tile, pack, acc);
+ * panels write disjoint columns of gW1, gb1, gW2 and W1 and disjoint blocks of M and V. */
+static void *backward_panels(void *arg) {
+    const struct bwd_job *a = arg;
+    const int64_t n = a->n, d = a->d, C = a->C, keep = a->keep, adam = a->adam, scatter = a->scatter, nnz = a->nnz,
+                  tnnz = a->tnnz;
+    const int32_t *toff = a->toff, *trows = a->trows, *off = a->off, *cols = a->cols;
+    const float *tvals = a->tvals, *g = a->g, *W2 = a->W2, *hy = a->hy, *vals = a->vals, *b1 = a->b1;
+    float *gz = a->gz, *gW1 = a->gW1, *gb1 = a->gb1, *gW2 = a->gW2, *tile = a->tile, *W1 = a->W1, *M = a->M,
+          *V = a->V, *pack = a->pack, *acc = a->acc;
+    for (int64_t j0 = a->first * a->panel; j0 < d; j0 += a->step * a->panel) {
+        const int64_t k = d - j0 < a->panel ? d - j0 : a->panel;
         const int64_t kv = k - k % VL;
-        if (!keep) pack_panel(d, j0, k, W1r, pack);
+        const float *hp = keep ? a->h + n * j0 : NULL;
+        if (!keep) pack_panel(d, j0, k, a->W1r, pack);
         if (scatter) memset(acc, 0, (size_t)((d + 1) * k) * sizeof(float));
         /* pass 1: chunks of CHUNK nodes (their rows of h_J and gz_J stay in L1), VL columns and 4 classes at a
          * time, so that the 4 W2 columns and the 4 accumulators of gW2 stay in registers over the chunk */
@@ -352,6 +339,25 @@ API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t pan
                 adam_row(k, W1 + i * d + j0, M + d * j0 + i * k, V + d * j0 + i * k, scatter ? acc + i * k : o,
                          hy);
         }
-        if (keep) hp += n * k;
     }
+    return NULL;
+}
+
+API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *toff,
+                                    const int32_t *trows, const float *tvals, int64_t tnnz, const float *g,
+                                    int64_t keep, const float *h, const float *W2, float *gz, float *gW1, float *gb1,
+                                    float *gW2, float *tile, int64_t adam, float *W1, float *M, float *V,
+                                    const float *hy, const int32_t *off, const int32_t *cols, const float *vals,
+                                    int64_t nnz, const float *W1r, const float *b1, float *pack, int64_t scatter,
+                                    float *acc, int64_t threads) {
+    const int64_t T = threads < 1 ? 1 : threads > NSDE_MAX_THREADS ? NSDE_MAX_THREADS : threads;
+    const int64_t gzn = (scatter ? CHUNK : n) * panel, tilen = (C + 1) * panel, packn = (d + CHUNK) * panel,
+                  accn = (d + 1) * panel;
+    struct bwd_job jobs[NSDE_MAX_THREADS];
+    for (int64_t t = 0; t < T; t++)
+        jobs[t] = (struct bwd_job){n, d, C, panel, tnnz, keep, adam, nnz, scatter, t, T, toff, trows, off, cols,
+                                   tvals, g, h, W2, hy, vals, W1r, b1, gz + t * gzn, gW1, gb1, gW2,
+                                   tile + t * tilen, W1, M, V, keep ? pack : pack + t * packn,
+                                   scatter ? acc + t * accn : acc};
+    nsde_run_jobs(backward_panels, jobs, sizeof(jobs[0]), T);
 }

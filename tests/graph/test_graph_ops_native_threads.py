@@ -1,0 +1,92 @@
+"""The compiled base layer on several threads (csrc/module.c's nsde_run_jobs: thread t runs panels t, t + T, ...):
+every thread count gives the backward's numbers bit for bit (each panel's sums run alike) and the forward's to float
+rounding of the per-thread output sums, with kept or recomputed activations, the gathered or scattered xᵀ gz, and
+Adam inside the backward; SparseBase hands torch's thread count to the kernel. Skips where the kernel was not built."""
+
+import numpy as np
+import pytest
+import torch
+from problems import bag_of_words
+
+from nsde_coin.graph import native
+from nsde_coin.graph import sparse as sp
+from nsde_coin.graph.backward_adam import BackwardAdam
+from nsde_coin.graph.sparse_base import SparseBase, sparse_features
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
+              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
+
+N, D, C, PANEL = 70, 150, 7, 16  # 10 panels, the last 6 wide: every thread count below splits them unevenly
+
+
+def _case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = sparse_features(bag_of_words(N, D, seed=seed).float().to_sparse_csr())
+    w1, b1, w2 = (torch.randn(s, generator=g) * 0.3 for s in ((D, D), (D,), (C, D)))
+    return feats, w1, b1, w2, torch.randn(N, C, generator=g)
+
+
+def _run(threads, keep, scatter, adam):
+    feats, w1, b1, w2, g = _case()
+    out = torch.zeros(N, C)
+    h = torch.empty(N * D) if keep else None
+    native.forward(feats, w1, b1, w2, out, PANEL, h, threads)
+    gw1, gb1, gw2 = torch.full((D, D), float("nan")), torch.empty(D), torch.zeros(C, D)
+    state = None
+    if adam:  # W1 updated in place from its gradient, with the moments of a first step
+        step = BackwardAdam(lr=0.05, weight_decay=0.01)
+        hy = step.begin(w1, PANEL)
+        state, gw1 = (w1, step.exp_avg, step.exp_avg_sq, hy), None
+    native.backward(feats, g, h if keep else (w1.clone(), b1), w2, gw1, gb1, gw2, PANEL, state, scatter, threads)
+    return [out, gb1, gw2] + ([w1, state[1], state[2]] if adam else [gw1])
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
+@pytest.mark.parametrize("scatter", [False, True], ids=["gather", "scatter"])
+@pytest.mark.parametrize("adam", [False, True], ids=["grad", "adam"])
+def test_every_thread_count_gives_the_same_numbers(keep, scatter, adam):
+    one = _run(1, keep, scatter, adam)
+    for threads in (2, 3, 4, 10, 64):
+        got = _run(threads, keep, scatter, adam)
+        # forward: per-thread partial sums of ≤ 10 panels added in thread order (float32 rounding of ~150 terms)
+        np.testing.assert_allclose(got[0].numpy(), one[0].numpy(), rtol=0, atol=2e-6 * float(one[0].abs().max()))
+        for a, b in zip(got[1:], one[1:]):  # backward: every panel's sums in the same order → bitwise
+            assert torch.equal(a, b), f"threads={threads}"
+    assert not torch.isnan(one[-1]).any()  # every column of ∇W1 (or of W1's Adam step) was written
+
+
+def test_more_threads_than_panels_and_a_bad_count_are_clamped():
+    one = _run(1, True, False, False)
+    for threads in (0, -3, 1000):  # ≤ 0 runs one thread; more than panels / MAX_THREADS: one per panel at most
+        got = _run(native.threads_for(D, PANEL, threads) if threads > 0 else threads, True, False, False)
+        for a, b in zip(got[1:], one[1:]):
+            assert torch.equal(a, b)
+
+
+def test_sparse_base_passes_torch_threads_to_the_kernel(monkeypatch):
+    """With 3 torch threads (and the small-work limit lifted) SparseBase runs the kernel on 3 threads and still
+    equals the float64 dense reference; with 1 torch thread the kernel gets 1."""
+    monkeypatch.setenv(native.ENV, "1")
+    monkeypatch.setattr(sp, "SMALL_WORK", 0)
+    seen = []
+    real = native.threads_for
+    monkeypatch.setattr(native, "threads_for", lambda d, p, t=None: seen.append(real(d, p, t)) or seen[-1])
+    feats, w1, b1, w2, up = _case(seed=3)
+    b2 = torch.randn(C, generator=torch.Generator().manual_seed(4))
+    params = [t.clone().requires_grad_() for t in (w1, b1, w2, b2)]
+    x = bag_of_words(N, D, seed=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        out = SparseBase.apply(*params, feats, PANEL)
+        grads = torch.autograd.grad(out, params, up)
+        torch.set_num_threads(1)
+        SparseBase.apply(*params, feats, PANEL).backward(up)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3, 3, 1, 1]
+    p64 = [p.detach().double().requires_grad_() for p in params]
+    ref = (x + torch.relu(x @ p64[0] + p64[1])) @ p64[2].t() + p64[3]
+    want = [ref.detach(), *torch.autograd.grad(ref, p64, up.double())]
+    for a, b in zip([out.detach(), *grads], want):
+        np.testing.assert_allclose(a.double().numpy(), b.numpy(), rtol=0, atol=1e-5 * float(b.abs().max()))
