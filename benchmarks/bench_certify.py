@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _report import write_text
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SDE = [(ds, s) for ds in ("spirals", "digits") for s in ("0.25", "0.5")]
@@ -85,7 +87,7 @@ def main() -> int:
         for ds, extra in GRAPH.items():
             _run(["certify", "graph", "--dataset", ds, "--k-max", "10", *extra], RESULTS / f"certify_graph_{ds}.json")
     text = report()
-    (RESULTS / "certify.md").write_text(text)
+    write_text(RESULTS / "certify.md", text)
     print(text)
     return 0
 

@@ -16,7 +16,6 @@ benchmarks/results/bench_checks.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import write_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -132,7 +133,7 @@ def main() -> None:
         print(f"{case:14s} median: baseline {1e3 * base:8.3f} ms, candidate {1e3 * cand:8.3f} ms, ratio "
               f"{cand / base:.4f}; min: {1e3 * bmin:8.3f} / {1e3 * cmin:8.3f} ms, ratio {cmin / bmin:.4f}")
     out = HERE / "results" / "bench_checks.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"wrote {out} ({result['cpu']})")
 
 

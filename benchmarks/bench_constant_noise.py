@@ -19,7 +19,6 @@ benchmarks/results/bench_constant_noise.json and .png.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torchsde
+from _report import save_figure, write_json
 
 from nsde_coin import FixedGridBrownian, GeneralDiffusion, MLPDrift, ScalarDiffusion, feynman_kac, get_solver
 from nsde_coin.machine import cpu_model
@@ -121,7 +121,7 @@ def _plot(res: dict, path: Path) -> None:
         ax.set_title(f"constant σ, d = {d}, B = {B}, {STEPS} steps")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
            "threads": args.threads, "batch": B, "steps": STEPS, **bench(args.dims, args.repeats, warmup=2)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_constant_noise.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(args.out / "bench_constant_noise.json", res)
     _plot(res, args.out / "bench_constant_noise.png")
     for d, per in res["per_dim"].items():
         print(f"d = {d}: " + ", ".join(f"{s} {v['fast_ms']:.1f} ms ({v['fast_over_euler']:.2f}x euler; dense "

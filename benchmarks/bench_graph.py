@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from _report import save_figure, write_json, write_text
+
 from nsde_coin.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
@@ -140,7 +142,7 @@ def worker(args: argparse.Namespace) -> None:
         "epochs": summary["epochs_mean"],
     }
     if args.memory_run:
-        (RUNS / f"{args.dataset}_{args.model}.memory.json").write_text(json.dumps(summary["memory"]))
+        write_json(RUNS / f"{args.dataset}_{args.model}.memory.json", summary["memory"], indent=None)
     print(json.dumps(summary))
 
 
@@ -290,7 +292,7 @@ def _figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("training peak memory (MB, CPU RSS)")
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -305,8 +307,8 @@ def _write_compare(result: dict[str, Any], lines: list[str], args: argparse.Name
             f"training loop's process time (less sensitive to other load on a shared machine).\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n" + note)
+    write_json(out, result, indent=1)
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n" + note)
     return "\n".join(lines) + "\n" + note
 
 
@@ -460,9 +462,9 @@ def main() -> None:
         "rows": rows, "reference": refs,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1))
+    write_json(out_path, result, indent=1)
     md = _markdown(rows, refs)
-    out_path.with_suffix(".md").write_text(md)
+    write_text(out_path.with_suffix(".md"), md)
     _figure(rows, out_path.with_suffix(".png"))
     print(md)
 

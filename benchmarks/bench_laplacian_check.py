@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit_json  # noqa: E402
 from bench_propagate import cora_adjacency, sparse_features  # noqa: E402
 
 from nsde_coin.graph.coin import COIN, node_nll_loss  # noqa: E402
@@ -92,10 +92,7 @@ def main(argv=None) -> int:
            "check_once_ms": statistics.median(once) * 1e3, "check_cached_us": cached_us,
            "epoch_checked_ms": on, "epoch_unchecked_ms": off,
            "epoch_ratio": on / off}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_json(out, args.out)
     return 0
 
 

@@ -24,7 +24,6 @@ against baselines measured in the same run. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
+from _report import emit_json
 
 from nsde_coin.graph import native
 from nsde_coin.graph.coin import COIN, COINEnsemble, node_nll_loss
@@ -199,10 +199,7 @@ def main(argv=None) -> int:
            "cpu": cpu_model(), "propagation": bench_propagation(a, args.repeats)}
     if not args.skip_epochs:
         out["epoch"] = bench_epochs(a, args.repeats, args.ensemble)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_json(out, args.out)
     return 0
 
 

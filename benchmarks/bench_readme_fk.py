@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import sys
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from _report import write_json
 
 import nsde_coin.integrate as integrate
 import nsde_coin.state_diffusion as state_diffusion
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
            "threads": args.threads, "inputs": INPUTS, "samples": SAMPLES, "steps": STEPS, "dim": D,
            "solver": "milstein", **bench(args.repeats)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_readme_fk.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(args.out / "bench_readme_fk.json", res)
     print(f"README feynman_kac example ({res['cpu']}, {args.threads} thread(s)): old {res['old']['cpu_s']:.2f} s CPU "
           f"/ {res['old']['wall_s']:.2f} s wall, new {res['new']['cpu_s']:.2f} s CPU / {res['new']['wall_s']:.2f} s "
           f"wall: {res['cpu_speedup']:.1f}x less CPU; max |mean difference| {res['max_abs_diff_mean']:.2g} "

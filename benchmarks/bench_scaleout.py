@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import write_json
+
 HERE = Path(__file__).resolve().parent
 
 FIT_SCRIPT = r"""
@@ -261,7 +263,7 @@ def main() -> None:
         result = {**old, **{k: result[k] for k in sections if k in result}}
     else:  # sections not rerun keep their last figures
         result = {**result, **{k: old[k] for k in sections if k in old and k not in result}}
-    dest.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(dest, result, indent=1)
     print(f"wrote {dest}")
 
 

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import save_figure, write_json
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DATASETS = ("cora", "citeseer", "pubmed", "amazon_photo", "coauthor_cs", "coauthor_physics")
@@ -109,7 +111,7 @@ def figure(rows: list[dict], path: Path, cpu: str) -> None:
     axes[2].set_ylabel("peak RSS GiB")
     fig.suptitle(cpu, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     out["slope_vs_nnzx_d"] = slope(out["after"], "work_x_d")
     out["slope_vs_nnzl_c"] = slope(out["after"], "work_l_c")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, out)
     figure(out["after"], args.out.with_suffix(".png"), out["cpu"])
     print(json.dumps({k: out[k] for k in ("slope_vs_nnzx_d", "slope_vs_nnzl_c")}))
     return 0

@@ -20,7 +20,6 @@ Usage: ``python benchmarks/bench_sde.py [--threads 1] [--quick]``; writes benchm
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import save_figure, write_json
 from torch import nn
 
 from nsde_coin.machine import cpu_model
@@ -217,7 +217,7 @@ def _plot(res: dict, path: Path) -> None:
     ax2.set_title("memory of one forward+backward")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": bench_memory(steps_list, args.threads, reps=1 if args.quick else 2),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_sde.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(args.out / "bench_sde.json", res)
     _plot(res, args.out / "bench_sde.png")
     sp, mem = res["speed"], res["memory"]
     print("(a) median fwd+bwd ms: " + ", ".join(f"{k} {v:.2f}" for k, v in sp["median_ms"].items()))

@@ -1,0 +1,38 @@
+"""What every benchmark script does with its results, written once: print the JSON and write result files
+atomically (:func:`nsde_coin._files.atomic_write`), so that a run killed mid-write, or a full disk, leaves the
+previous results file in place instead of a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from nsde_coin._files import atomic_write
+
+PathLike = Union[str, Path]
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """``text`` into ``path`` atomically (missing folders created); returns the path."""
+    return atomic_write(path, text)
+
+
+def write_json(path: PathLike, result: Any, indent: Optional[int] = 2) -> Path:
+    """``result`` as JSON (``indent``, trailing newline) into ``path`` atomically; returns the path."""
+    return atomic_write(path, json.dumps(result, indent=indent) + "\n")
+
+
+def emit_json(result: Any, path: Optional[PathLike] = None) -> str:
+    """Print ``result`` as indented JSON and, when ``path`` is given, write the same text there atomically."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        atomic_write(path, text + "\n")
+    return text
+
+
+def save_figure(fig: Any, path: PathLike, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG into ``path`` atomically (never a half-written PNG); returns the path."""
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
