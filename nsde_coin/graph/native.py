@@ -21,10 +21,12 @@ zero-padded copy of u (rows of a multiple of 8 floats) that stays in L2, instead
 convert P's int64 indices for MKL (Cora, 20 steps × 7 classes, 1 thread, Intel Xeon: see
 ``benchmarks/bench_propagate.py``).
 
-Threads: the base layer runs on ``torch.get_num_threads()`` threads of its own (POSIX threads started per call,
-at most one per panel and :data:`MAX_THREADS`), thread t taking panels t, t + T, ...; the backward's results do not
-depend on the thread count, the forward's output differs from one thread's by float rounding of its per-thread
-sums only. :func:`csr_power` is single-threaded.
+Threads: the base layer runs on ``torch.get_num_threads()`` threads (at most one per panel and
+:data:`MAX_THREADS`; :func:`threads_for`), thread t taking panels t, t + T, .... Built with OpenMP (setup.py's
+default), the library binds to the ``libgomp.so.1`` torch loaded, so these are torch's own pool threads; a build
+without OpenMP starts POSIX threads per call. The backward's results do not depend on the thread count; the
+forward's output differs from one thread's by float rounding of its per-thread sums only. :func:`csr_power` is
+single-threaded.
 
 When they run: float32 CPU tensors, int32 feature indices (the base layer), at most
 :data:`~nsde_coin.graph.sparse.SMALL_WORK` entries or one thread for :func:`csr_power`, and not disabled by the

@@ -25,8 +25,9 @@ Speed (the protocol runs thousands of trainings):
   CPU kernel;
   freed n×d blocks stay in the C heap (:mod:`nsde_coin._heap`) instead of page-faulting again every epoch.
 * ``workers=N`` runs the pending runs on an embedded Dask ``LocalCluster`` of N single-threaded worker processes, and
-  ``client=`` on an existing Dask cluster (one process per core: the kernels are single-threaded at these sizes, so
-  processes scale better than intra-op threads); the driver stays the only writer of the records
+  ``client=`` on an existing Dask cluster (one process per core: the compiled base layer splits its panels over
+  threads, but torch's small ops between its calls do not, so for many runs processes scale better than intra-op
+  threads); the driver stays the only writer of the records
   (:mod:`nsde_coin.graph.experiment.cluster`).
 
 Records: every run appends one JSON object to the results file (fsync'ed per record, by the driver only, which

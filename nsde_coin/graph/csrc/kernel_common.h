@@ -25,8 +25,9 @@
 /* Threads of one kernel call at most (the callers cap their count; module.c runs them). */
 #define NSDE_MAX_THREADS 64
 
-/* fn(jobs + t·size) for t in [0, count): t >= 1 each on a new thread, t = 0 on the calling one; returns when all
- * have finished.  A thread that cannot be started runs its job on the calling thread instead (same result). */
+/* fn(jobs + t·size) for t in [0, count), concurrently; returns when all have finished (module.c).  With OpenMP: on
+ * the process's OpenMP pool; without: t >= 1 each on a new POSIX thread, t = 0 on the calling one, and a thread
+ * that cannot be started runs its job on the calling thread instead (same result). */
 void nsde_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int64_t count);
 
 #endif

@@ -18,7 +18,8 @@
  *
  * Vector code uses GCC/Clang vector extensions (VL floats).  This file is compiled once per instruction set by the
  * kernels_*.c wrappers (AVX-512, AVX2, baseline SSE2; entry points suffixed per kernel_common.h), and
- * nsde_coin/graph/native.py calls the build for the CPU it runs on (or the one NSDE_COIN_NATIVE_ISA names). */
+ * nsde_coin/graph/native.py calls the build for the CPU it runs on (or the one NSDE_COIN_NATIVE_ISA names).
+ * Both entry points split the panels over `threads` jobs (module.c's nsde_run_jobs), each with its own scratch. */
 #include <stdint.h>
 #include <string.h>
 
