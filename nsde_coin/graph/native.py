@@ -179,11 +179,24 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+_FORKED = False  # set in a child made by fork(): GNU OpenMP's pool does not survive it (a parallel region hangs)
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def threads_for(d: int, panel: int, threads: Optional[int] = None) -> int:
     """Threads of a base-layer call on ``d`` columns in panels of ``panel``: ``threads`` (default
-    ``torch.get_num_threads()``), at most one per panel and :data:`MAX_THREADS`."""
+    ``torch.get_num_threads()``), at most one per panel and :data:`MAX_THREADS`; 1 in a process made by ``fork()``
+    (libgomp's threads are not copied into it, and its first parallel region would wait for them forever: with one
+    thread the kernel enters none)."""
     want = torch.get_num_threads() if threads is None else int(threads)
-    return max(1, min(want, -(-d // panel), MAX_THREADS))
+    return 1 if _FORKED else max(1, min(want, -(-d // panel), MAX_THREADS))
 
 
 def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: torch.Tensor, panel: int,

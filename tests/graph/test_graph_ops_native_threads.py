@@ -90,3 +90,36 @@ def test_sparse_base_passes_torch_threads_to_the_kernel(monkeypatch):
     want = [ref.detach(), *torch.autograd.grad(ref, p64, up.double())]
     for a, b in zip([out.detach(), *grads], want):
         np.testing.assert_allclose(a.double().numpy(), b.numpy(), rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+def _forked_child_runs_the_kernel(queue):
+    try:
+        one = _run(1, True, False, False)
+        got = _run(None, True, False, False)  # torch's thread count (2), capped to 1 in a forked child
+        queue.put(native.threads_for(D, PANEL, 2) == 1 and all(torch.equal(a, b) for a, b in zip(got[1:], one[1:])))
+    except BaseException as err:  # noqa: BLE001 (reported to the parent)
+        queue.put(repr(err))
+
+
+def test_a_forked_child_runs_the_kernel_on_one_thread_instead_of_hanging():
+    """After a 2-thread call the process holds libgomp's pool; a fork() child has none of its threads, and its first
+    parallel region would wait forever. The child runs the kernel on one thread (no parallel region)."""
+    import multiprocessing as mp
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _run(2, True, False, False)  # the parent's pool now exists
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_forked_child_runs_the_kernel, args=(queue,))
+        child.start()
+        child.join(120)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+            child.join()
+    finally:
+        torch.set_num_threads(before)
+    assert not alive, "the forked child hung in the kernel"
+    assert queue.get(timeout=10) is True

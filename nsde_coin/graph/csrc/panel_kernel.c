@@ -231,7 +231,7 @@ API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t pane
     struct fwd_job jobs[NSDE_MAX_THREADS];
     for (int64_t t = 0; t < T; t++) {
         float *o = t ? outx + (t - 1) * n * C : out;
-        if (t) memset(o, 0, (size_t)(n * C) * sizeof(float));
+        if (t && n * C) memset(o, 0, (size_t)(n * C) * sizeof(float)); /* n = 0: outx may be NULL */
         jobs[t] = (struct fwd_job){n, d, C, panel, nnz, keep, t, T, off, cols, vals, W1, b1, W2, h, o,
                                    pack + t * (d + 1) * panel};
     }
