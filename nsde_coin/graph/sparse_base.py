@@ -164,7 +164,7 @@ class SparseBase(torch.autograd.Function):
         d, w1_param = w1.shape[1], w1
         compiled = native.usable(w1, feats.cols.dtype, b1, w2, b2, feats.vals)
         threads = work_threads(w1)  # the compiled kernel's own threads; torch's small (n, C) ops then run on one
-        with torch_threads(1) if compiled else small_work_threads(w1):
+        with torch_threads(1 if compiled else threads):
             if panel is None:
                 panel = panel_width(feats.offsets.numel(), d, w1.element_size(), compiled)
             res = feats.gather(torch.cat([w2.t(), b2[None]]))  # x W2ᵀ + b2: the residual branch, output bias (n, C)
