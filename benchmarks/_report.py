@@ -1,17 +1,39 @@
 """What every benchmark script does with its results, written once: print the JSON and write result files
 atomically (:func:`nsde_coin._files.atomic_write`), so that a run killed mid-write, or a full disk, leaves the
 previous results file in place instead of a truncated one.
+
+Output locations are checked before any work: ``--out`` options use :func:`out_file` / :func:`out_folder` as their
+argparse ``type``, so a folder given for a file, a read-only location or a path under a file fails at once in one
+usage line, not after minutes of measuring (the CLI's rule, :func:`nsde_coin.commands.common.check_output`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from nsde_coin._files import atomic_write
+from nsde_coin.commands.common import check_output
 
 PathLike = Union[str, Path]
+
+
+def out_file(value: str) -> Path:
+    """argparse ``type`` of a results-file option: the path, checked writable now (one-line usage error if not)."""
+    try:
+        return check_output(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--out ")) from None
+
+
+def out_folder(value: str) -> Path:
+    """argparse ``type`` of a results-folder option: the folder (new or existing), checked writable now."""
+    try:
+        return check_output(value, folder=True)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--out ")) from None
 
 
 def write_text(path: PathLike, text: str) -> Path:

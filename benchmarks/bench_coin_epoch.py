@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit_json, save_figure  # noqa: E402
+from _report import emit_json, out_file, save_figure  # noqa: E402
 from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
 
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--copy-mib", type=int, default=256)
     p.add_argument("--mm", type=int, default=2048)
-    p.add_argument("--out", type=Path, default=RESULTS / "bench_coin_epoch.json")
+    p.add_argument("--out", type=out_file, default=RESULTS / "bench_coin_epoch.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_large_blocks()  # as the graph protocol does: per-epoch blocks reuse the heap (both kernels alike)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torchsde
-from _report import save_figure, write_json
+from _report import out_folder, save_figure, write_json
 
 from nsde_coin import FixedGridBrownian, GeneralDiffusion, MLPDrift, ScalarDiffusion, feynman_kac, get_solver
 from nsde_coin.machine import cpu_model
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dims", type=int, nargs="+", default=[64, 256], help="state dimensions d (default 64 256)")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds after the warm-up (default 7)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    p.add_argument("--out", type=out_folder, default=HERE / "results", help="output folder")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     res = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),

@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from _report import save_figure, write_json, write_text
+from _report import out_file, save_figure, write_json, write_text
 
 from nsde_coin.machine import cpu_model
 
@@ -359,7 +359,7 @@ def compare(args: argparse.Namespace) -> None:
     print(_write_compare(result, lines, args))
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -372,7 +372,7 @@ def main() -> None:
     ap.add_argument("--reference-epochs", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per worker")
     ap.add_argument("--report-only", action="store_true", help="no training: rebuild outputs from the run files")
-    ap.add_argument("--out", default=str(RESULTS / "bench_graph.json"))
+    ap.add_argument("--out", type=out_file, default=str(RESULTS / "bench_graph.json"))
     ap.add_argument("--memory", action="store_true",
                     help="measure training peak memory of each config in a one-run subprocess (--memory-epochs)")
     ap.add_argument("--memory-epochs", type=int, default=50)
@@ -383,7 +383,7 @@ def main() -> None:
     ap.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--reference-worker", metavar="DATASET", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.splits_given, args.splits = args.splits, 10 if args.splits is None else args.splits
     if args.worker:
         args.dataset, args.model = args.worker
@@ -395,8 +395,8 @@ def main() -> None:
         return
 
     if args.compare:
-        if args.out == str(RESULTS / "bench_graph.json"):
-            args.out = str(RESULTS / "bench_graph_compare.json")
+        if args.out == RESULTS / "bench_graph.json":
+            args.out = RESULTS / "bench_graph_compare.json"
         compare(args)
         return
     import torch

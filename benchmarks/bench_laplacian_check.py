@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit_json  # noqa: E402
+from _report import emit_json, out_file  # noqa: E402
 from bench_propagate import cora_adjacency, sparse_features  # noqa: E402
 
 from nsde_coin.graph.coin import COIN, node_nll_loss  # noqa: E402
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--out", type=Path, default=None, help="write the JSON here as well as to stdout")
+    p.add_argument("--out", type=out_file, default=None, help="write the JSON here as well as to stdout")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     a, graph = cora_adjacency()

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from _report import emit_json
+from _report import emit_json, out_file
 
 from nsde_coin.graph import native
 from nsde_coin.graph.coin import COIN, COINEnsemble, node_nll_loss
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--ensemble", type=int, default=4)
     p.add_argument("--skip-epochs", action="store_true", help="only the propagation micro-benchmark")
-    p.add_argument("--out", type=Path, default=None, help="write the JSON here as well as to stdout")
+    p.add_argument("--out", type=out_file, default=None, help="write the JSON here as well as to stdout")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     a, graph = cora_adjacency()

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from _report import write_json
+from _report import out_folder, write_json
 
 import nsde_coin.integrate as integrate
 import nsde_coin.state_diffusion as state_diffusion
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="timed rounds of each path (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    p.add_argument("--out", type=out_folder, default=HERE / "results", help="output folder")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     _example()  # warm-up (first-call allocations and imports)

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import save_figure, write_json
+from _report import out_file, save_figure, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--before", default=None, help="also run with PYTHONPATH=this checkout (e.g. main)")
     p.add_argument("--timeout", type=float, default=1800)
-    p.add_argument("--out", type=Path, default=RESULTS / "bench_scaling.json")
+    p.add_argument("--out", type=out_file, default=RESULTS / "bench_scaling.json")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.epochs)))

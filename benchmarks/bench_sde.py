@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from _report import save_figure, write_json
+from _report import out_folder, save_figure, write_json
 from torch import nn
 
 from nsde_coin.machine import cpu_model
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and steps (a smoke run)")
     p.add_argument("--child", nargs=2, metavar=("GRAD_MODE", "STEPS"), help=argparse.SUPPRESS)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    p.add_argument("--out", type=out_folder, default=HERE / "results", help="output folder")
     args = p.parse_args(argv)
     if args.child:
         _child(args.child[0], int(args.child[1]), args.threads)
