@@ -54,8 +54,8 @@ from nsde_coin.graph.diffusion import diffuse  # noqa: E402
 from nsde_coin.graph.head import head_outputs  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
-from nsde_coin.graph.sparse_base import SparseBase, sparse_features  # noqa: E402
-from nsde_coin.machine import cpu_model  # noqa: E402
+from nsde_coin.graph.sparse_base import SparseBase, panel_width, sparse_features  # noqa: E402
+from nsde_coin.machine import cpu_model, l2_cache_bytes  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -250,7 +250,8 @@ def main(argv=None) -> int:
                   if k != "legacy"}
     out = {"graph": graph, "n": n, "d": d, "classes": c, "nnz_x": feats.cols.numel() - n, "nnz_l": op.scipy.nnz,
            "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-           "python": sys.version.split()[0], "cpu": cpu_model(), "limits_before": limits, "limits_after": limits_after,
+           "python": sys.version.split()[0], "cpu": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
+           "compiled_panel": panel_width(n, d, 4, compiled=True), "limits_before": limits, "limits_after": limits_after,
            "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, "time_at_bandwidth_ms": t_bytes,
            "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_vs_legacy": fwd_diff,
            "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),

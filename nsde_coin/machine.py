@@ -6,12 +6,16 @@ across machines. A library module, so benchmarks and the CLI share it without on
 
 from __future__ import annotations
 
+import functools
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["cpu_model", "machine_facts"]
+__all__ = ["cpu_model", "l2_cache_bytes", "machine_facts"]
+
+DEFAULT_L2_BYTES = 1 << 20  # where the L2 size cannot be read: the smaller of the CPUs measured (AMD EPYC, 1 MiB)
 
 
 def cpu_model() -> str:
@@ -25,6 +29,30 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _size_bytes(text: str) -> int:
+    """A sysfs cache size ("1024K", "2M", "512") in bytes."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+@functools.cache
+def l2_cache_bytes() -> int:
+    """Bytes of one core's level-2 cache: cpu0's level-2 data or unified cache in Linux's sysfs, else
+    :data:`DEFAULT_L2_BYTES`. Read once per process (the graph kernels size their column panels by it)."""
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in sorted(root.glob("index*")):
+            if (index / "level").read_text().strip() == "2" and \
+                    (index / "type").read_text().strip() in ("Data", "Unified"):
+                size = _size_bytes((index / "size").read_text())
+                if size > 0:
+                    return size
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_L2_BYTES
 
 
 def machine_facts() -> dict[str, Any]:

@@ -18,7 +18,10 @@ Panel width (:func:`panel_width`): the two gathered tables are ``[W1[:, J]; b1[J
 and ``G_J`` (n×k) in the backward pass, so the width shrinks on wide or large graphs until the larger of them takes
 about :data:`PANEL_TABLE_BYTES`: 128 columns on Cora, CiteSeer; 48 on PubMed, 64 on Coauthor CS, 32 on Coauthor
 Physics (n = 34493: a 128-wide G_J is 17.7 MB; one forward + backward of the kernel took 6.1 s with 128-wide
-panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine).
+panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine). The compiled kernel's width is a multiple of
+64 and wider than 64 only where that table fits in one core's L2 (:func:`~nsde_coin.machine.l2_cache_bytes`):
+Cora and CiteSeer run 128 columns on the Xeon (2 MiB L2), 64 on the AMD EPYC (1 MiB; CiteSeer's epoch 1.10×,
+Cora's 1.01-1.03× faster than with 128 there).
 
 Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
 floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
@@ -40,6 +43,7 @@ from nsde_coin.graph import native
 from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.laplacian import to_scipy
 from nsde_coin.graph.sparse import small_work_threads, work_threads
+from nsde_coin.machine import l2_cache_bytes
 
 __all__ = ["PANEL", "PANEL_TABLE_BYTES", "SparseBase", "SparseFeatures", "panel_width", "sparse_features"]
 
@@ -48,7 +52,9 @@ PANEL = 128  # widest panel: a d×PANEL float32 slice of W1 (Cora, d = 1433: 0.7
 # backward gathers 48 wide took ~0.75× the 128-wide time; a 3-epoch COIN run's epoch 0.84× on Coauthor CS (64 wide)
 # and 0.83× on Coauthor Physics (32 wide), benchmarks/results/bench_scaling_wide_before_after.json)
 PANEL_TABLE_BYTES = 4 << 20
-SCATTER_TABLE_BYTES = 2 << 20  # compiled backward: an n×k gradient table above this is scattered, not gathered
+# compiled backward: an n×k gradient table above this is scattered, not gathered (measured on the Xeon; on the AMD
+# EPYC, 1 MiB L2, Cora's 128-wide 1.27 MB table still gathered faster in the epoch: 0.96-0.99x scattered)
+SCATTER_TABLE_BYTES = 2 << 20
 SAVE_LIMIT_BYTES = 256 << 20  # n×d activations above this are recomputed panel by panel in the backward pass
 
 
@@ -127,18 +133,24 @@ def _panels(d: int, width: int) -> list[slice]:
     return [slice(j, min(j + width, d)) for j in range(0, d, width)]
 
 
-def panel_width(n: int, d: int, itemsize: int = 4, compiled: bool = False) -> int:
+def panel_width(n: int, d: int, itemsize: int = 4, compiled: bool = False, l2_bytes: Optional[int] = None) -> int:
     """Columns per panel for n nodes and d features: the multiple of 16 nearest to
     :data:`PANEL_TABLE_BYTES` / (itemsize · max(d+1, n)), between 16 and :data:`PANEL` (see the module doc).
 
     ``compiled``: the width for the compiled kernel (:mod:`nsde_coin.graph.native`), a multiple of its 64-column
     register block and at least 64 while the n×64 gradient table stays ≤ 16 MiB. Measured (1 thread, Intel Xeon,
     forward + backward with Adam in it): Coauthor Physics 3.4–4.5 s with 64 columns against 5.4–6.7 s with 32 (96
-    was slower: its last 32 columns take the narrow path); PubMed equal at 48 and 64, slower at 128."""
+    was slower: its last 32 columns take the narrow path); PubMed equal at 48 and 64, slower at 128. Wider than
+    64 only while the larger gathered table, max(d+1, n)×k floats, fits in ``l2_bytes`` (one core's L2, default
+    :func:`~nsde_coin.machine.l2_cache_bytes`): Cora's 128-wide tables (1.27 MB) fit the Xeon's 2 MiB L2, not the
+    AMD EPYC's 1 MiB, where 64 columns ran the epoch faster (``benchmarks/bench_coin_epoch.py``)."""
     k = 16 * round(PANEL_TABLE_BYTES / (itemsize * max(d + 1, n)) / 16)
     k = int(min(PANEL, max(16, k)))
     if compiled and (k >= 64 or n * 64 * itemsize <= 16 << 20):
         k = 64 * max(1, k // 64)
+        l2 = l2_cache_bytes() if l2_bytes is None else l2_bytes
+        while k > 64 and max(d + 1, n) * k * itemsize > l2:
+            k -= 64
     return k
 
 

@@ -13,6 +13,7 @@ from nsde_coin.graph import native
 from nsde_coin.graph import sparse_base as sb
 from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features
+from nsde_coin.machine import l2_cache_bytes
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
               pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
@@ -128,10 +129,40 @@ def test_more_threads_run_the_compiled_kernel_too(monkeypatch):
 def test_compiled_panel_width_is_a_multiple_of_the_register_block():
     from nsde_coin.graph.sparse_base import panel_width
 
-    # Physics' 32 columns become 64 (measured faster), Cora keeps 128, PubMed 48 → 64; a huge graph keeps the narrow
-    # torch width (its n×64 gradient table would exceed 16 MiB)
-    assert [panel_width(n, d, compiled=True) for n, d in ((34493, 8415), (2485, 1433), (19717, 500))] == [64, 128, 64]
+    # Physics' 32 columns become 64 (measured faster), Cora keeps 128 where its 128-wide tables fit in L2, PubMed
+    # 48 → 64; a huge graph keeps the narrow torch width (its n×64 gradient table would exceed 16 MiB)
+    graphs = ((34493, 8415), (2485, 1433), (2110, 3703), (19717, 500))
+    assert [panel_width(n, d, compiled=True, l2_bytes=2 << 20) for n, d in graphs] == [64, 128, 128, 64]  # Xeon
+    assert [panel_width(n, d, compiled=True, l2_bytes=1 << 20) for n, d in graphs] == [64, 64, 64, 64]  # EPYC
     assert panel_width(10**6, 100, compiled=True) == panel_width(10**6, 100) == 16
+    # the machine's own L2 decides by default; the width always keeps the table in it unless 64 is the floor
+    k = panel_width(2485, 1433, compiled=True)
+    assert k == panel_width(2485, 1433, compiled=True, l2_bytes=l2_cache_bytes())
+    assert k == 64 or 2485 * k * 4 <= l2_cache_bytes()
+    assert panel_width(2485, 1433) == 128  # the torch panels do not depend on the L2 size
+
+
+def test_l2_size_is_read_from_sysfs_or_defaults(tmp_path, monkeypatch):
+    from nsde_coin import machine
+
+    assert machine._size_bytes("1024K") == 1 << 20 and machine._size_bytes("2M\n") == 2 << 20
+    assert machine._size_bytes("512") == 512
+    assert l2_cache_bytes() >= 64 << 10  # any real L2 (or the default)
+    machine.l2_cache_bytes.cache_clear()
+    try:
+        monkeypatch.setattr(machine, "Path", lambda _: tmp_path / "no_such_cache")
+        assert machine.l2_cache_bytes() == machine.DEFAULT_L2_BYTES  # no sysfs: the default
+        machine.l2_cache_bytes.cache_clear()
+        root = tmp_path / "cache"
+        for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "2048K"), (3, "Unified", "300M")]):
+            (root / f"index{i}").mkdir(parents=True)
+            for name, val in (("level", level), ("type", kind), ("size", size)):
+                (root / f"index{i}" / name).write_text(f"{val}\n")
+        monkeypatch.setattr(machine, "Path", lambda _: root)
+        assert machine.l2_cache_bytes() == 2 << 20
+    finally:
+        machine.l2_cache_bytes.cache_clear()
 
 
 @pytest.mark.parametrize("adam", [False, True])
