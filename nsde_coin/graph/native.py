@@ -48,7 +48,7 @@ from nsde_coin.errors import invalid_choice
 __all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "available", "backward", "csr_power", "forward", "isa",
            "power_usable", "status", "supported_isas", "threads_for", "usable"]
 
-ABI_VERSION = 6  # nsde_panel_abi_version() of csrc/module.c this module calls
+ABI_VERSION = 7  # nsde_panel_abi_version() of csrc/module.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
 ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
 ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
@@ -168,7 +168,7 @@ def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
     n, m = u.shape
     u = u.contiguous()
     out = torch.empty_like(u)
-    work = torch.empty(2 * n * ((m + 7) // 8 * 8), dtype=u.dtype)
+    work = torch.empty(2 * n * (8 if m <= 8 else 16 if m <= 16 else 32), dtype=u.dtype)  # two n×W panel buffers
     crow, col, val = p.crow_indices(), p.col_indices(), p.values()
     _fn("nsde_csr_power")(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
     return out
