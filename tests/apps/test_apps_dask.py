@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,11 @@ from processes import _alive, _descendants, _kill, _wait  # noqa: E402  (the PID
 
 @pytest.fixture(scope="module")
 def client():
-    """A LocalCluster of 2 single-threaded worker processes; every process it started is killed by PID at the end."""
+    """A LocalCluster of 2 single-threaded worker processes; every process it started is killed by PID at the end.
+    multiprocessing's resource tracker (a child of this process, started with the first worker) is started first, so
+    it is not among them: killed, it made a later test's workers print "resource_tracker: process died unexpectedly,
+    relaunching"."""
+    resource_tracker.ensure_running()
     before = _descendants(os.getpid())
     family: set[int] = set()
     try:
