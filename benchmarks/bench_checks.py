@@ -24,10 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import write_json
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # this checkout's package, installed or not (even --help imports _report's helpers)
+
+from _report import write_json  # noqa: E402
+
 CASES = ("ode", "sde-additive", "sde-diagonal")
 B, D, WIDTH, STEPS = 256, 64, 64, 50
 
@@ -95,7 +97,6 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40, help="timed calls per case and implementation")
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from nsde_coin.machine import cpu_model
 
     start = time.perf_counter()
