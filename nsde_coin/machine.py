@@ -1,7 +1,8 @@
-"""Facts about the machine a result was measured on: CPU model, torch and Python versions, thread count.
+"""Facts about the machine: CPU model, torch and Python versions, thread count, one core's L2 cache size.
 
 Benchmarks and run records (the CLI's JSON, ``benchmarks/results/*.json``) carry these so numbers can be compared
-across machines. A library module, so benchmarks and the CLI share it without one importing the other.
+across machines; the graph kernels size their column panels by :func:`l2_cache_bytes`. A library module, so
+benchmarks, the CLI and the kernels share it without one importing the other.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ about :data:`PANEL_TABLE_BYTES`: 128 columns on Cora, CiteSeer; 48 on PubMed, 64
 Physics (n = 34493: a 128-wide G_J is 17.7 MB; one forward + backward of the kernel took 6.1 s with 128-wide
 panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine). The compiled kernel's width is a multiple of
 64 and wider than 64 only where that table fits in one core's L2 (:func:`~nsde_coin.machine.l2_cache_bytes`):
-Cora and CiteSeer run 128 columns on the Xeon (2 MiB L2), 64 on the AMD EPYC (1 MiB; CiteSeer's epoch 1.10×,
-Cora's 1.01-1.03× faster than with 128 there).
+Cora and CiteSeer run 128 columns on the Xeon (2 MiB L2), 64 on the AMD EPYC (1 MiB; CiteSeer's epoch 1.04-1.10×,
+Cora's 1.00-1.03× faster than with 128 there, interleaved runs).
 
 Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
 floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,
@@ -143,7 +143,7 @@ def panel_width(n: int, d: int, itemsize: int = 4, compiled: bool = False, l2_by
     was slower: its last 32 columns take the narrow path); PubMed equal at 48 and 64, slower at 128. Wider than
     64 only while the larger gathered table, max(d+1, n)×k floats, fits in ``l2_bytes`` (one core's L2, default
     :func:`~nsde_coin.machine.l2_cache_bytes`): Cora's 128-wide tables (1.27 MB) fit the Xeon's 2 MiB L2, not the
-    AMD EPYC's 1 MiB, where 64 columns ran the epoch faster (``benchmarks/bench_coin_epoch.py``)."""
+    AMD EPYC's 1 MiB, where 64 columns ran the epoch faster (``issue12_session_runs.json`` in benchmarks/results)."""
     k = 16 * round(PANEL_TABLE_BYTES / (itemsize * max(d + 1, n)) / 16)
     k = int(min(PANEL, max(16, k)))
     if compiled and (k >= 64 or n * 64 * itemsize <= 16 << 20):

@@ -5,8 +5,8 @@
  * of it converting the int64 indices to int32 for MKL on every step, while the product itself is ~13k multiply-adds.
  * Here all k steps run back to back on a zero-padded copy of (a panel of up to 32 columns of) u whose rows hold 8, 16
  * or 32 floats, ping-ponging between two n x W buffers (Cora, 7 classes: 2 x 80 KB, in L2), so each non-zero is
- * one multiply-add per vector of the row; the padding columns stay zero.  Results equal torch's to float32 rounding (the compile flags allow the
- * sums to be reassociated), not bit for bit.
+ * one multiply-add per vector of the row; the padding columns stay zero.  Results equal torch's to float32 rounding
+ * (the compile flags allow the sums to be reassociated), not bit for bit.
  *
  * Compiled per instruction set with panel_kernel.c by the kernels_*.c wrappers (see kernel_common.h). */
 #include <stdint.h>

@@ -6,8 +6,9 @@
 
 #include "kernel_common.h"
 
-/* Bumped whenever an entry point's name or arguments change; nsde_coin/graph/native.py refuses a build of another
- * version (a stale .so left by an editable install after a pull) instead of passing it mismatched arguments. */
+/* Bumped whenever an entry point's name, arguments or scratch sizes change (7: csr_power's scratch became two n x W
+ * panel buffers); nsde_coin/graph/native.py refuses a build of another version (a stale .so left by an editable
+ * install after a pull) instead of passing it mismatched arguments. */
 API int64_t nsde_panel_abi_version(void) { return 7; }
 
 /* The widest kernel build this CPU runs: 2 = _avx512 (x86-64-v4), 1 = _avx2 (x86-64-v3), 0 = _baseline.  Where the
