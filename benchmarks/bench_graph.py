@@ -372,7 +372,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--reference-epochs", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per worker")
     ap.add_argument("--report-only", action="store_true", help="no training: rebuild outputs from the run files")
-    ap.add_argument("--out", type=out_file, default=str(RESULTS / "bench_graph.json"))
+    ap.add_argument("--out", type=out_file, default=None,
+                    help="results file (default results/bench_graph.json; --compare: results/bench_graph_compare.json)")
     ap.add_argument("--memory", action="store_true",
                     help="measure training peak memory of each config in a one-run subprocess (--memory-epochs)")
     ap.add_argument("--memory-epochs", type=int, default=50)
@@ -394,9 +395,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         reference_worker(args)
         return
 
+    if args.out is None:  # the default, checked here (the workers never write it)
+        try:
+            args.out = out_file(str(RESULTS / ("bench_graph_compare.json" if args.compare else "bench_graph.json")))
+        except argparse.ArgumentTypeError as err:
+            ap.error(f"argument --out: {err}")
     if args.compare:
-        if args.out == RESULTS / "bench_graph.json":
-            args.out = RESULTS / "bench_graph_compare.json"
         compare(args)
         return
     import torch

@@ -42,22 +42,28 @@ def _size_bytes(text: str) -> int:
 @functools.cache
 def l2_cache_bytes() -> int:
     """Bytes of one core's level-2 cache: cpu0's level-2 data or unified cache in Linux's sysfs, else
-    :data:`DEFAULT_L2_BYTES`. Read once per process (the graph kernels size their column panels by it)."""
+    :data:`DEFAULT_L2_BYTES`. Read once per process (the graph kernels size their column panels by it, so float
+    rounding of a COIN run depends on it: :func:`machine_facts` records it). On CPUs with cores of different L2
+    sizes this is cpu0's, not necessarily the one the process runs on."""
     root = Path("/sys/devices/system/cpu/cpu0/cache")
     try:
-        for index in sorted(root.glob("index*")):
+        indices = sorted(root.glob("index*"))
+    except OSError:
+        indices = []
+    for index in indices:
+        try:  # an unreadable entry skips that cache only
             if (index / "level").read_text().strip() == "2" and \
                     (index / "type").read_text().strip() in ("Data", "Unified"):
                 size = _size_bytes((index / "size").read_text())
                 if size > 0:
                     return size
-    except (OSError, ValueError):
-        pass
+        except (OSError, ValueError):
+            continue
     return DEFAULT_L2_BYTES
 
 
 def machine_facts() -> dict[str, Any]:
-    """``{"threads", "torch", "python", "cpu"}``: torch's current intra-op thread count, the torch and Python
-    versions and :func:`cpu_model`."""
+    """``{"threads", "torch", "python", "cpu", "l2_cache_bytes"}``: torch's current intra-op thread count, the torch
+    and Python versions, :func:`cpu_model` and :func:`l2_cache_bytes`."""
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": cpu_model()}
+            "cpu": cpu_model(), "l2_cache_bytes": l2_cache_bytes()}

@@ -17,9 +17,9 @@ written straight into ∇W1 (or into W1 through Adam): gathered from the n×k ta
 outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator.
 
 :func:`csr_power` runs all k steps ``u ← P u`` of :func:`nsde_coin.graph.sparse.propagate` in one call on a
-zero-padded copy of u (rows of a multiple of 8 floats) that stays in L2, instead of k torch sparse matmuls that each
-convert P's int64 indices for MKL (Cora, 20 steps × 7 classes, 1 thread, Intel Xeon: see
-``benchmarks/bench_propagate.py``).
+zero-padded copy of u in panels of up to 32 columns (rows of 8, 16 or 32 floats; Cora's 7 classes: two 80 KB
+buffers, in L2), each panel through all k steps, instead of k torch sparse matmuls that each convert P's int64
+indices for MKL (Cora, 20 steps × 7 classes, 1 thread, Intel Xeon: see ``benchmarks/bench_propagate.py``).
 
 Threads: the base layer runs on ``torch.get_num_threads()`` threads (at most one per panel and
 :data:`MAX_THREADS`; :func:`threads_for`), thread t taking panels t, t + T, .... Built with OpenMP (setup.py's

@@ -21,7 +21,7 @@ Physics (n = 34493: a 128-wide G_J is 17.7 MB; one forward + backward of the ker
 panels and 4.7 s with 32-wide ones, 1 thread, Xeon, idle machine). The compiled kernel's width is a multiple of
 64 and wider than 64 only where that table fits in one core's L2 (:func:`~nsde_coin.machine.l2_cache_bytes`):
 Cora and CiteSeer run 128 columns on the Xeon (2 MiB L2), 64 on the AMD EPYC (1 MiB; CiteSeer's epoch 1.04-1.10×,
-Cora's 1.00-1.03× faster than with 128 there, interleaved runs).
+Cora's 1.00-1.02× faster than with 128 there, interleaved runs).
 
 Wide graphs: when the n×d activations would take more than :data:`SAVE_LIMIT_BYTES` (Coauthor Physics: 34493 × 8415
 floats = 1.16 GB) they are not kept; the backward pass gathers each panel ``h_J`` again (one more nnz(x)·d gather,

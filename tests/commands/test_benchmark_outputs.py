@@ -16,20 +16,28 @@ FILE_OUT = ["bench_coin_epoch", "bench_graph", "bench_laplacian_check", "bench_p
 FOLDER_OUT = ["bench_constant_noise", "bench_readme_fk", "bench_sde"]
 
 
-def _script(name: str):
+@pytest.fixture
+def script(monkeypatch):
+    """Import a benchmark script as a module; sys.path and the helper modules it imported are restored after."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
     sys.path.insert(0, str(BENCH))
-    try:
+
+    def load(name: str):
         spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
-    finally:
-        sys.path.remove(str(BENCH))
+
+    yield load
+    for name in set(sys.modules) - before:  # _report, bench_propagate ...: plain names from benchmarks/
+        if getattr(sys.modules[name], "__file__", None) and str(BENCH) in str(sys.modules[name].__file__):
+            del sys.modules[name]
 
 
-def _bad_out(name: str, out: Path, capsys) -> str:
+def _bad_out(mod, out: Path, capsys) -> str:
     with pytest.raises(SystemExit) as exc:
-        _script(name).main(["--out", str(out)])
+        mod.main(["--out", str(out)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("usage:"), err  # argparse: the usage (wrapped), then the one error line
@@ -39,25 +47,41 @@ def _bad_out(name: str, out: Path, capsys) -> str:
 
 
 @pytest.mark.parametrize("name", FILE_OUT)
-def test_a_folder_given_for_the_results_file_fails_before_any_work(name, tmp_path, capsys):
-    msg = _bad_out(name, tmp_path, capsys)
+def test_a_folder_given_for_the_results_file_fails_before_any_work(name, script, tmp_path, capsys):
+    msg = _bad_out(script(name), tmp_path, capsys)
     assert "is a folder" in msg and "give a file name" in msg
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", FILE_OUT[:1] + FOLDER_OUT)
-def test_a_path_under_an_existing_file_fails_before_any_work(name, tmp_path, capsys):
+def test_a_path_under_an_existing_file_fails_before_any_work(name, script, tmp_path, capsys):
     blocker = tmp_path / "plain_file"
     blocker.write_text("x")
-    msg = _bad_out(name, blocker / "sub" / "result.json", capsys)
+    msg = _bad_out(script(name), blocker / "sub" / "result.json", capsys)
     assert "is a file" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain_file"] and blocker.read_text() == "x"
 
 
 @pytest.mark.parametrize("name", FOLDER_OUT)
-def test_a_file_given_for_the_results_folder_fails_before_any_work(name, tmp_path, capsys):
+def test_a_file_given_for_the_results_folder_fails_before_any_work(name, script, tmp_path, capsys):
     f = tmp_path / "results.json"
     f.write_text("old")
-    msg = _bad_out(name, f, capsys)
+    msg = _bad_out(script(name), f, capsys)
     assert "is an existing file" in msg and "give a folder" in msg
     assert f.read_text() == "old"
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_bench_graph_checks_its_default_results_file_in_the_driver(compare, script, tmp_path, capsys):
+    # the default (results/bench_graph.json, or bench_graph_compare.json with --compare) is checked by the driver
+    # only: its --worker children get no --out and must not probe the results folder
+    mod = script("bench_graph")
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("x")
+    mod.RESULTS = blocker / "results"
+    with pytest.raises(SystemExit) as exc:
+        mod.main(["--compare"] if compare else [])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    name = "bench_graph_compare.json" if compare else "bench_graph.json"
+    assert "error: argument --out" in err[-1] and name in err[-1] and "is a file" in err[-1], err[-1]

@@ -30,7 +30,7 @@ def _matrix(n: int, seed: int = 0) -> sp.csr_matrix:
     return m
 
 
-@pytest.mark.parametrize("m", [1, 7, 8, 9, 16, 17, 24, 32, 33, 70])  # panels of 8, 16, 32 columns
+@pytest.mark.parametrize("m", [1, 7, 8, 9, 16, 17, 24, 32, 33, 45, 50, 70])  # panels of 8, 16, 32 columns
 @pytest.mark.parametrize("k", [1, 4])
 def test_power_equals_the_float64_reference(m, k):
     a = _matrix(60, seed=m + k)

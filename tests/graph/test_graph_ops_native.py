@@ -154,13 +154,15 @@ def test_l2_size_is_read_from_sysfs_or_defaults(tmp_path, monkeypatch):
         assert machine.l2_cache_bytes() == machine.DEFAULT_L2_BYTES  # no sysfs: the default
         machine.l2_cache_bytes.cache_clear()
         root = tmp_path / "cache"
-        for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+        for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, None, None),
                                                  (2, "Unified", "2048K"), (3, "Unified", "300M")]):
             (root / f"index{i}").mkdir(parents=True)
             for name, val in (("level", level), ("type", kind), ("size", size)):
-                (root / f"index{i}" / name).write_text(f"{val}\n")
+                if val is not None:  # index2: a level-2 entry without type and size files is skipped
+                    (root / f"index{i}" / name).write_text(f"{val}\n")
         monkeypatch.setattr(machine, "Path", lambda _: root)
         assert machine.l2_cache_bytes() == 2 << 20
+        assert machine.machine_facts()["l2_cache_bytes"] == 2 << 20  # run records carry it
     finally:
         machine.l2_cache_bytes.cache_clear()
 

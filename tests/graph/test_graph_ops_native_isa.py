@@ -78,7 +78,7 @@ def test_each_build_steps_adam_like_the_widest(build, monkeypatch):
 
 
 @pytest.mark.parametrize("build", RUNS_HERE)
-@pytest.mark.parametrize("m", [1, 7, 9, 17])
+@pytest.mark.parametrize("m", [1, 7, 9, 17, 33, 70])  # 33, 70: several column panels, the last 8 / 8 wide
 def test_each_build_gives_the_float64_power(build, m, monkeypatch):
     monkeypatch.setenv(native.ENV_ISA, build)
     a = sp.random(50, 50, density=0.1, random_state=np.random.default_rng(m), format="csr")

@@ -29,6 +29,7 @@ from nsde_coin.graph.baselines import build_model, resolve_hparams
 from nsde_coin.graph.experiment.records import ResultsLog, SweepLock, run_key, summarize
 from nsde_coin.graph.experiment.train import TrainConfig, train_run
 from nsde_coin.graph.splits import Split, random_split
+from nsde_coin.machine import l2_cache_bytes
 from nsde_coin.sweep import check_engine
 from nsde_coin.sweep import stop_on_sigterm as _stop_on_sigterm
 
@@ -222,7 +223,8 @@ def run_one(data, spec: RunSpec, s: int, i: int, key: str, split: Optional[Split
         "key": key, "dataset": spec.name, "source": spec.source, "nodes": int(data.num_nodes), "model": spec.model,
         "hparams": spec.hparams, **asdict(spec.config), "split_seed": s, "init_seed": i, **res,
         "wall_time_s": round(wall, 6), "threads": threads, "fast": spec.fast,
-        "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
+        "torch": torch.__version__, "l2_cache_bytes": l2_cache_bytes(),  # the compiled kernel's panels follow it
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
     }
 
 
