@@ -60,7 +60,9 @@ _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     "nsde_panel_backward": [_I64] * 4 + [_P] * 3 + [_I64, _P, _I64] + [_P] * 7 + [_I64] + [_P] * 7 + [_I64]
     + [_P] * 3 + [_I64, _P, _I64],
     "nsde_csr_power": [_I64] * 3 + [_P] * 6,
+    "nsde_csr_power_work": [_I64] * 2,
 }
+_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work")  # the scratch-size queries; the kernels return nothing
 _LIB: Optional[ctypes.CDLL] = None
 _BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
@@ -88,7 +90,7 @@ def _load() -> Optional[ctypes.CDLL]:
         for name, args in _ARGTYPES.items():
             for level in ISAS:
                 fn = getattr(lib, f"{name}_{level}")
-                fn.argtypes, fn.restype = args, (_I64 if name == "nsde_panel_chunk" else None)
+                fn.argtypes, fn.restype = args, (_I64 if name in _RETURNS_I64 else None)
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
         return None
@@ -168,7 +170,7 @@ def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
     n, m = u.shape
     u = u.contiguous()
     out = torch.empty_like(u)
-    work = torch.empty(2 * n * (8 if m <= 8 else 16 if m <= 16 else 32), dtype=u.dtype)  # two n×W panel buffers
+    work = torch.empty(_fn("nsde_csr_power_work")(n, m), dtype=u.dtype)  # two n×W panel buffers
     crow, col, val = p.crow_indices(), p.col_indices(), p.values()
     _fn("nsde_csr_power")(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
     return out

@@ -67,16 +67,25 @@ static inline __attribute__((always_inline)) void panel_power(const int W, int64
     for (int64_t i = 0; i < n; i++) memcpy(out + i * m + j0, a + i * W, (size_t)w * sizeof(float));
 }
 
-/* out = P^k u.  u, out: n x m row-major (may be the same array); work: 2 * n * W floats of scratch, W = 8 for
- * m <= 8, 16 for m <= 16, else 32.  k >= 1.  The columns evolve independently, so a wide u runs as panels
- * of 32 columns, each through all k steps: Coauthor Physics' read-out (34493 x 250) then gathers from two 34493 x 32
- * buffers (8.8 MB, in L3) where it gathered 32 bytes per non-zero and column block from the whole 35 MB u. */
+/* buffer row width W for a panel of w columns: 8, 16 or 32 floats */
+static inline int64_t panel_row(int64_t w) { return w <= 8 ? 8 : w <= 16 ? 16 : 32; }
+
+/* Floats of scratch nsde_csr_power needs for an n x m u: two n x W panel buffers for its widest panel (the caller
+ * sizes `work` with this, so the rule lives here only). */
+API int64_t ENTRY(nsde_csr_power_work)(int64_t n, int64_t m) { return 2 * n * panel_row(m < 32 ? m : 32); }
+
+/* out = P^k u.  u, out: n x m row-major (may be the same array); work: nsde_csr_power_work(n, m) floats of
+ * scratch.  k >= 1.  The columns evolve independently, so a wide u runs as panels of 32 columns, each through all k
+ * steps: Coauthor Physics' read-out (34493 x 250) then gathers from two 34493 x 32 buffers (8.8 MB, in L3) where it
+ * gathered 32 bytes per non-zero and column block from the whole 35 MB u. */
 API void ENTRY(nsde_csr_power)(int64_t n, int64_t m, int64_t k, const int64_t *crow, const int64_t *col,
                                const float *val, const float *u, float *out, float *work) {
     for (int64_t j0 = 0; j0 < m; j0 += 32) {
         const int64_t w = m - j0 < 32 ? m - j0 : 32;
-        if (w <= 8) panel_power(8, n, m, j0, w, k, crow, col, val, u, out, work);
-        else if (w <= 16) panel_power(16, n, m, j0, w, k, crow, col, val, u, out, work);
-        else panel_power(32, n, m, j0, w, k, crow, col, val, u, out, work);
+        switch (panel_row(w)) {
+        case 8: panel_power(8, n, m, j0, w, k, crow, col, val, u, out, work); break;
+        case 16: panel_power(16, n, m, j0, w, k, crow, col, val, u, out, work); break;
+        default: panel_power(32, n, m, j0, w, k, crow, col, val, u, out, work); break;
+        }
     }
 }
