@@ -20,20 +20,21 @@ from nsde_coin.commands.common import check_output
 PathLike = Union[str, Path]
 
 
+def _checked(value: str, folder: bool) -> Path:
+    try:
+        return check_output(value, folder=folder)
+    except ValueError as err:  # argparse prefixes "argument --out: " itself
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--out ")) from None
+
+
 def out_file(value: str) -> Path:
     """argparse ``type`` of a results-file option: the path, checked writable now (one-line usage error if not)."""
-    try:
-        return check_output(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--out ")) from None
+    return _checked(value, folder=False)
 
 
 def out_folder(value: str) -> Path:
     """argparse ``type`` of a results-folder option: the folder (new or existing), checked writable now."""
-    try:
-        return check_output(value, folder=True)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--out ")) from None
+    return _checked(value, folder=True)
 
 
 def write_text(path: PathLike, text: str) -> Path:
