@@ -418,7 +418,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 for ds, ref in prev.get("reference", {}).items():
                     refs.setdefault(ds, ref)
     rows: list[dict[str, Any]] = []
-    common = ["--splits", str(args.splits), "--inits", str(args.inits), "--epochs", str(args.max_epochs)]
+    failed: list[str] = []  # workers that gave no result: reported, and the exit status says so
+    common = ["--splits", str(args.splits), "--inits", str(args.inits), "--max-epochs", str(args.max_epochs)]
     for ds in args.datasets:
         for model in [] if args.reference_only else args.models:
             if args.memory:
@@ -434,6 +435,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             else:
                 t0 = time.perf_counter()
                 s = _spawn(["--worker", ds, model, *common], args.threads, args.timeout)
+                failed += [] if s else [f"{ds} {model}"]
                 print(f"{ds:9s} {model:9s} " + (f"{s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f} "
                                                  f"({s['runs']} runs, {time.perf_counter() - t0:.0f} s)"
                                                  if s else "no result"), file=sys.stderr, flush=True)
@@ -444,6 +446,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                          args.threads, args.timeout)
             if ref is not None:
                 refs[ds] = ref
+            else:
+                failed.append(f"{ds} reference")
     done = {(r["dataset"], r["model"]) for r in rows}
     rows += [r for k, r in prev_rows.items() if k not in done and not (k[0] in args.datasets
                                                                         and k[1] in args.models)]
@@ -471,6 +475,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     write_text(out_path.with_suffix(".md"), md)
     _figure(rows, out_path.with_suffix(".png"))
     print(md)
+    if failed:
+        raise SystemExit(f"bench_graph: no result from {len(failed)} worker(s): {', '.join(failed)} (see above)")
 
 
 

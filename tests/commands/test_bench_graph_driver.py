@@ -1,0 +1,45 @@
+"""``bench_graph``'s driver hands its workers arguments they parse (the protocol mode passed ``--epochs``, which its
+workers refuse, so every worker failed and the script still exited 0)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/ on sys.path for one test; the helper modules it imported are dropped after."""
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if str(BENCH) in str(getattr(sys.modules[name], "__file__", "") or ""):
+            del sys.modules[name]
+
+
+def test_bench_graph_workers_parse_what_the_driver_passes(bench, monkeypatch, tmp_path):
+    # regression: the protocol mode passed "--epochs", which its workers' parser refuses (every worker failed)
+    import importlib
+
+    mod = importlib.import_module("bench_graph")
+    got = []
+    monkeypatch.setattr(mod, "worker", lambda args: got.append(("worker", args.dataset, args.model, args.max_epochs,
+                                                                args.splits, args.threads)))
+    monkeypatch.setattr(mod, "reference_worker", lambda args: got.append(("reference", args.dataset,
+                                                                          args.reference_epochs)))
+
+    def spawn(extra, threads, timeout):  # the worker's own parser, in-process
+        mod.main([*extra, "--threads", str(threads)])
+        return None  # no result: the driver reports the failure and exits non-zero
+
+    monkeypatch.setattr(mod, "_spawn", spawn)
+    argv = ["--datasets", "cora", "--models", "coin", "--splits", "2", "--inits", "1", "--max-epochs", "7",
+            "--reference-epochs", "2", "--out", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit, match=r"no result from 2 worker\(s\): cora coin, cora reference"):
+        mod.main(argv)
+    assert ("worker", "cora", "coin", 7, 2, 1) in got and ("reference", "cora", 2) in got
