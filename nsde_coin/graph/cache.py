@@ -28,10 +28,10 @@ T = TypeVar("T")
 _STORE: dict[int, tuple[weakref.ref, dict[Hashable, Any]]] = {}
 
 
-def _forget(key: int, ref: weakref.ref) -> None:
-    hit = _STORE.get(key)
+def _forget(key: int, ref: weakref.ref, store: dict[int, tuple[weakref.ref, dict[Hashable, Any]]]) -> None:
+    hit = store.get(key)
     if hit is not None and hit[0] is ref:  # not an entry of a later object that reuses the id
-        del _STORE[key]
+        del store[key]
 
 
 def entries(owner: Any) -> dict[Hashable, Any]:
@@ -40,7 +40,9 @@ def entries(owner: Any) -> dict[Hashable, Any]:
     hit = _STORE.get(key)
     if hit is not None and hit[0]() is owner:
         return hit[1]
-    ref = weakref.ref(owner, lambda r, k=key: _forget(k, r))
+    # the callback holds the store itself: an owner that dies while the interpreter tears this module's globals
+    # down (e.g. one kept by gc.freeze() until exit) found _STORE gone and printed an AttributeError at exit
+    ref = weakref.ref(owner, lambda r, k=key, store=_STORE: _forget(k, r, store))
     values: dict[Hashable, Any] = {}
     _STORE[key] = (ref, values)
     return values
