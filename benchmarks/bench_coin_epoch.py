@@ -12,7 +12,12 @@ Measured in the same process:
 * **work** — the bytes the epoch must move through DRAM (features in both orders, W1 read, ∇W1 written, Adam's
   7 streams over all parameters, the n×d activations written once and read once by the backward) and the flops it
   must do (2·nnz(X)·d for ``X W1`` and again for ``Xᵀ G``, 3 n×d×C output-layer products, 2 × 20 steps of
-  nnz(L)·C, ~12 flops per parameter for Adam); ``bound = max(bytes / bandwidth, flops / peak)``;
+  nnz(L)·C, ~12 flops per parameter for Adam); ``bound = max(bytes / bandwidth, flops / peak)``, and ``floor_ms``
+  the same with only the bytes no implementation avoids (Adam's state read and written once, the features once):
+  :mod:`_roofline`, shared with ``bench_graph --compare``;
+* **protocol floor** — ``--protocol-runs`` × ``--protocol-epochs`` epochs at the floor over ``--workers``
+  processes, with the bandwidth each gets while ``--workers`` processes copy at once (measured): the least time
+  the full 100 × 20 protocol can take on this machine;
 * **kernels** — ``legacy`` (main's unpanelled kernel before issue 12, copied below as the baseline), ``panelled``
   (:class:`nsde_coin.graph.sparse_base.SparseBase` on its pure-torch panels, ``NSDE_COIN_NATIVE=0``) and
   ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built) and
@@ -24,7 +29,7 @@ Measured in the same process:
 
 Usage::
 
-    python benchmarks/bench_coin_epoch.py [--threads 1] [--repeats 30] [--out benchmarks/results/bench_coin_epoch.json]
+    python benchmarks/bench_coin_epoch.py [--threads 1] [--repeats 30] [--workers 2] [--out results/....json]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit_json, out_file, save_figure  # noqa: E402
+from _roofline import bounds, concurrent_bandwidth, epoch_work, machine_limits  # noqa: E402
 from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
 
@@ -123,38 +129,6 @@ def cora_features():
         return x, torch.randint(0, 7, (2485,), generator=torch.Generator().manual_seed(1)), "random_2485"
 
 
-def machine_limits(copy_mib: int, mm: int, repeats: int = 7) -> dict:
-    """Streaming bandwidth (GB/s, read + write of a large copy) and matmul peak (GFLOP/s), medians of CPU time."""
-    a = torch.ones(copy_mib * 2**20 // 4)
-    b = torch.empty_like(a)
-    p = torch.randn(mm, mm)
-    q = torch.randn(mm, mm)
-    out = torch.empty(mm, mm)
-    copies, mms = [], []
-    for _ in range(repeats):  # interleaved, CPU time: other processes' load distorts both alike
-        c0 = time.process_time()
-        b.copy_(a)
-        copies.append(time.process_time() - c0)
-        c0 = time.process_time()
-        torch.mm(p, q, out=out)
-        mms.append(time.process_time() - c0)
-    t_copy, t_mm = statistics.median(copies[1:]), statistics.median(mms[1:])
-    return {"copy_mib": copy_mib, "bandwidth_gb_s": 2 * a.numel() * 4 / t_copy / 1e9, "mm_n": mm,
-            "peak_gflop_s": 2 * mm ** 3 / t_mm / 1e9}
-
-
-def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> dict:
-    """Bytes through DRAM and flops one epoch must do (see the module doc); float32 values, int64 indices."""
-    params = d * d + d + c * d + c
-    bytes_ = {"features_csr_and_csc": 2 * nnz_x * (8 + 4) + (n + d) * 8, "w1_read": 4 * d * d,
-              "grad_w1_write": 4 * d * d, "adam_7_streams": 7 * 4 * params, "activations_write_read": 2 * 4 * n * d}
-    flops = {"x_w1": 2 * nnz_x * d, "xT_g": 2 * nnz_x * d, "output_layer_3_products": 3 * 2 * n * d * c,
-             "residual_x_w2": 2 * 2 * nnz_x * c, "diffusion_fwd_bwd": 2 * steps * 2 * (nnz_l + n) * c,
-             "adam": 12 * params}
-    return {"bytes": bytes_, "flops": flops, "total_bytes": sum(bytes_.values()), "total_flops": sum(flops.values()),
-            "parameters": params}
-
-
 def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1",
                backward_adam: bool = False, build: str = ""):
     """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel);
@@ -186,14 +160,36 @@ def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 
     return run
 
 
+def protocol_floor(work: dict, peak: float, args: argparse.Namespace) -> dict:
+    """The least time the full protocol can take here: ``--protocol-runs`` × ``--protocol-epochs`` epochs at the
+    floor (:mod:`_roofline`), spread over ``--workers`` processes, each with its share of the bandwidth while all
+    copy at once; the time outside the epochs (setup, evaluation: ~0.16 s per run in the EPYC protocol) not counted."""
+    shared = concurrent_bandwidth(args.workers, args.copy_mib)
+    roof = bounds(work, shared["share_gb_s"], peak)
+    epochs = args.protocol_runs * args.protocol_epochs
+    return {"workers": args.workers, "runs": args.protocol_runs, "epochs_per_run": args.protocol_epochs,
+            "bandwidth_under_load": shared, "floor_ms_under_load": roof["floor_ms"],
+            "bound_ms_under_load": roof["bound_ms"],
+            "protocol_min_at_floor": epochs * roof["floor_ms"] / args.workers / 6e4,
+            "protocol_min_at_bound": epochs * roof["bound_ms"] / args.workers / 6e4}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--copy-mib", type=int, default=256)
     p.add_argument("--mm", type=int, default=2048)
+    p.add_argument("--workers", type=int, default=2,
+                   help="protocol worker processes sharing the memory bus for the protocol floor (0: skip it)")
+    p.add_argument("--protocol-runs", type=int, default=2000, help="runs of the protocol (100 splits × 20 inits)")
+    p.add_argument("--protocol-epochs", type=float, default=133.0,
+                   help="mean epochs per run (133.0: the 100 × 20 Cora protocol, results/cora_full_100x20*.json)")
     p.add_argument("--out", type=out_file, default=RESULTS / "bench_coin_epoch.json")
     args = p.parse_args(argv)
+    if args.workers < 0 or args.protocol_runs < 1 or not args.protocol_epochs > 0:
+        p.error(f"need --workers >= 0, --protocol-runs >= 1, --protocol-epochs > 0; got {args.workers}, "
+                f"{args.protocol_runs}, {args.protocol_epochs}")
     torch.set_num_threads(args.threads)
     keep_large_blocks()  # as the graph protocol does: per-epoch blocks reuse the heap (both kernels alike)
     x, y, graph = cora_features()
@@ -236,8 +232,9 @@ def main(argv=None) -> int:
     os.environ.pop(native.ENV_ISA, None)  # status() below: the default build, not the last one timed
     bw = max(limits["bandwidth_gb_s"], limits_after["bandwidth_gb_s"])
     peak = max(limits["peak_gflop_s"], limits_after["peak_gflop_s"])
-    t_bytes, t_flops = work["total_bytes"] / bw / 1e6, work["total_flops"] / peak / 1e6  # ms
-    bound_ms = max(t_bytes, t_flops)
+    roof = bounds(work, bw, peak)
+    bound_ms = roof["bound_ms"]
+    protocol = protocol_floor(work, peak, args) if args.workers else None
     res = {}
     for k in runs:
         med_cpu, med_wall = 1e3 * statistics.median(cpu[k]), 1e3 * statistics.median(wall[k])
@@ -253,8 +250,8 @@ def main(argv=None) -> int:
            "python": sys.version.split()[0], "cpu": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
            "compiled_panel": panel_width(n, d, 4, compiled=True) if native.available() else None,
            "limits_before": limits, "limits_after": limits_after,
-           "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, "time_at_bandwidth_ms": t_bytes,
-           "time_at_peak_ms": t_flops, "bound_ms": bound_ms, "forward_rel_diff_vs_legacy": fwd_diff,
+           "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, **roof, "protocol_floor": protocol,
+           "forward_rel_diff_vs_legacy": fwd_diff,
            "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),
            "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
            "speedup_wall_median_of_ratios": ratio_wall}
@@ -271,12 +268,12 @@ def _figure(out: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8.0, 3.8))
     kern = list(out["kernels"])
-    names = ["bound\n(max of\nbytes/BW,\nflops/peak)", "bytes at\nbandwidth", "flops at\npeak"] + [
-        k.replace("_", "\n") for k in kern]
-    vals = [out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
+    names = ["floor\n(least\nbytes)", "bound\n(max of\nbytes/BW,\nflops/peak)", "bytes at\nbandwidth",
+             "flops at\npeak"] + [k.replace("_", "\n") for k in kern]
+    vals = [out["floor_ms"], out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"]] + [
         out["kernels"][k]["epoch_cpu_ms"] for k in kern]
     ax.tick_params(axis="x", labelsize=8)
-    ax.bar(names, vals, color=["k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue", "tab:cyan",
+    ax.bar(names, vals, color=["0.3", "k", "0.5", "0.7", "tab:red", "tab:orange", "tab:green", "tab:blue", "tab:cyan",
                               "tab:purple"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)

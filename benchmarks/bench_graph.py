@@ -21,10 +21,8 @@ Figures (``bench_graph.png``): per data set, a log-log scatter of epoch time vs 
 accuracy (the paper's figure), and bars of training peak memory.
 
 Per-run comparison (``--compare``, issue 12 item 2): COIN, PyG GCN and the original-style reference on the same
-splits in one invocation, with fresh run files (a temporary folder: nothing resumed) and fewer splits × inits than
-the protocol (:data:`COMPARE_SPLITS`, ``--splits`` overrides) so that it finishes in minutes; it reports per data
-set the test accuracies, seconds per run and the ratios reference / COIN (goal ≥ 15×) and COIN / GCN (goal ≤ 0.4×),
-with the load average before and after, into ``bench_graph_compare.json`` / ``.md``.
+splits with fresh run files, reduced splits × inits (:data:`COMPARE_SPLITS`), and COIN's time at this machine's
+roofline: :mod:`_graph_compare`.
 
 Usage::
 
@@ -53,7 +51,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from _report import out_file, save_figure, write_json, write_text
+from _graph_report import figure, markdown
+from _report import out_file, write_json, write_text
 
 from nsde_coin.machine import cpu_model
 
@@ -134,6 +133,9 @@ def worker(args: argparse.Namespace) -> None:
         cfg = TrainConfig(max_epochs=args.max_epochs)
         summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=out, config=cfg,
                                progress=False, threads=args.threads)
+    n = int(data.num_nodes)  # the sizes of --compare's roofline (nnz(L): both directions of each edge, diagonal)
+    summary["graph"] = {"n": n, "d": int(data.x_csr.shape[1]), "classes": int(data.y.max()) + 1,
+                        "nnz_x": int(data.x_csr.values().numel()), "nnz_l": int(data.edge_index.shape[1]) + n}
     hwm = _status_mb("VmHWM")
     summary["memory"] = {
         "train_peak_mb": (hwm - rss0) if (reset and hwm is not None and rss0 is not None) else None,
@@ -234,131 +236,6 @@ def _summary_from_runs(dataset: str, model: str, splits: int, inits: int) -> Opt
     return s
 
 
-def _markdown(rows: list[dict[str, Any]], refs: dict[str, Any]) -> str:
-    def f(v: Optional[float], spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    lines = ["| data set | model | runs | test acc (%) | epochs | ms / epoch (wall) | CPU ms / epoch | s / run (wall) "
-             "| train peak MB |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        mem = (r.get("memory") or {}).get("train_peak_mb")
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['runs']} | {r['test_acc_mean']:.2f} ± "
-                     f"{r['test_acc_std']:.2f} | {r['epochs_mean']:.0f} | {r['epoch_time_ms_mean']:.1f} | "
-                     f"{f(r.get('epoch_cpu_ms_mean'), '.1f')} | {r['run_time_s_mean']:.2f} | {f(mem, '.0f')} |")
-    if refs:
-        lines += ["", "| data set | original-style COIN ms / epoch (wall, CPU) | est. s / run | our COIN s / run | "
-                  "speed-up per run (wall) | speed-up per epoch (CPU time) |", "|---|---|---|---|---|---|"]
-        for ds, ref in refs.items():
-            if ref.get("speedup_per_run"):
-                lines.append(f"| {ds} | {ref['epoch_time_ms']:.0f}, {f(ref.get('epoch_cpu_ms'), '.0f')} | "
-                             f"{ref['run_time_s_est']:.0f} | {ref['ours_run_time_s']:.2f} | "
-                             f"{ref['speedup_per_run']:.0f}× | {f(ref.get('speedup_per_epoch_cpu'), '.0f')}"
-                             f"{'×' if ref.get('speedup_per_epoch_cpu') else ''} |")
-    return "\n".join(lines) + "\n"
-
-
-def _figure(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
-    if not datasets:
-        return
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 7.6), squeeze=False)
-    accs = [r["test_acc_mean"] for r in rows]
-    norm = matplotlib.colors.Normalize(vmin=min(accs), vmax=max(accs))
-    for j, ds in enumerate(datasets):
-        sub = [r for r in rows if r["dataset"] == ds]
-        ax = axes[0, j]
-        sc = ax.scatter([r["epoch_time_ms_mean"] for r in sub], [r["run_time_s_mean"] for r in sub],
-                        c=[r["test_acc_mean"] for r in sub], cmap="viridis", norm=norm, s=70, edgecolors="k")
-        for r in sub:
-            ax.annotate(r["model"], (r["epoch_time_ms_mean"], r["run_time_s_mean"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("time per epoch (ms)")
-        ax.set_ylabel("time to convergence per run (s)")
-        ax.set_title(ds)
-        ax.grid(True, which="both", alpha=0.3)
-        fig.colorbar(sc, ax=ax, label="test accuracy (%)")
-        ax = axes[1, j]
-        mem = [((r.get("memory") or {}).get("train_peak_mb") or 0.0) for r in sub]
-        ax.bar([r["model"] for r in sub], mem, color="tab:blue")
-        ax.set_ylabel("training peak memory (MB, CPU RSS)")
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-def _write_compare(result: dict[str, Any], lines: list[str], args: argparse.Namespace) -> str:
-    """Write ``--compare``'s JSON and Markdown (after every data set: a run cut short keeps what it measured)."""
-    result["load_avg_after"] = os.getloadavg()
-    load0, load1 = (tuple(round(v, 2) for v in result[k]) for k in ("load_avg_before", "load_avg_after"))
-    note = (f"\n{result['cpu']}, {args.threads} thread(s), torch {result['torch']}; load average (1, 5, 15 min) "
-            f"before {load0}, after {load1}. Reduced protocol: splits × 1 init per data set as shown (the paper's is "
-            f"100 × 20); the reference's s / run = its median epoch time ({args.reference_epochs} epochs after a "
-            f"warm-up) × COIN's mean epochs; wall s / run includes setup and the final evaluation, CPU s / run is the "
-            f"training loop's process time (less sensitive to other load on a shared machine).\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result, indent=1)
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n" + note)
-    return "\n".join(lines) + "\n" + note
-
-
-def compare(args: argparse.Namespace) -> None:
-    """``--compare``: per-run times of COIN, GCN and the original-style reference on the same splits (module doc)."""
-    import tempfile
-
-    import torch
-
-    load0 = os.getloadavg()
-    result: dict[str, Any] = {"threads": args.threads, "torch": torch.__version__, "cpu": cpu_model(),
-                              "python": platform.python_version(), "load_avg_before": load0, "datasets": {}}
-    lines = ["| data set | splits × inits | COIN test acc (%) | GCN test acc (%) | s / run wall: COIN, GCN, reference "
-             "(est.) | s / run CPU: COIN, GCN, reference (est.) | reference / COIN (goal ≥ 15×) wall, CPU | COIN / GCN "
-             "(goal ≤ 0.4×) wall, CPU |", "|---|---|---|---|---|---|---|---|"]
-    with tempfile.TemporaryDirectory(prefix="bench_graph_compare_") as runs:
-        for ds in args.datasets:
-            splits = args.splits_given or COMPARE_SPLITS.get(ds, 3)
-            common = ["--splits", str(splits), "--inits", "1", "--max-epochs", str(args.max_epochs),
-                      "--runs-dir", runs]
-            got = {m: _spawn(["--worker", ds, m, *common], args.threads, args.timeout) for m in ("coin", "gcn")}
-            ref = _spawn(["--reference-worker", ds, "--reference-epochs", str(args.reference_epochs)], args.threads,
-                         args.timeout)
-            coin, gcn = got["coin"], got["gcn"]
-            if coin is None or gcn is None or ref is None:
-                print(f"{ds}: a worker failed; no comparison", file=sys.stderr)
-                continue
-            # the reference trains for as many epochs as our COIN did; CPU: the training loop's process time
-            ref_run = ref["epoch_time_ms"] * 1e-3 * coin["epochs_mean"]
-            ref_cpu = ref["epoch_cpu_ms"] * 1e-3 * coin["epochs_mean"]
-            row = {"splits": splits, "inits": 1, "coin_test_acc": coin["test_acc_mean"],
-                   "gcn_test_acc": gcn["test_acc_mean"], "coin_run_s": coin["run_time_s_mean"],
-                   "gcn_run_s": gcn["run_time_s_mean"], "coin_cpu_s": coin["train_cpu_s_mean"],
-                   "gcn_cpu_s": gcn["train_cpu_s_mean"], "reference_run_s_est": ref_run,
-                   "reference_cpu_s_est": ref_cpu, "reference_over_coin": ref_run / coin["run_time_s_mean"],
-                   "reference_over_coin_cpu": ref_cpu / coin["train_cpu_s_mean"],
-                   "coin_over_gcn": coin["run_time_s_mean"] / gcn["run_time_s_mean"],
-                   "coin_over_gcn_cpu": coin["train_cpu_s_mean"] / gcn["train_cpu_s_mean"],
-                   "load_avg_after": os.getloadavg(), "coin": coin, "gcn": gcn, "reference": ref}
-            result["datasets"][ds] = row
-            lines.append(f"| {ds} | {splits} × 1 | {row['coin_test_acc']:.2f} | {row['gcn_test_acc']:.2f} | "
-                         f"{row['coin_run_s']:.2f}, {row['gcn_run_s']:.2f}, {ref_run:.1f} | {row['coin_cpu_s']:.2f}, "
-                         f"{row['gcn_cpu_s']:.2f}, {ref_cpu:.1f} | {row['reference_over_coin']:.1f}×, "
-                         f"{row['reference_over_coin_cpu']:.1f}× | {row['coin_over_gcn']:.2f}×, "
-                         f"{row['coin_over_gcn_cpu']:.2f}× |")
-            print(lines[-1], file=sys.stderr, flush=True)
-            _write_compare(result, lines, args)
-    print(_write_compare(result, lines, args))
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -401,7 +278,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         except argparse.ArgumentTypeError as err:
             ap.error(f"argument --out: {err}")
     if args.compare:
-        compare(args)
+        from _graph_compare import compare
+
+        compare(args, _spawn, COMPARE_SPLITS)
         return
     import torch
 
@@ -471,9 +350,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(out_path, result, indent=1)
-    md = _markdown(rows, refs)
+    md = markdown(rows, refs)
     write_text(out_path.with_suffix(".md"), md)
-    _figure(rows, out_path.with_suffix(".png"))
+    figure(rows, out_path.with_suffix(".png"), DATASETS)
     print(md)
     if failed:
         raise SystemExit(f"bench_graph: no result from {len(failed)} worker(s): {', '.join(failed)} (see above)")

@@ -1,5 +1,6 @@
 """``bench_graph``'s driver hands its workers arguments they parse (the protocol mode passed ``--epochs``, which its
-workers refuse, so every worker failed and the script still exited 0)."""
+workers refuse, so every worker failed and the script still exited 0); a failed worker makes the exit status
+non-zero in both modes, after the outputs are written."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def bench(monkeypatch):
             del sys.modules[name]
 
 
-def test_bench_graph_workers_parse_what_the_driver_passes(bench, monkeypatch, tmp_path):
+@pytest.mark.parametrize("compare", [False, True])
+def test_bench_graph_workers_parse_what_the_driver_passes(bench, compare, monkeypatch, tmp_path):
     # regression: the protocol mode passed "--epochs", which its workers' parser refuses (every worker failed)
     import importlib
 
@@ -38,8 +40,14 @@ def test_bench_graph_workers_parse_what_the_driver_passes(bench, monkeypatch, tm
         return None  # no result: the driver reports the failure and exits non-zero
 
     monkeypatch.setattr(mod, "_spawn", spawn)
+    if compare:
+        import _graph_compare
+
+        monkeypatch.setattr(_graph_compare, "machine_limits", lambda: {"bandwidth_gb_s": 1.0, "peak_gflop_s": 1.0})
     argv = ["--datasets", "cora", "--models", "coin", "--splits", "2", "--inits", "1", "--max-epochs", "7",
-            "--reference-epochs", "2", "--out", str(tmp_path / "r.json")]
-    with pytest.raises(SystemExit, match=r"no result from 2 worker\(s\): cora coin, cora reference"):
+            "--reference-epochs", "2", "--out", str(tmp_path / "r.json")] + (["--compare"] if compare else [])
+    failure = r"no comparison for cora" if compare else r"no result from 2 worker\(s\): cora coin, cora reference"
+    with pytest.raises(SystemExit, match=failure):  # after writing what it has
         mod.main(argv)
+    assert (tmp_path / "r.json").exists()
     assert ("worker", "cora", "coin", 7, 2, 1) in got and ("reference", "cora", 2) in got

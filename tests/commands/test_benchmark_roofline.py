@@ -1,0 +1,91 @@
+"""The roofline of ``benchmarks/_roofline.py`` (issue 12): its byte and flop counts in closed form, the bounds they
+give, the concurrent-bandwidth probe (real processes, all gone after) and ``bench_graph --compare``'s ratios at the
+roofline."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/ on sys.path for one test; the helper modules it imported are dropped after."""
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if str(BENCH) in str(getattr(sys.modules[name], "__file__", "") or ""):
+            del sys.modules[name]
+
+
+def test_epoch_work_counts_in_closed_form(bench):
+    from _roofline import epoch_work
+
+    n, d, c, nnz_x, nnz_l, steps = 10, 4, 3, 20, 30, 2
+    w = epoch_work(n, d, c, nnz_x, nnz_l, steps)
+    params = d * d + d + c * d + c
+    assert w["parameters"] == params == 35
+    assert w["floor_bytes"] == nnz_x * 8 + n * 4 + 6 * 4 * params
+    assert w["total_bytes"] == 2 * nnz_x * 12 + (n + d) * 8 + 4 * d * d * 2 + 7 * 4 * params + 2 * 4 * n * d
+    assert w["total_flops"] == (4 * nnz_x * d + 6 * n * d * c + 4 * nnz_x * c + 4 * steps * (nnz_l + n) * c
+                                + 12 * params)
+    # Cora's sizes: Adam's state (3 streams of 2.06 M parameters) is what the floor moves
+    cora = epoch_work(2485, 1433, 7, 45487, 12623, 20)
+    assert cora["parameters"] == 2064960
+    assert 0.45 < cora["floor_bytes"] / cora["total_bytes"] < 0.5
+
+
+@pytest.mark.parametrize("sizes", [(2485, 1433, 7, 45487, 12623, 20), (2120, 3703, 6, 67000, 9000, 10),
+                                   (50, 5, 2, 60, 150, 0)])
+def test_the_floor_never_exceeds_the_bound(bench, sizes):
+    from _roofline import bounds, epoch_work
+
+    w = epoch_work(*sizes)
+    for bw, peak in ((1.0, 1.0), (20.0, 90.0), (100.0, 10.0)):
+        r = bounds(w, bw, peak)
+        assert r["time_at_bandwidth_ms"] == pytest.approx(w["total_bytes"] / bw / 1e6)
+        assert r["time_at_peak_ms"] == pytest.approx(w["total_flops"] / peak / 1e6)
+        assert r["floor_ms"] <= r["bound_ms"] == max(r["time_at_bandwidth_ms"], r["time_at_peak_ms"])
+        assert r["floor_ms"] >= r["time_at_peak_ms"]
+
+
+@pytest.mark.parametrize("bw, peak", [(0.0, 10.0), (10.0, -1.0), (float("nan"), 10.0)])
+def test_bounds_refuse_limits_that_are_not_positive(bench, bw, peak):
+    from _roofline import bounds, epoch_work
+
+    with pytest.raises(ValueError, match="limits must be > 0"):
+        bounds(epoch_work(10, 4, 3, 20, 30, 2), bw, peak)
+
+
+def test_concurrent_bandwidth_runs_real_processes_and_leaves_none(bench):
+    from _roofline import concurrent_bandwidth
+
+    got = concurrent_bandwidth(2, copy_mib=8, seconds=0.3)
+    assert got["processes"] == 2 and len(got["per_process_gb_s"]) == 2
+    assert all(r > 0.1 for r in got["per_process_gb_s"])  # GB/s: any machine copies 8 MiB faster than that
+    assert got["share_gb_s"] == pytest.approx(got["total_gb_s"] / 2)
+    assert mp.active_children() == []
+    with pytest.raises(ValueError, match="processes must be >= 1, got 0"):
+        concurrent_bandwidth(0)
+
+
+def test_compare_ratios_at_the_roofline(bench):
+    from _graph_compare import roofline_ratios
+    from _roofline import bounds, epoch_work
+
+    g = {"n": 2485, "d": 1433, "classes": 7, "nnz_x": 45487, "nnz_l": 12623}
+    coin = {"graph": g, "hparams": {"layer_num": 20}, "epochs_mean": 130.0, "epoch_cpu_ms_mean": 20.0}
+    gcn = {"train_cpu_s_mean": 6.5}
+    limits = {"bandwidth_gb_s": 20.0, "peak_gflop_s": 90.0}
+    r = roofline_ratios(coin, gcn, limits)
+    roof = bounds(epoch_work(2485, 1433, 7, 45487, 12623, 20), 20.0, 90.0)
+    assert r["coin_cpu_s_at_bound"] == pytest.approx(130.0 * roof["bound_ms"] / 1e3)
+    assert r["coin_at_floor_over_gcn_cpu"] == pytest.approx(130.0 * roof["floor_ms"] / 1e3 / 6.5)
+    assert r["coin_at_floor_over_gcn_cpu"] <= r["coin_at_bound_over_gcn_cpu"]
+    assert r["coin_epoch_over_bound"] == pytest.approx(20.0 / roof["bound_ms"])
