@@ -68,6 +68,17 @@ _BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
 
 
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the argument and return types of every entry point of a loaded kernel library (each build), so
+    that ctypes passes 64-bit integers and pointers; returns ``lib``."""
+    lib.nsde_kernel_best_isa.restype = _I64
+    for name, args in _ARGTYPES.items():
+        for level in ISAS:
+            fn = getattr(lib, f"{name}_{level}")
+            fn.argtypes, fn.restype = args, (_I64 if name in _RETURNS_I64 else None)
+    return lib
+
+
 def _load() -> Optional[ctypes.CDLL]:
     global _LIB, _BEST, _WHY
     if _LIB is not None or _WHY:
@@ -85,12 +96,7 @@ def _load() -> Optional[ctypes.CDLL]:
             _WHY = (f"stale build {paths[0].name} (kernel ABI {lib.nsde_panel_abi_version()}, this package needs "
                     f"{ABI_VERSION}): re-run `pip install -e .`")
             return None
-        lib.nsde_kernel_best_isa.restype = _I64
-        best = int(lib.nsde_kernel_best_isa())
-        for name, args in _ARGTYPES.items():
-            for level in ISAS:
-                fn = getattr(lib, f"{name}_{level}")
-                fn.argtypes, fn.restype = args, (_I64 if name in _RETURNS_I64 else None)
+        best = int(_bind(lib).nsde_kernel_best_isa())
     except (OSError, AttributeError) as err:
         _WHY = f"could not load {paths[0].name}: {err}"
         return None

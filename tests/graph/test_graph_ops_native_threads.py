@@ -1,7 +1,8 @@
 """The compiled base layer on several threads (csrc/module.c's nsde_run_jobs: thread t runs panels t, t + T, ...):
 every thread count gives the backward's numbers bit for bit (each panel's sums run alike) and the forward's to float
 rounding of the per-thread output sums, with kept or recomputed activations, the gathered or scattered xᵀ gz, and
-Adam inside the backward; SparseBase hands torch's thread count to the kernel. Skips where the kernel was not built."""
+Adam inside the backward; SparseBase hands torch's thread count to the kernel; the POSIX-threads fallback (built
+here without OpenMP) gives the same numbers. Skips where the kernel was not built."""
 
 import numpy as np
 import pytest
@@ -123,3 +124,54 @@ def test_a_forked_child_runs_the_kernel_on_one_thread_instead_of_hanging():
         torch.set_num_threads(before)
     assert not alive, "the forked child hung in the kernel"
     assert queue.get(timeout=10) is True
+
+
+def _setup_compile_args() -> list[str]:
+    """The kernel's compile flags as setup.py gives them to its Extension (read, not copied)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension":
+            return next(ast.literal_eval(k.value) for k in node.keywords if k.arg == "extra_compile_args")
+    raise AssertionError("setup.py has no Extension(..., extra_compile_args=...)")
+
+
+@pytest.fixture(scope="module")
+def pthread_build(tmp_path_factory):
+    """The library built as a compiler without OpenMP builds it (module.c's POSIX-threads nsde_run_jobs)."""
+    import shutil
+    import subprocess
+    import sysconfig
+    from pathlib import Path
+
+    cc = shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build the POSIX-threads fallback")
+    src = Path(native.__file__).resolve().parent / "csrc"
+    out = tmp_path_factory.mktemp("pthreads") / "kernel_pthreads.so"
+    sources = [src / f for f in ("module.c", "kernels_avx512.c", "kernels_avx2.c", "kernels_baseline.c")]
+    flags = [f for f in _setup_compile_args() if f != "-fopenmp"]
+    subprocess.run([cc, "-shared", "-fPIC", *flags, *map(str, sources), "-o", str(out), "-pthread"], check=True,
+                   timeout=300)
+    import ctypes
+
+    assert b"GOMP_parallel" not in out.read_bytes()  # really the fallback: no OpenMP region in it
+    return native._bind(ctypes.CDLL(str(out)))
+
+
+@pytest.mark.parametrize("keep, scatter, adam", [(True, False, True), (False, True, False)],
+                         ids=["kept-gather-adam", "recomputed-scatter-grad"])
+def test_the_posix_threads_fallback_gives_the_openmp_builds_numbers(pthread_build, monkeypatch, keep, scatter, adam):
+    """CI's compiler has OpenMP, so the fallback of a compiler without it (e.g. Apple clang) is built here: on 1, 2
+    and 3 threads its backward equals the installed build's bit for bit (same kernel code, same flags), its forward
+    to the rounding of the per-thread output sums."""
+    want = {t: _run(t, keep, scatter, adam) for t in (1, 2, 3)}
+    monkeypatch.setattr(native, "_LIB", pthread_build)
+    for t in (1, 2, 3):
+        got = _run(t, keep, scatter, adam)
+        np.testing.assert_allclose(got[0].numpy(), want[1][0].numpy(), rtol=0,
+                                   atol=2e-6 * float(want[1][0].abs().max()))
+        for a, b in zip(got[1:], want[t][1:]):
+            assert torch.equal(a, b), f"threads={t}"
