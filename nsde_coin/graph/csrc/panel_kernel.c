@@ -140,6 +140,12 @@ static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, 
     }
 }
 
+#ifndef PF_MOMENTS
+/* rows ahead for Adam's moments in the backward: the hardware prefetchers stop at each 4 KiB page (16 rows of a
+ * 64-column panel), so the moments' loads stalled the pass (backward 1.10-1.19x faster with it, AMD EPYC Zen 4;
+ * 2, 4, 8 and 16 rows ahead within 4 % of each other) */
+#define PF_MOMENTS 4
+#endif
 #ifndef PF_ROWS
 #define PF_ROWS 8 /* rows ahead: a panel's rows of a d×d matrix lie d floats apart, beyond the hardware prefetchers */
 #endif
@@ -356,6 +362,10 @@ static void *backward_panels(void *arg) {
         for (int64_t i = 0; i <= d; i++) {
             float *o = i == d ? gb1 + j0 : adam ? tile + C * k : gW1 + i * d + j0;
             if (i + PF_ROWS < d) prefetch_row((adam ? W1 : gW1) + (i + PF_ROWS) * d + j0, k, 1);
+            if (adam && i + PF_MOMENTS < d) { /* contiguous, but a page holds 16 of their rows at k = 64 */
+                prefetch_row(M + d * j0 + (i + PF_MOMENTS) * k, k, 1);
+                prefetch_row(V + d * j0 + (i + PF_MOMENTS) * k, k, 1);
+            }
             if (scatter) {
                 if (!(adam && i < d)) memcpy(o, acc + i * k, (size_t)k * sizeof(float));
             } else {
