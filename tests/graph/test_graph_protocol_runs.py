@@ -115,6 +115,48 @@ def test_readout_shortcut_matches_the_full_forward(solver, layers, sigma2):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("form", ["rows", "steps"])
+def test_both_readout_forms_match_the_full_forward_in_float32(form, monkeypatch):
+    """The dense read-out rows and the compiled explicit steps followed by the rows give the model's own loss,
+    validation metrics and gradients (float32, the protocol's dtype); each form is forced once."""
+    from nsde_coin.graph import native
+    from nsde_coin.graph.experiment import train as train_mod
+
+    if form == "steps" and not native.available():
+        pytest.skip(f"the steps form needs the compiled csr_power: {native.status()}")
+    if form == "rows":
+        monkeypatch.setattr(train_mod, "steps_are_cheaper", lambda *a, **k: False)
+    data = _sbm()
+    split = random_split(data.y, 2)
+    net = build_model("coin", data, {"layer_num": 8, "sigma2": 0.3, "solver": "explicit"}, seed=1)
+    fast, full = _ReadoutCOINTask(net, data.y, split), _ModuleTask(net, data.y, split)
+    assert (fast.steps is not None, fast.readout is not None) == (form == "steps", form == "rows")
+    lf, vf = fast.train_forward()
+    gf = torch.autograd.grad(lf, fast.params)
+    lm, vm = full.train_forward()
+    gm = torch.autograd.grad(lm, full.params)
+    assert lf.item() == pytest.approx(lm.item(), rel=1e-5)
+    assert vf[0] == pytest.approx(vm[0], rel=1e-4) and vf[1] == vm[1]
+    for a, b in zip(gf, gm):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+
+
+def test_the_steps_form_is_chosen_only_where_it_is_cheaper():
+    from nsde_coin.graph import native
+    from nsde_coin.graph.experiment.train import steps_are_cheaper
+
+    data = _sbm()
+    net = build_model("coin", data, {"layer_num": 8, "sigma2": 0.3, "solver": "explicit"}, seed=1)
+    op = net._operator(data.edge_index, data.num_nodes)
+    n, nnz = op.n, op.step_matrix(0.3, torch.float32, torch.device("cpu")).values().numel()
+    rows = -(-8 * nnz // n)  # the least number of rows for which 8 steps are no more work than the dense rows
+    assert steps_are_cheaper(op, "explicit", 8, 0.3, rows, 3, torch.float32) == native.available()
+    assert not steps_are_cheaper(op, "explicit", 8, 0.3, rows - 1, 3, torch.float32)  # more work than the rows
+    assert not steps_are_cheaper(op, "implicit", 8, 0.3, n, 3, torch.float32)  # only the explicit solver has steps
+    assert not steps_are_cheaper(op, "explicit", 8, 0.3, n, 3, torch.float64)  # the compiled power is float32 only
+    assert not steps_are_cheaper(op, "explicit", 0, 0.3, n, 3, torch.float32)
+
+
 @pytest.mark.parametrize("other_rows", ["zero", "nonzero", "nan"])
 def test_readout_backward_uses_the_training_rows_only_when_the_others_get_no_gradient(other_rows):
     from nsde_coin.graph.experiment.train import _Readout
