@@ -4,23 +4,7 @@ non-zero in both modes, after the outputs are written."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture
-def bench(monkeypatch):
-    """benchmarks/ on sys.path for one test; the helper modules it imported are dropped after."""
-    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if str(BENCH) in str(getattr(sys.modules[name], "__file__", "") or ""):
-            del sys.modules[name]
 
 
 @pytest.mark.parametrize("compare", [False, True])

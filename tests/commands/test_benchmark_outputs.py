@@ -6,33 +6,25 @@ argument parsing (``SystemExit(2)``) and write nothing."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 FILE_OUT = ["bench_coin_epoch", "bench_graph", "bench_laplacian_check", "bench_propagate", "bench_scaling"]
 FOLDER_OUT = ["bench_constant_noise", "bench_readme_fk", "bench_sde"]
 
 
 @pytest.fixture
-def script(monkeypatch):
-    """Import a benchmark script as a module; sys.path and the helper modules it imported are restored after."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    before = set(sys.modules)
-    sys.path.insert(0, str(BENCH))
+def script(bench):
+    """Import a benchmark script as a module (benchmarks/ on sys.path for the test: the ``bench`` fixture)."""
 
     def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", bench / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
 
-    yield load
-    for name in set(sys.modules) - before:  # _report, bench_propagate ...: plain names from benchmarks/
-        if getattr(sys.modules[name], "__file__", None) and str(BENCH) in str(sys.modules[name].__file__):
-            del sys.modules[name]
+    return load
 
 
 def _bad_out(mod, out: Path, capsys) -> str:

@@ -104,15 +104,19 @@ def test_readout_shortcut_matches_the_full_forward(solver, layers, sigma2):
     net = build_model("coin", data, {"layer_num": layers, "sigma2": sigma2, "solver": solver}, seed=3)
     net.double()
     net.graph_inputs = (net.graph_inputs[0].to(torch.float64), net.graph_inputs[1])
-    fast, full = _ReadoutCOINTask(net, data.y, split), _ModuleTask(net, data.y, split)
+    _same_epoch(_ReadoutCOINTask(net, data.y, split), _ModuleTask(net, data.y, split), rel=1e-6, atol=1e-9)
+
+
+def _same_epoch(fast, full, rel: float, atol: float) -> None:
+    """The shortcut task's training pass gives the full task's loss, validation metrics and gradients."""
     lf, vf = fast.train_forward()
     gf = torch.autograd.grad(lf, fast.params)
     lm, vm = full.train_forward()
     gm = torch.autograd.grad(lm, full.params)
-    assert lf.item() == pytest.approx(lm.item(), rel=1e-6)
-    assert vf[0] == pytest.approx(vm[0], rel=1e-5) and vf[1] == vm[1]
+    assert lf.item() == pytest.approx(lm.item(), rel=rel)
+    assert vf[0] == pytest.approx(vm[0], rel=10 * rel) and vf[1] == vm[1]
     for a, b in zip(gf, gm):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(a, b, rtol=10 * rel, atol=atol * max(1.0, float(b.abs().max())))
 
 
 @pytest.mark.parametrize("form", ["rows", "steps"])
@@ -129,16 +133,9 @@ def test_both_readout_forms_match_the_full_forward_in_float32(form, monkeypatch)
     data = _sbm()
     split = random_split(data.y, 2)
     net = build_model("coin", data, {"layer_num": 8, "sigma2": 0.3, "solver": "explicit"}, seed=1)
-    fast, full = _ReadoutCOINTask(net, data.y, split), _ModuleTask(net, data.y, split)
+    fast = _ReadoutCOINTask(net, data.y, split)
     assert (fast.steps is not None, fast.readout is not None) == (form == "steps", form == "rows")
-    lf, vf = fast.train_forward()
-    gf = torch.autograd.grad(lf, fast.params)
-    lm, vm = full.train_forward()
-    gm = torch.autograd.grad(lm, full.params)
-    assert lf.item() == pytest.approx(lm.item(), rel=1e-5)
-    assert vf[0] == pytest.approx(vm[0], rel=1e-4) and vf[1] == vm[1]
-    for a, b in zip(gf, gm):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+    _same_epoch(fast, _ModuleTask(net, data.y, split), rel=1e-5, atol=1e-6)
 
 
 def test_the_steps_form_is_chosen_only_where_it_is_cheaper():
