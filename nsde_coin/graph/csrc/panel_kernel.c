@@ -42,8 +42,9 @@ typedef float vfu __attribute__((vector_size(4 * VL), aligned(4), may_alias));
  * before the thread reports done.  The forward writes the kept activations this way: a plain store first reads each
  * line of the n×d array it is about to overwrite (28 MB of traffic for Cora's 14 MB), and nothing reads them back
  * before the backward, by which time they have left the caches anyway.  Base forward 10-12 % faster on Cora,
- * CiteSeer and PubMed (AMD EPYC Zen 4, interleaved). */
-#if defined(__x86_64__) || defined(__i386__)
+ * CiteSeer and PubMed (AMD EPYC Zen 4, interleaved).  Chosen by the target's feature macros (a compiler that did
+ * not take the wrapper's target pragma, e.g. clang, gets plain stores instead of a build error). */
+#if (VL == 16 && defined(__AVX512F__)) || (VL == 8 && defined(__AVX__)) || (VL == 4 && defined(__SSE__))
 #include <immintrin.h>
 #if VL == 16
 #define STREAM(p, x) _mm512_stream_ps((p), (__m512)(x))
@@ -140,11 +141,8 @@ static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, 
     }
 }
 
-#ifndef PF_MOMENTS
-/* rows ahead for Adam's moments in the backward: the hardware prefetchers stop at each 4 KiB page (16 rows of a
- * 64-column panel), so the moments' loads stalled the pass (backward 1.10-1.19x faster with it, AMD EPYC Zen 4;
- * 2, 4, 8 and 16 rows ahead within 4 % of each other) */
-#define PF_MOMENTS 4
+#ifndef PF_MOMENTS /* Adam's moments, rows ahead: hardware prefetchers stop at each 4 KiB page (16 rows of a 64-col */
+#define PF_MOMENTS 4 /* panel); backward 1.10-1.19x faster (AMD EPYC Zen 4), 2-16 rows ahead within 4 % of each other */
 #endif
 #ifndef PF_ROWS
 #define PF_ROWS 8 /* rows ahead: a panel's rows of a d×d matrix lie d floats apart, beyond the hardware prefetchers */
