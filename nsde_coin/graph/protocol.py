@@ -16,7 +16,7 @@ Speed (the protocol runs thousands of trainings):
   product instead of ``layer_num`` sparse steps (or CG solves) forward and backward. For the explicit solver, where
   its compiled steps are less work (``layer_num·nnz(I − σ²L) ≤ m·n``: Cora, CiteSeer, PubMed), the same rows come
   from those steps on the whole graph instead, and no P is built (epoch 1.02-1.05× faster on Cora, 1.26× on
-  PubMed; :func:`~nsde_coin.graph.experiment.train.steps_are_cheaper`). The test accuracy is computed with the
+  PubMed; ``_steps_are_cheaper`` in :mod:`nsde_coin.graph.experiment.train`). The test accuracy is computed with the
   model's own full diffusion on the whole graph, so the reported numbers never depend on the shortcut.
   ``fast=False`` turns it off.
 * The sweep keeps no copy of the weights (``train_run(..., keep_best=False)``): at each reset it keeps the (n, C)

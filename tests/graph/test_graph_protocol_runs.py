@@ -129,7 +129,7 @@ def test_both_readout_forms_match_the_full_forward_in_float32(form, monkeypatch)
     if form == "steps" and not native.available():
         pytest.skip(f"the steps form needs the compiled csr_power: {native.status()}")
     if form == "rows":
-        monkeypatch.setattr(train_mod, "steps_are_cheaper", lambda *a, **k: False)
+        monkeypatch.setattr(train_mod, "_steps_are_cheaper", lambda *a, **k: False)
     data = _sbm()
     split = random_split(data.y, 2)
     net = build_model("coin", data, {"layer_num": 8, "sigma2": 0.3, "solver": "explicit"}, seed=1)
@@ -140,18 +140,39 @@ def test_both_readout_forms_match_the_full_forward_in_float32(form, monkeypatch)
 
 def test_the_steps_form_is_chosen_only_where_it_is_cheaper():
     from nsde_coin.graph import native
-    from nsde_coin.graph.experiment.train import steps_are_cheaper
+    from nsde_coin.graph.experiment.train import _steps_are_cheaper as steps_are_cheaper
 
     data = _sbm()
     net = build_model("coin", data, {"layer_num": 8, "sigma2": 0.3, "solver": "explicit"}, seed=1)
     op = net._operator(data.edge_index, data.num_nodes)
     n, nnz = op.n, op.step_matrix(0.3, torch.float32, torch.device("cpu")).values().numel()
     rows = -(-8 * nnz // n)  # the least number of rows for which 8 steps are no more work than the dense rows
-    assert steps_are_cheaper(op, "explicit", 8, 0.3, rows, 3, torch.float32) == native.available()
-    assert not steps_are_cheaper(op, "explicit", 8, 0.3, rows - 1, 3, torch.float32)  # more work than the rows
-    assert not steps_are_cheaper(op, "implicit", 8, 0.3, n, 3, torch.float32)  # only the explicit solver has steps
-    assert not steps_are_cheaper(op, "explicit", 8, 0.3, n, 3, torch.float64)  # the compiled power is float32 only
-    assert not steps_are_cheaper(op, "explicit", 0, 0.3, n, 3, torch.float32)
+    cpu, f32 = torch.device("cpu"), torch.float32
+    assert steps_are_cheaper(op, "explicit", 8, 0.3, rows, 3, f32, cpu) == native.available()
+    assert not steps_are_cheaper(op, "explicit", 8, 0.3, rows - 1, 3, f32, cpu)  # more work than the rows
+    assert not steps_are_cheaper(op, "implicit", 8, 0.3, n, 3, f32, cpu)  # only the explicit solver has steps
+    assert not steps_are_cheaper(op, "explicit", 8, 0.3, n, 3, torch.float64, cpu)  # the compiled power: float32
+    assert not steps_are_cheaper(op, "explicit", 0, 0.3, n, 3, f32, cpu)
+    assert not steps_are_cheaper(op, "explicit", 8, 0.3, n, 3, f32, torch.device("meta"))  # not on the CPU
+
+
+@pytest.mark.parametrize("form", ["rows", "steps"])
+def test_both_readout_forms_refuse_a_diffusion_that_overflows(form, monkeypatch):
+    """An explicit diffusion far past its stability bound overflows float32: both forms raise the solver's
+    NonFiniteError when the run is set up (the steps form did not: it diffused zeros, then recorded a failed run)."""
+    from nsde_coin.errors import NonFiniteError
+    from nsde_coin.graph import native
+    from nsde_coin.graph.experiment import train as train_mod
+
+    if form == "steps" and not native.available():
+        pytest.skip(f"the steps form needs the compiled csr_power: {native.status()}")
+    if form == "rows":
+        monkeypatch.setattr(train_mod, "_steps_are_cheaper", lambda *a, **k: False)
+    data = _sbm()
+    hp = {"layer_num": 17, "sigma2": 300.0, "solver": "explicit", "allow_unstable": True}
+    net = build_model("coin", data, hp, seed=1)
+    with pytest.warns(UserWarning), pytest.raises(NonFiniteError):
+        _ReadoutCOINTask(net, data.y, random_split(data.y, 0))
 
 
 @pytest.mark.parametrize("other_rows", ["zero", "nonzero", "nan"])

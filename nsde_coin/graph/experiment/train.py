@@ -132,17 +132,18 @@ class _Readout(torch.autograd.Function):
         return torch.mm(g[:r].t(), ctx.p[:r]).t(), None, None, None
 
 
-def steps_are_cheaper(op: Any, solver: str, layer_num: int, sigma2: float, rows: int, classes: int,
-                      dtype: torch.dtype) -> bool:
+def _steps_are_cheaper(op: Any, solver: str, layer_num: int, sigma2: float, rows: int, classes: int,
+                       dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the read-out rows are cheaper as ``layer_num`` compiled explicit steps on the whole graph (then the
-    rows taken) than as the dense (rows × n) read-out: the solver is ``"explicit"``, the compiled
-    :func:`~nsde_coin.graph.native.csr_power` runs for its step matrix and ``layer_num·nnz(I − σ²L) ≤ rows·n``.
+    rows taken) than as the dense (rows × n) read-out: the solver is ``"explicit"``, the model is on the CPU, the
+    compiled :func:`~nsde_coin.graph.native.csr_power` runs for its step matrix and
+    ``layer_num·nnz(I − σ²L) ≤ rows·n``.
     Cora (20 steps, 640 rows): 0.6 against 1.5 ms per epoch, forward and backward, and no 2 × 6.4 MB read-out to
     build and keep per run; Coauthor Physics (250 rows, nnz 530 k) keeps the read-out."""
     from nsde_coin.graph import native
     from nsde_coin.graph.sparse import SMALL_WORK
 
-    if solver != "explicit" or layer_num < 1:
+    if solver != "explicit" or layer_num < 1 or torch.device(device).type != "cpu":
         return False
     p = op.step_matrix(sigma2, dtype, torch.device("cpu"))  # cached on the operator: the steps form uses it
     if layer_num * p.values().numel() > rows * op.n:
@@ -153,7 +154,7 @@ def steps_are_cheaper(op: Any, solver: str, layer_num: int, sigma2: float, rows:
 
 class _ReadoutCOINTask(_ModuleTask):
     """COIN trained through the m×n read-out rows of its (linear, symmetric) diffusion map (see module doc), in one
-    of two forms: the dense rows ``P`` (m × n, built once per run), or — where :func:`steps_are_cheaper` — the
+    of two forms: the dense rows ``P`` (m × n, built once per run), or — where :func:`_steps_are_cheaper` — the
     explicit solver's compiled steps on the whole graph followed by taking the m rows (the same map, to float
     rounding)."""
 
@@ -172,10 +173,13 @@ class _ReadoutCOINTask(_ModuleTask):
         from nsde_coin.graph.diffusion import diffuse
 
         options = dict(solver=coin.solver, allow_unstable=coin.allow_unstable, **coin.solver_options)
-        if device.type == "cpu" and steps_are_cheaper(op, coin.solver, coin.layer_num, coin.sigma2, rows.numel(),
-                                                      coin.base.W2.shape[0], dtype):
-            with torch.no_grad():  # the solver's checks and warnings, once, as the model's own forward gives them
-                diffuse(torch.zeros(op.n, 1, dtype=dtype), op, coin.sigma2, coin.layer_num, **options)
+        if _steps_are_cheaper(op, coin.solver, coin.layer_num, coin.sigma2, rows.numel(), coin.base.W2.shape[0],
+                              dtype, device):
+            # the solver's checks and warnings, once, as the dense form's setup gives them; a random probe (not
+            # zeros) also overflows where the indicator columns would (NonFiniteError, not a recorded failed run)
+            probe = torch.rand(op.n, 1, dtype=dtype, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                diffuse(probe, op, coin.sigma2, coin.layer_num, **options)
             self.steps = (op.step_matrix(coin.sigma2, dtype, device),
                           op.step_matrix(coin.sigma2, dtype, device, transpose=True))
             return
