@@ -1,7 +1,9 @@
 """The roofline of a COIN epoch, written once for ``bench_coin_epoch`` and ``bench_graph --compare``.
 
-* :func:`machine_limits` — this machine's streaming bandwidth (a large copy, bytes read + written per second) and
-  matmul peak (a large square float32 product, 2n³ flops), measured in the calling process, 1 thread;
+* :func:`machine_limits` — this machine's streaming bandwidth (a large copy, bytes read + written per second, issue
+  12's measure; and an in-place update of one buffer, the access Adam makes, which moves the same counted bytes
+  faster: a plain store also reads each line of the copy's target first) and matmul peak (a large square float32
+  product, 2n³ flops), measured on the calling process's threads;
 * :func:`concurrent_bandwidth` — the bandwidth each of P processes gets while P copy at once (the protocol runs one
   worker process per core, and they share the memory bus);
 * :func:`epoch_work` — the bytes and flops one epoch of COIN (sparse features, d×d W1, C classes) must move and do,
@@ -16,7 +18,7 @@
   and ``total_flops``: 2·nnz(X)·d for ``X W1`` and again for ``Xᵀ G``, 3 n×d×C output-layer products, the residual
   ``X W2`` both ways, 2 × steps × (nnz(L) + n)·C for the diffusion, ~12 flops per parameter for Adam;
 * :func:`bounds` — time of each at the limits (ms) and ``bound_ms = max(bytes / bandwidth, flops / peak)``,
-  ``floor_ms`` the same with ``floor_bytes``.
+  ``floor_ms`` the same with ``floor_bytes`` at the larger (in-place) bandwidth.
 
 An epoch faster than ``floor_ms`` would need more than the measured bandwidth or matmul rate, as long as Adam's state
 (3·4 bytes per parameter) does not stay in the last-level cache between epochs: 24.8 MB on Cora (49.5 MB for the
@@ -26,15 +28,36 @@ protocol's two workers), 165 MB on CiteSeer, against the 32 MiB L3 of the AMD EP
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import statistics
 import time
+from typing import Optional
 
 __all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "machine_limits"]
 
 
+def _rates(a, b, seconds: Optional[float], repeats: int) -> tuple[float, float]:
+    """GB/s of a copy ``b ← a`` (read a, write b: 2 transfers counted, though a plain store also reads each line of
+    b first) and of an in-place update ``a ← 1·a`` (read and write a: 2 transfers, what Adam does to its state):
+    medians of CPU time over ``repeats`` (the first dropped), or rates over ``seconds`` of wall time."""
+    import torch
+
+    copies, updates = [], []
+    t_end = None if seconds is None else time.perf_counter() + seconds
+    while (len(copies) < repeats) if t_end is None else (time.perf_counter() < t_end or len(copies) < 2):
+        c0 = time.process_time()
+        b.copy_(a)
+        copies.append(time.process_time() - c0)
+        c0 = time.process_time()
+        torch.mul(a, 1.0, out=a)
+        updates.append(time.process_time() - c0)
+    per = 2 * a.numel() * a.element_size() / 1e9
+    return per / statistics.median(copies[1:]), per / statistics.median(updates[1:])
+
+
 def machine_limits(copy_mib: int = 256, mm: int = 2048, repeats: int = 7) -> dict:
-    """Streaming bandwidth (GB/s) and matmul peak (GFLOP/s) of this process's threads: medians of CPU time,
-    interleaved (other processes' load distorts both alike), the first repeat dropped."""
+    """Streaming bandwidth (GB/s: a copy, and an in-place update of one buffer) and matmul peak (GFLOP/s) on the
+    calling process's threads: medians of CPU time, interleaved (other processes' load distorts all alike)."""
     import torch
 
     a = torch.ones(copy_mib * 2**20 // 4)
@@ -42,58 +65,67 @@ def machine_limits(copy_mib: int = 256, mm: int = 2048, repeats: int = 7) -> dic
     p = torch.randn(mm, mm)
     q = torch.randn(mm, mm)
     out = torch.empty(mm, mm)
-    copies, mms = [], []
+    copy, inplace, mms = [], [], []
     for _ in range(repeats):
-        c0 = time.process_time()
-        b.copy_(a)
-        copies.append(time.process_time() - c0)
+        rc, ri = _rates(a, b, None, 2)
+        copy.append(rc)
+        inplace.append(ri)
         c0 = time.process_time()
         torch.mm(p, q, out=out)
         mms.append(time.process_time() - c0)
-    t_copy, t_mm = statistics.median(copies[1:]), statistics.median(mms[1:])
-    return {"copy_mib": copy_mib, "bandwidth_gb_s": 2 * a.numel() * 4 / t_copy / 1e9, "mm_n": mm,
-            "peak_gflop_s": 2 * mm ** 3 / t_mm / 1e9}
+    return {"copy_mib": copy_mib, "bandwidth_gb_s": statistics.median(copy[1:]),
+            "inplace_gb_s": statistics.median(inplace[1:]), "mm_n": mm,
+            "peak_gflop_s": 2 * mm ** 3 / statistics.median(mms[1:]) / 1e9}
 
 
 def _copy_rate(copy_mib: int, seconds: float, start, results) -> None:
-    """Child of :func:`concurrent_bandwidth`: the copy of :func:`machine_limits` (1 thread, CPU time), repeated for
-    ``seconds`` of wall time once all children are ready."""
+    """Child of :func:`concurrent_bandwidth`: the streams of :func:`machine_limits` (1 thread) for ``seconds`` of
+    wall time once all children are ready."""
     import torch
 
     torch.set_num_threads(1)
     a = torch.ones(copy_mib * 2**20 // 4)
     b = torch.empty_like(a)
     b.copy_(a)  # pages touched before the clock starts
-    start.wait()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - t0 < seconds:
-        b.copy_(a)
-        n += 1
-    results.put(2 * a.numel() * 4 * n / (time.process_time() - c0) / 1e9)
+    start.wait(timeout=60.0)
+    results.put(_rates(a, b, seconds, 0))
 
 
 def concurrent_bandwidth(processes: int, copy_mib: int = 256, seconds: float = 2.0, timeout: float = 120.0) -> dict:
-    """GB/s each of ``processes`` copying processes gets while all copy at once (started together by a barrier,
-    spawned, joined or killed within ``timeout`` seconds): ``{"processes", "per_process_gb_s": [...],
-    "share_gb_s" (total / processes), "total_gb_s"}``."""
+    """GB/s each of ``processes`` processes gets while all stream at once (spawned, started together by a barrier):
+    ``{"processes", "per_process_gb_s": [...] (copy), "share_gb_s" (copy total / processes), "total_gb_s",
+    "inplace_share_gb_s"}``. The whole call takes at most ``timeout`` seconds; a child that dies or hangs raises
+    ``RuntimeError``, and every child is gone when it returns or raises."""
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes!r}")
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_copy_rate, args=(copy_mib, seconds, start, results), daemon=True)
              for _ in range(processes)]
-    for pr in procs:
-        pr.start()
+    deadline = time.monotonic() + timeout
+    rates: list[tuple[float, float]] = []
     try:
-        rates = [results.get(timeout=timeout) for _ in procs]
+        for pr in procs:
+            pr.start()
+        while len(rates) < processes:
+            try:
+                rates.append(results.get(timeout=1.0))
+            except queue.Empty:
+                dead = [pr.exitcode for pr in procs if pr.exitcode not in (None, 0)]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"concurrent_bandwidth: {len(rates)} of {processes} streaming processes "
+                                       f"reported within {timeout:g} s (exit codes of the dead: {dead})") from None
     finally:
         for pr in procs:
-            pr.join(timeout=5.0)
-            if pr.is_alive():
-                pr.kill()
-                pr.join()
-    return {"processes": processes, "copy_mib": copy_mib, "per_process_gb_s": sorted(rates),
-            "share_gb_s": sum(rates) / processes, "total_gb_s": sum(rates)}
+            if pr.pid is not None:
+                pr.join(timeout=5.0)
+                if pr.is_alive():
+                    pr.kill()
+                    pr.join()
+    copy = sorted(r[0] for r in rates)
+    return {"processes": processes, "copy_mib": copy_mib, "per_process_gb_s": copy,
+            "share_gb_s": sum(copy) / processes, "total_gb_s": sum(copy),
+            "inplace_share_gb_s": sum(r[1] for r in rates) / processes}
 
 
 def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> dict:
@@ -111,13 +143,16 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
             "floor_bytes": sum(floor.values()), "total_flops": sum(flops.values()), "parameters": params}
 
 
-def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float) -> dict:
+def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, floor_gb_s: Optional[float] = None) -> dict:
     """Milliseconds of ``work`` (:func:`epoch_work`) at the limits: bytes at bandwidth, flops at peak, their max
-    (``bound_ms``, issue 12's roofline) and the same with the floor's bytes (``floor_ms``)."""
-    if not (bandwidth_gb_s > 0 and peak_gflop_s > 0):
-        raise ValueError(f"limits must be > 0, got bandwidth {bandwidth_gb_s!r} GB/s, peak {peak_gflop_s!r} GFLOP/s")
+    (``bound_ms``, issue 12's roofline) and the floor's bytes at ``floor_gb_s`` (default ``bandwidth_gb_s``; pass
+    the larger in-place rate, so that the floor stays a lower bound) against the same flops (``floor_ms``)."""
+    floor_gb_s = bandwidth_gb_s if floor_gb_s is None else floor_gb_s
+    if not (bandwidth_gb_s > 0 and peak_gflop_s > 0 and floor_gb_s > 0):
+        raise ValueError(f"limits must be > 0, got bandwidth {bandwidth_gb_s!r} GB/s (floor {floor_gb_s!r}), "
+                         f"peak {peak_gflop_s!r} GFLOP/s")
     t_bytes = work["total_bytes"] / bandwidth_gb_s / 1e6
-    t_floor = work["floor_bytes"] / bandwidth_gb_s / 1e6
+    t_floor = work["floor_bytes"] / floor_gb_s / 1e6
     t_flops = work["total_flops"] / peak_gflop_s / 1e6
     return {"time_at_bandwidth_ms": t_bytes, "floor_bytes_at_bandwidth_ms": t_floor, "time_at_peak_ms": t_flops,
             "bound_ms": max(t_bytes, t_flops), "floor_ms": max(t_floor, t_flops)}

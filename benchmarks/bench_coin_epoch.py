@@ -165,7 +165,8 @@ def protocol_floor(work: dict, peak: float, args: argparse.Namespace) -> dict:
     floor (:mod:`_roofline`), spread over ``--workers`` processes, each with its share of the bandwidth while all
     copy at once; the time outside the epochs (setup, evaluation: ~0.16 s per run in the EPYC protocol) not counted."""
     shared = concurrent_bandwidth(args.workers, args.copy_mib)
-    roof = bounds(work, shared["share_gb_s"], peak)
+    share = shared["share_gb_s"]
+    roof = bounds(work, share, peak, floor_gb_s=max(share, shared["inplace_share_gb_s"]))
     epochs = args.protocol_runs * args.protocol_epochs
     return {"workers": args.workers, "runs": args.protocol_runs, "epochs_per_run": args.protocol_epochs,
             "bandwidth_under_load": shared, "floor_ms_under_load": roof["floor_ms"],
@@ -232,7 +233,8 @@ def main(argv=None) -> int:
     os.environ.pop(native.ENV_ISA, None)  # status() below: the default build, not the last one timed
     bw = max(limits["bandwidth_gb_s"], limits_after["bandwidth_gb_s"])
     peak = max(limits["peak_gflop_s"], limits_after["peak_gflop_s"])
-    roof = bounds(work, bw, peak)
+    inplace = max(limits["inplace_gb_s"], limits_after["inplace_gb_s"])
+    roof = bounds(work, bw, peak, floor_gb_s=max(bw, inplace))
     bound_ms = roof["bound_ms"]
     protocol = protocol_floor(work, peak, args) if args.workers else None
     res = {}
@@ -250,7 +252,8 @@ def main(argv=None) -> int:
            "python": sys.version.split()[0], "cpu": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
            "compiled_panel": panel_width(n, d, 4, compiled=True) if native.available() else None,
            "limits_before": limits, "limits_after": limits_after,
-           "bandwidth_gb_s": bw, "peak_gflop_s": peak, "work": work, **roof, "protocol_floor": protocol,
+           "bandwidth_gb_s": bw, "inplace_gb_s": inplace, "peak_gflop_s": peak, "work": work, **roof,
+           "protocol_floor": protocol,
            "forward_rel_diff_vs_legacy": fwd_diff,
            "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),
            "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,

@@ -133,9 +133,11 @@ def worker(args: argparse.Namespace) -> None:
         cfg = TrainConfig(max_epochs=args.max_epochs)
         summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=out, config=cfg,
                                progress=False, threads=args.threads)
-    n = int(data.num_nodes)  # the sizes of --compare's roofline (nnz(L): both directions of each edge, diagonal)
+    n, (src, dst) = int(data.num_nodes), data.edge_index  # the sizes of --compare's roofline
+    off = src != dst  # nnz(L): the distinct off-diagonal entries (both directions of each edge) and the diagonal
     summary["graph"] = {"n": n, "d": int(data.x_csr.shape[1]), "classes": int(data.y.max()) + 1,
-                        "nnz_x": int(data.x_csr.values().numel()), "nnz_l": int(data.edge_index.shape[1]) + n}
+                        "nnz_x": int(data.x_csr.values().numel()),
+                        "nnz_l": int(torch.unique(src[off] * n + dst[off]).numel()) + n}
     hwm = _status_mb("VmHWM")
     summary["memory"] = {
         "train_peak_mb": (hwm - rss0) if (reset and hwm is not None and rss0 is not None) else None,
@@ -301,9 +303,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     common = ["--splits", str(args.splits), "--inits", str(args.inits), "--max-epochs", str(args.max_epochs)]
     for ds in args.datasets:
         for model in [] if args.reference_only else args.models:
-            if args.memory:
-                _spawn(["--worker", ds, model, "--memory-run", "--memory-epochs", str(args.memory_epochs)],
-                       args.threads, args.timeout)
+            if args.memory and _spawn(["--worker", ds, model, "--memory-run", "--memory-epochs",
+                                       str(args.memory_epochs)], args.threads, args.timeout) is None:
+                failed.append(f"{ds} {model} (memory)")
             if args.report_only:
                 s = _summary_from_runs(ds, model, args.splits, args.inits)
                 mem_file = RUNS / f"{ds}_{model}.memory.json"

@@ -38,6 +38,9 @@ def test_the_floor_never_exceeds_the_bound(bench, sizes):
         assert r["time_at_peak_ms"] == pytest.approx(w["total_flops"] / peak / 1e6)
         assert r["floor_ms"] <= r["bound_ms"] == max(r["time_at_bandwidth_ms"], r["time_at_peak_ms"])
         assert r["floor_ms"] >= r["time_at_peak_ms"]
+        faster = bounds(w, bw, peak, floor_gb_s=2 * bw)  # the in-place rate: the floor's bytes take half as long
+        assert faster["floor_bytes_at_bandwidth_ms"] == pytest.approx(r["floor_bytes_at_bandwidth_ms"] / 2)
+        assert faster["bound_ms"] == r["bound_ms"]
 
 
 @pytest.mark.parametrize("bw, peak", [(0.0, 10.0), (10.0, -1.0), (float("nan"), 10.0)])
@@ -54,10 +57,29 @@ def test_concurrent_bandwidth_runs_real_processes_and_leaves_none(bench):
     got = concurrent_bandwidth(2, copy_mib=8, seconds=0.3)
     assert got["processes"] == 2 and len(got["per_process_gb_s"]) == 2
     assert all(r > 0.1 for r in got["per_process_gb_s"])  # GB/s: any machine copies 8 MiB faster than that
-    assert got["share_gb_s"] == pytest.approx(got["total_gb_s"] / 2)
+    assert got["share_gb_s"] == pytest.approx(got["total_gb_s"] / 2) and got["inplace_share_gb_s"] > 0.1
     assert mp.active_children() == []
     with pytest.raises(ValueError, match="processes must be >= 1, got 0"):
         concurrent_bandwidth(0)
+
+
+def test_a_streaming_process_that_dies_is_reported_at_once(bench):
+    import time
+
+    from _roofline import concurrent_bandwidth
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"0 of 2 streaming processes reported .*exit codes of the dead: \[1"):
+        concurrent_bandwidth(2, copy_mib=-1, timeout=100.0)  # each child fails to allocate and exits with 1
+    assert time.monotonic() - t0 < 60.0  # not the whole timeout: the barrier's partner died too
+    assert mp.active_children() == []
+
+
+def test_machine_limits_measure_both_streams(bench):
+    from _roofline import machine_limits
+
+    lim = machine_limits(copy_mib=8, mm=64, repeats=3)
+    assert lim["bandwidth_gb_s"] > 0.1 and lim["inplace_gb_s"] > 0.1 and lim["peak_gflop_s"] > 0.01
 
 
 def test_compare_ratios_at_the_roofline(bench):
