@@ -17,6 +17,7 @@ Owners must support weak references (tensors, modules, plain Python objects do; 
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, Optional, TypeVar
@@ -40,9 +41,9 @@ def entries(owner: Any) -> dict[Hashable, Any]:
     hit = _STORE.get(key)
     if hit is not None and hit[0]() is owner:
         return hit[1]
-    # the callback holds the store itself: an owner that dies while the interpreter tears this module's globals
-    # down (e.g. one kept by gc.freeze() until exit) found _STORE gone and printed an AttributeError at exit
-    ref = weakref.ref(owner, lambda r, k=key, store=_STORE: _forget(k, r, store))
+    # the callback holds the store and the function itself: an owner that dies while the interpreter tears this
+    # module's globals down (e.g. one kept by gc.freeze() until exit) found _STORE gone (an AttributeError at exit)
+    ref = weakref.ref(owner, functools.partial(_forget, key, store=_STORE))
     values: dict[Hashable, Any] = {}
     _STORE[key] = (ref, values)
     return values

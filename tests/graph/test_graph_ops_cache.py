@@ -48,7 +48,8 @@ def test_an_owner_dying_after_the_modules_globals_are_gone_reports_nothing(monke
     cache.entries(owner)["value"] = 1
     store = cache._STORE
     before = len(store)
-    monkeypatch.setattr(cache, "_STORE", None)  # what module teardown does to the global
+    monkeypatch.setattr(cache, "_STORE", None)  # what module teardown does to the globals
+    monkeypatch.setattr(cache, "_forget", None)
     del owner
     gc.collect()
     assert reported == []

@@ -141,12 +141,14 @@ def _setup_compile_args() -> list[str]:
 @pytest.fixture(scope="module")
 def pthread_build(tmp_path_factory):
     """The library built as a compiler without OpenMP builds it (module.c's POSIX-threads nsde_run_jobs)."""
+    import os
     import shutil
     import subprocess
     import sysconfig
     from pathlib import Path
 
-    cc = shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
+    # the compiler setuptools used for the installed build: $CC, else Python's own (same code, same numbers)
+    cc = shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler to build the POSIX-threads fallback")
     src = Path(native.__file__).resolve().parent / "csrc"
