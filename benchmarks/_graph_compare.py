@@ -35,8 +35,7 @@ def roofline_ratios(coin: dict[str, Any], gcn: dict[str, Any], limits: dict[str,
     (``coin``/``gcn``: worker summaries; COIN's carries its graph's sizes and hyper-parameters)."""
     g = coin["graph"]
     work = epoch_work(g["n"], g["d"], g["classes"], g["nnz_x"], g["nnz_l"], int(coin["hparams"]["layer_num"]))
-    bw = limits["bandwidth_gb_s"]
-    roof = bounds(work, bw, limits["peak_gflop_s"], floor_gb_s=max(bw, limits.get("inplace_gb_s", bw)))
+    roof = bounds(work, limits["bandwidth_gb_s"], limits["peak_gflop_s"], limits.get("inplace_gb_s"))
     at = {k: roof[f"{k}_ms"] * 1e-3 * coin["epochs_mean"] for k in ("bound", "floor")}
     return {"bound_ms": roof["bound_ms"], "floor_ms": roof["floor_ms"], "coin_cpu_s_at_bound": at["bound"],
             "coin_cpu_s_at_floor": at["floor"], "coin_at_bound_over_gcn_cpu": at["bound"] / gcn["train_cpu_s_mean"],

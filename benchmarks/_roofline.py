@@ -36,23 +36,22 @@ from typing import Optional
 __all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "machine_limits"]
 
 
-def _rates(a, b, seconds: Optional[float], repeats: int) -> tuple[float, float]:
-    """GB/s of a copy ``b ← a`` (read a, write b: 2 transfers counted, though a plain store also reads each line of
-    b first) and of an in-place update ``a ← 1·a`` (read and write a: 2 transfers, what Adam does to its state):
-    medians of CPU time over ``repeats`` (the first dropped), or rates over ``seconds`` of wall time."""
+def _stream_pass(a, b) -> tuple[float, float]:
+    """CPU seconds of one copy ``b ← a`` (read a, write b: 2 transfers counted, though a plain store also reads each
+    line of b first) and of one in-place update ``a ← 1·a`` (read and write a: 2 transfers, what Adam does to its
+    state)."""
     import torch
 
-    copies, updates = [], []
-    t_end = None if seconds is None else time.perf_counter() + seconds
-    while (len(copies) < repeats) if t_end is None else (time.perf_counter() < t_end or len(copies) < 2):
-        c0 = time.process_time()
-        b.copy_(a)
-        copies.append(time.process_time() - c0)
-        c0 = time.process_time()
-        torch.mul(a, 1.0, out=a)
-        updates.append(time.process_time() - c0)
-    per = 2 * a.numel() * a.element_size() / 1e9
-    return per / statistics.median(copies[1:]), per / statistics.median(updates[1:])
+    c0 = time.process_time()
+    b.copy_(a)
+    c1 = time.process_time()
+    torch.mul(a, 1.0, out=a)
+    return c1 - c0, time.process_time() - c1
+
+
+def _gb_s(a, seconds: list[float]) -> float:
+    """GB/s of 2 transfers of ``a`` in the median of ``seconds`` (the first, warm-up pass dropped)."""
+    return 2 * a.numel() * a.element_size() / 1e9 / statistics.median(seconds[1:])
 
 
 def machine_limits(copy_mib: int = 256, mm: int = 2048, repeats: int = 7) -> dict:
@@ -65,22 +64,21 @@ def machine_limits(copy_mib: int = 256, mm: int = 2048, repeats: int = 7) -> dic
     p = torch.randn(mm, mm)
     q = torch.randn(mm, mm)
     out = torch.empty(mm, mm)
-    copy, inplace, mms = [], [], []
+    copies, updates, mms = [], [], []
     for _ in range(repeats):
-        rc, ri = _rates(a, b, None, 2)
-        copy.append(rc)
-        inplace.append(ri)
+        tc, tu = _stream_pass(a, b)
+        copies.append(tc)
+        updates.append(tu)
         c0 = time.process_time()
         torch.mm(p, q, out=out)
         mms.append(time.process_time() - c0)
-    return {"copy_mib": copy_mib, "bandwidth_gb_s": statistics.median(copy[1:]),
-            "inplace_gb_s": statistics.median(inplace[1:]), "mm_n": mm,
+    return {"copy_mib": copy_mib, "bandwidth_gb_s": _gb_s(a, copies), "inplace_gb_s": _gb_s(a, updates), "mm_n": mm,
             "peak_gflop_s": 2 * mm ** 3 / statistics.median(mms[1:]) / 1e9}
 
 
 def _copy_rate(copy_mib: int, seconds: float, start, results) -> None:
-    """Child of :func:`concurrent_bandwidth`: the streams of :func:`machine_limits` (1 thread) for ``seconds`` of
-    wall time once all children are ready."""
+    """Child of :func:`concurrent_bandwidth`: the streams of :func:`machine_limits` (1 thread), repeated for
+    ``seconds`` of wall time once all children are ready; puts (copy GB/s, in-place GB/s)."""
     import torch
 
     torch.set_num_threads(1)
@@ -88,7 +86,13 @@ def _copy_rate(copy_mib: int, seconds: float, start, results) -> None:
     b = torch.empty_like(a)
     b.copy_(a)  # pages touched before the clock starts
     start.wait(timeout=60.0)
-    results.put(_rates(a, b, seconds, 0))
+    copies, updates = [], []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(copies) < 2:
+        tc, tu = _stream_pass(a, b)
+        copies.append(tc)
+        updates.append(tu)
+    results.put((_gb_s(a, copies), _gb_s(a, updates)))
 
 
 def concurrent_bandwidth(processes: int, copy_mib: int = 256, seconds: float = 2.0, timeout: float = 120.0) -> dict:
@@ -112,9 +116,12 @@ def concurrent_bandwidth(processes: int, copy_mib: int = 256, seconds: float = 2
                 rates.append(results.get(timeout=1.0))
             except queue.Empty:
                 dead = [pr.exitcode for pr in procs if pr.exitcode not in (None, 0)]
-                if dead or time.monotonic() > deadline:
+                if dead:
+                    raise RuntimeError(f"concurrent_bandwidth: {len(dead)} of {processes} streaming processes died "
+                                       f"(exit codes {dead}) before reporting") from None
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"concurrent_bandwidth: {len(rates)} of {processes} streaming processes "
-                                       f"reported within {timeout:g} s (exit codes of the dead: {dead})") from None
+                                       f"reported within {timeout:g} s") from None
     finally:
         for pr in procs:
             if pr.pid is not None:
@@ -143,13 +150,14 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
             "floor_bytes": sum(floor.values()), "total_flops": sum(flops.values()), "parameters": params}
 
 
-def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, floor_gb_s: Optional[float] = None) -> dict:
+def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, inplace_gb_s: Optional[float] = None) -> dict:
     """Milliseconds of ``work`` (:func:`epoch_work`) at the limits: bytes at bandwidth, flops at peak, their max
-    (``bound_ms``, issue 12's roofline) and the floor's bytes at ``floor_gb_s`` (default ``bandwidth_gb_s``; pass
-    the larger in-place rate, so that the floor stays a lower bound) against the same flops (``floor_ms``)."""
-    floor_gb_s = bandwidth_gb_s if floor_gb_s is None else floor_gb_s
+    (``bound_ms``, issue 12's roofline) and the floor's bytes at the faster of the copy and the in-place rate
+    (``inplace_gb_s``, when measured), so that the floor stays a lower bound, against the same flops
+    (``floor_ms``)."""
+    floor_gb_s = bandwidth_gb_s if inplace_gb_s is None else max(bandwidth_gb_s, inplace_gb_s)
     if not (bandwidth_gb_s > 0 and peak_gflop_s > 0 and floor_gb_s > 0):
-        raise ValueError(f"limits must be > 0, got bandwidth {bandwidth_gb_s!r} GB/s (floor {floor_gb_s!r}), "
+        raise ValueError(f"limits must be > 0, got bandwidth {bandwidth_gb_s!r} GB/s (in-place {inplace_gb_s!r}), "
                          f"peak {peak_gflop_s!r} GFLOP/s")
     t_bytes = work["total_bytes"] / bandwidth_gb_s / 1e6
     t_floor = work["floor_bytes"] / floor_gb_s / 1e6

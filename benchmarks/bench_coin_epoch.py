@@ -165,8 +165,7 @@ def protocol_floor(work: dict, peak: float, args: argparse.Namespace) -> dict:
     floor (:mod:`_roofline`), spread over ``--workers`` processes, each with its share of the bandwidth while all
     copy at once; the time outside the epochs (setup, evaluation: ~0.16 s per run in the EPYC protocol) not counted."""
     shared = concurrent_bandwidth(args.workers, args.copy_mib)
-    share = shared["share_gb_s"]
-    roof = bounds(work, share, peak, floor_gb_s=max(share, shared["inplace_share_gb_s"]))
+    roof = bounds(work, shared["share_gb_s"], peak, shared["inplace_share_gb_s"])
     epochs = args.protocol_runs * args.protocol_epochs
     return {"workers": args.workers, "runs": args.protocol_runs, "epochs_per_run": args.protocol_epochs,
             "bandwidth_under_load": shared, "floor_ms_under_load": roof["floor_ms"],
@@ -234,7 +233,7 @@ def main(argv=None) -> int:
     bw = max(limits["bandwidth_gb_s"], limits_after["bandwidth_gb_s"])
     peak = max(limits["peak_gflop_s"], limits_after["peak_gflop_s"])
     inplace = max(limits["inplace_gb_s"], limits_after["inplace_gb_s"])
-    roof = bounds(work, bw, peak, floor_gb_s=max(bw, inplace))
+    roof = bounds(work, bw, peak, inplace)
     bound_ms = roof["bound_ms"]
     protocol = protocol_floor(work, peak, args) if args.workers else None
     res = {}

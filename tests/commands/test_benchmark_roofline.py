@@ -38,9 +38,11 @@ def test_the_floor_never_exceeds_the_bound(bench, sizes):
         assert r["time_at_peak_ms"] == pytest.approx(w["total_flops"] / peak / 1e6)
         assert r["floor_ms"] <= r["bound_ms"] == max(r["time_at_bandwidth_ms"], r["time_at_peak_ms"])
         assert r["floor_ms"] >= r["time_at_peak_ms"]
-        faster = bounds(w, bw, peak, floor_gb_s=2 * bw)  # the in-place rate: the floor's bytes take half as long
+        faster = bounds(w, bw, peak, 2 * bw)  # a faster in-place rate: the floor's bytes take half as long
         assert faster["floor_bytes_at_bandwidth_ms"] == pytest.approx(r["floor_bytes_at_bandwidth_ms"] / 2)
         assert faster["bound_ms"] == r["bound_ms"]
+        slower = bounds(w, bw, peak, bw / 2)  # a slower one: the copy's rate still bounds the floor
+        assert slower["floor_bytes_at_bandwidth_ms"] == pytest.approx(r["floor_bytes_at_bandwidth_ms"])
 
 
 @pytest.mark.parametrize("bw, peak", [(0.0, 10.0), (10.0, -1.0), (float("nan"), 10.0)])
@@ -63,15 +65,12 @@ def test_concurrent_bandwidth_runs_real_processes_and_leaves_none(bench):
         concurrent_bandwidth(0)
 
 
-def test_a_streaming_process_that_dies_is_reported_at_once(bench):
-    import time
-
+def test_a_streaming_process_that_dies_is_reported_as_dead(bench):
     from _roofline import concurrent_bandwidth
 
-    t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"0 of 2 streaming processes reported .*exit codes of the dead: \[1"):
-        concurrent_bandwidth(2, copy_mib=-1, timeout=100.0)  # each child fails to allocate and exits with 1
-    assert time.monotonic() - t0 < 60.0  # not the whole timeout: the barrier's partner died too
+    # each child fails to allocate and exits with 1: reported as dead (not as the timeout, which says "within")
+    with pytest.raises(RuntimeError, match=r"streaming processes died \(exit codes \[1"):
+        concurrent_bandwidth(2, copy_mib=-1, timeout=600.0)
     assert mp.active_children() == []
 
 
