@@ -6,6 +6,9 @@
   product, 2n³ flops), measured on the calling process's threads;
 * :func:`concurrent_bandwidth` — the bandwidth each of P processes gets while P copy at once (the protocol runs one
   worker process per core, and they share the memory bus);
+* :func:`gather_rate` — the rate of torch's own gather-sum (``embedding_bag``) over the graph's feature rows from a
+  table one column panel wide, which sits in L2: what the two nnz(X)·d products reach here at best, far below the
+  matmul peak the floor counts them at (they load a table row per multiply-add);
 * :func:`epoch_work` — the bytes and flops one epoch of COIN (sparse features, d×d W1, C classes) must move and do,
   in two counts:
 
@@ -18,7 +21,9 @@
   and ``total_flops``: 2·nnz(X)·d for ``X W1`` and again for ``Xᵀ G``, 3 n×d×C output-layer products, the residual
   ``X W2`` both ways, 2 × steps × (nnz(L) + n)·C for the diffusion, ~12 flops per parameter for Adam;
 * :func:`bounds` — time of each at the limits (ms) and ``bound_ms = max(bytes / bandwidth, flops / peak)``,
-  ``floor_ms`` the same with ``floor_bytes`` at the larger (in-place) bandwidth.
+  ``floor_ms`` the same with ``floor_bytes`` at the larger (in-place) bandwidth, and, given a gather rate,
+  ``attainable_ms``: the two products at that rate plus the other flops at the peak (both run on the same vector
+  units), or the floor's bytes if those take longer (memory traffic overlaps the arithmetic).
 
 An epoch faster than ``floor_ms`` would need more than the measured bandwidth or matmul rate, as long as Adam's state
 (3·4 bytes per parameter) does not stay in the last-level cache between epochs: 24.8 MB on Cora (49.5 MB for the
@@ -33,7 +38,7 @@ import statistics
 import time
 from typing import Optional
 
-__all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "machine_limits"]
+__all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "gather_rate", "machine_limits"]
 
 
 def _stream_pass(a, b) -> tuple[float, float]:
@@ -135,6 +140,27 @@ def concurrent_bandwidth(processes: int, copy_mib: int = 256, seconds: float = 2
             "inplace_share_gb_s": sum(r[1] for r in rates) / processes}
 
 
+def gather_rate(cols, offsets, vals, rows: int, width: int = 64, repeats: int = 30) -> dict:
+    """GB/s of torch's own gather-sum over sparse rows — ``embedding_bag(mode="sum")`` with the values as weights:
+    ``cols`` (nnz,) and ``offsets`` (n,) int64 CSR indices, ``vals`` (nnz,) float32 — from a (``rows`` × ``width``)
+    float32 table, counting ``width``·4 gathered bytes per non-zero: the graph's own access pattern against a table
+    one column panel wide (Cora, 1433 × 64: 367 KB, held in L2), on the calling process's threads; median CPU time
+    of ``repeats`` calls after one warm-up. ``{"width", "table_kib", "gb_s"}``."""
+    import torch
+    import torch.nn.functional as F
+
+    if width < 1 or rows < 1 or repeats < 1:
+        raise ValueError(f"rows, width and repeats must be >= 1, got {rows!r}, {width!r}, {repeats!r}")
+    table = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(repeats + 1):
+        c0 = time.process_time()
+        F.embedding_bag(cols, table, offsets, mode="sum", per_sample_weights=vals)
+        times.append(time.process_time() - c0)
+    return {"width": width, "table_kib": table.numel() * 4 / 1024,
+            "gb_s": cols.numel() * width * 4 / 1e9 / max(statistics.median(times[1:]), 1e-9)}
+
+
 def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> dict:
     """Bytes and flops of one COIN epoch: n nodes, d features (W1 is d×d), c classes, nnz_x feature non-zeros,
     nnz_l Laplacian non-zeros, ``steps`` explicit diffusion steps (module doc for what each term counts)."""
@@ -147,20 +173,30 @@ def epoch_work(n: int, d: int, c: int, nnz_x: int, nnz_l: int, steps: int) -> di
              "residual_x_w2": 2 * 2 * nnz_x * c, "diffusion_fwd_bwd": 2 * steps * 2 * (nnz_l + n) * c,
              "adam": 12 * params}
     return {"bytes": bytes_, "floor": floor, "flops": flops, "total_bytes": sum(bytes_.values()),
-            "floor_bytes": sum(floor.values()), "total_flops": sum(flops.values()), "parameters": params}
+            "floor_bytes": sum(floor.values()), "total_flops": sum(flops.values()), "parameters": params,
+            "gathered_bytes": 2 * 4 * nnz_x * d}  # the two products' table rows, one float32 per multiply-add
 
 
-def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, inplace_gb_s: Optional[float] = None) -> dict:
+def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, inplace_gb_s: Optional[float] = None,
+           gather_gb_s: Optional[float] = None) -> dict:
     """Milliseconds of ``work`` (:func:`epoch_work`) at the limits: bytes at bandwidth, flops at peak, their max
     (``bound_ms``, issue 12's roofline) and the floor's bytes at the faster of the copy and the in-place rate
     (``inplace_gb_s``, when measured), so that the floor stays a lower bound, against the same flops
-    (``floor_ms``)."""
+    (``floor_ms``). With ``gather_gb_s`` (:func:`gather_rate`) also ``gathers_ms``, the two nnz(X)·d products'
+    ``gathered_bytes`` at that rate (or their flops at the peak, if faster), and ``attainable_ms``: those plus the
+    other flops at the peak, or the floor's bytes if they take longer; never below ``floor_ms``."""
     floor_gb_s = bandwidth_gb_s if inplace_gb_s is None else max(bandwidth_gb_s, inplace_gb_s)
-    if not (bandwidth_gb_s > 0 and peak_gflop_s > 0 and floor_gb_s > 0):
+    if not (bandwidth_gb_s > 0 and peak_gflop_s > 0 and floor_gb_s > 0 and (gather_gb_s is None or gather_gb_s > 0)):
         raise ValueError(f"limits must be > 0, got bandwidth {bandwidth_gb_s!r} GB/s (in-place {inplace_gb_s!r}), "
-                         f"peak {peak_gflop_s!r} GFLOP/s")
+                         f"peak {peak_gflop_s!r} GFLOP/s, gather {gather_gb_s!r} GB/s")
     t_bytes = work["total_bytes"] / bandwidth_gb_s / 1e6
     t_floor = work["floor_bytes"] / floor_gb_s / 1e6
     t_flops = work["total_flops"] / peak_gflop_s / 1e6
-    return {"time_at_bandwidth_ms": t_bytes, "floor_bytes_at_bandwidth_ms": t_floor, "time_at_peak_ms": t_flops,
-            "bound_ms": max(t_bytes, t_flops), "floor_ms": max(t_floor, t_flops)}
+    out = {"time_at_bandwidth_ms": t_bytes, "floor_bytes_at_bandwidth_ms": t_floor, "time_at_peak_ms": t_flops,
+           "bound_ms": max(t_bytes, t_flops), "floor_ms": max(t_floor, t_flops)}
+    if gather_gb_s is not None:
+        products = work["flops"]["x_w1"] + work["flops"]["xT_g"]
+        t_gathers = max(work["gathered_bytes"] / gather_gb_s, products / peak_gflop_s) / 1e6
+        t_rest = (work["total_flops"] - products) / peak_gflop_s / 1e6
+        out.update(gathers_ms=t_gathers, attainable_ms=max(t_gathers + t_rest, t_floor))
+    return out

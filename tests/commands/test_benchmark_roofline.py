@@ -1,6 +1,6 @@
 """The roofline of ``benchmarks/_roofline.py`` (issue 12): its byte and flop counts in closed form, the bounds they
-give, the concurrent-bandwidth probe (real processes, all gone after) and ``bench_graph --compare``'s ratios at the
-roofline."""
+give (with and without a gather rate), the concurrent-bandwidth and gather probes (real processes, all gone after)
+and ``bench_graph --compare``'s ratios at the roofline."""
 
 from __future__ import annotations
 
@@ -45,12 +45,46 @@ def test_the_floor_never_exceeds_the_bound(bench, sizes):
         assert slower["floor_bytes_at_bandwidth_ms"] == pytest.approx(r["floor_bytes_at_bandwidth_ms"])
 
 
-@pytest.mark.parametrize("bw, peak", [(0.0, 10.0), (10.0, -1.0), (float("nan"), 10.0)])
-def test_bounds_refuse_limits_that_are_not_positive(bench, bw, peak):
+@pytest.mark.parametrize("gather", [1.0, 50.0, 150.0, 1e6])
+def test_attainable_time_counts_the_gathers_at_their_rate(bench, gather):
+    from _roofline import bounds, epoch_work
+
+    w = epoch_work(2485, 1433, 7, 45487, 12623, 20)
+    assert w["gathered_bytes"] == 2 * 4 * 45487 * 1433
+    bw, peak = 20.0, 90.0
+    plain, r = bounds(w, bw, peak, 40.0), bounds(w, bw, peak, 40.0, gather)
+    assert "attainable_ms" not in plain and {k: r[k] for k in plain} == plain  # the rest is unchanged
+    products = 4 * 45487 * 1433  # flops of X W1 and Xᵀ G
+    assert r["gathers_ms"] == pytest.approx(max(w["gathered_bytes"] / gather, products / peak) / 1e6)
+    rest = (w["total_flops"] - products) / peak / 1e6
+    assert r["attainable_ms"] == pytest.approx(max(r["gathers_ms"] + rest, r["floor_bytes_at_bandwidth_ms"]))
+    assert r["attainable_ms"] >= r["floor_ms"]  # a gather never beats the matmul peak in this count
+    if gather == 1e6:  # a gather faster than the peak's multiply-adds is counted at the peak: attainable = floor
+        assert r["attainable_ms"] == pytest.approx(r["floor_ms"])
+    if gather == 1.0:  # 1 GB/s: the 1.04 GB of gathered rows take ~1 s
+        assert r["attainable_ms"] == pytest.approx(w["gathered_bytes"] / 1e6 + rest, rel=1e-9)
+
+
+@pytest.mark.parametrize("bw, peak, gather", [(0.0, 10.0, None), (10.0, -1.0, None), (float("nan"), 10.0, None),
+                                              (10.0, 10.0, 0.0), (10.0, 10.0, float("nan"))])
+def test_bounds_refuse_limits_that_are_not_positive(bench, bw, peak, gather):
     from _roofline import bounds, epoch_work
 
     with pytest.raises(ValueError, match="limits must be > 0"):
-        bounds(epoch_work(10, 4, 3, 20, 30, 2), bw, peak)
+        bounds(epoch_work(10, 4, 3, 20, 30, 2), bw, peak, gather_gb_s=gather)
+
+
+def test_gather_rate_measures_torchs_gather_sum(bench):
+    import torch
+    from _roofline import gather_rate
+
+    cols = torch.randint(0, 300, (5000,), generator=torch.Generator().manual_seed(0))
+    offsets = torch.arange(0, 5000, 10)
+    got = gather_rate(cols, offsets, torch.rand(5000), rows=300, width=64, repeats=5)
+    assert got["width"] == 64 and got["table_kib"] == pytest.approx(300 * 64 * 4 / 1024)
+    assert got["gb_s"] > 0.01  # any machine gathers 1.3 MB in far less than 0.1 s
+    with pytest.raises(ValueError, match="rows, width and repeats must be >= 1, got 300, 0, 5"):
+        gather_rate(cols, offsets, torch.rand(5000), rows=300, width=0, repeats=5)
 
 
 def test_concurrent_bandwidth_runs_real_processes_and_leaves_none(bench):
