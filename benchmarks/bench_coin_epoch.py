@@ -283,7 +283,7 @@ def _figure(out: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8.8, 3.8))
     kern = list(out["kernels"])
-    names = ["floor\n(max of\nleast\nbytes/BW,\nflops/peak)", "bound\n(max of\nbytes/BW,\nflops/peak)",
+    names = ["floor\n(max of\nleast bytes/\nin-place BW,\nflops/peak)", "bound\n(max of\nbytes/BW,\nflops/peak)",
              "bytes at\nbandwidth", "flops at\npeak", "attainable\n(gathers at\ntorch's\nrate)"]
     names += [k.replace("_", "\n") for k in kern]
     vals = [out["floor_ms"], out["bound_ms"], out["time_at_bandwidth_ms"], out["time_at_peak_ms"],
