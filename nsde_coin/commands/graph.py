@@ -31,6 +31,7 @@ from typing import Any, Optional
 from nsde_coin.commands.common import THREADS_HELP, add_deprecated_alias, check_output
 from nsde_coin.graph.baselines import MODELS, default_hparams, resolve_hparams
 from nsde_coin.graph.datasets import DATASET_NAMES
+from nsde_coin.graph.experiment.batched import BATCHABLE_MODELS
 
 GRID_LAYERS = (5, 10, 20, 40)
 GRID_SIGMA2 = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -75,6 +76,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         " this process stays the only writer of --out (default: none)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-fast", action="store_true", help="disable the COIN read-out shortcut (same maths, slower)")
+    p.add_argument("--batch-inits", action="store_true",
+                   help="train each split's inits as one COIN ensemble with per-member early stopping (--model coin;"
+                        " one diffusion and one optimiser step for all of them: for a GPU; records of their own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary record as JSON instead of the table")
     p.add_argument("--grid", action="store_true", help="COIN hyper-parameter grid: layer_num x sigma2 by val acc")
@@ -151,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = canonical_name(args.dataset)
     hp = _hparams(args)
     resolve_hparams(args.model, hp)  # fail fast on bad names / values
+    if args.batch_inits and args.model.lower() not in BATCHABLE_MODELS:
+        raise ValueError(f"--batch-inits trains the inits of a split as one COIN ensemble; --model {args.model} "
+                         f"cannot: valid models: {', '.join(BATCHABLE_MODELS)}")
     cfg = _config(args)
     check_output(args.out, append=True)  # the JSONL log is appended to, run by run
     _check_engine(args)
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     with _engine(args) as client, _corrupt_lines_reported_once():
         summary = run_protocol(data, args.model, hp, splits=args.splits, inits=args.inits, out=args.out, config=cfg,
                                threads=args.threads, progress=not args.no_progress, fast=not args.no_fast,
-                               client=client, device=args.device)
+                               client=client, device=args.device, batch_inits=args.batch_inits)
     _report_corrupt(summary)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -259,7 +266,7 @@ def _run_grid(args: argparse.Namespace, dataset: str, hp: dict[str, Any], cfg, c
                 s = run_protocol(data, "coin", {**hp, "layer_num": k, "sigma2": s2}, splits=args.grid_splits,
                                  inits=args.grid_inits, out=args.out, config=cfg, threads=args.threads,
                                  progress=not args.no_progress, fast=not args.no_fast, client=client,
-                                 device=args.device)
+                                 device=args.device, batch_inits=args.batch_inits)
             _report_corrupt(s)
             point.update(status="ok" if s["runs"] else "failed", val_acc_mean=s["val_acc_mean"],
                          val_acc_std=s["val_acc_std"], test_acc_mean=s["test_acc_mean"], runs=s["runs"],

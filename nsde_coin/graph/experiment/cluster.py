@@ -9,7 +9,8 @@ the application sweeps; this module adds what is the protocol's own.
   keeps the task, so the graph is recomputed from it if every worker that held it dies; the workers need neither
   the data folder nor a shared file system. (Loading from ``--root`` on every worker was the alternative: it needs
   the data on every machine and costs a full ``load_dataset`` per worker — see ``benchmarks/bench_scaleout.py``.)
-* **Runs**: each pending (split, init) is submitted exactly once, as a task with the explicit key
+* **Runs**: each pending (split, init) is submitted exactly once (with ``batch_inits``: each split, its pending inits
+  together, key ``nsde-split-<hash of their run keys>``), as a task with the explicit key
   ``nsde-run-<run key>`` (``pure=False``); a worker that dies has its tasks rerun elsewhere by the scheduler
   (``distributed.scheduler.allowed-failures`` times). Workers *return* records; only the driver writes them.
 * **Stop**: leaving :func:`dask_records` early (Ctrl-C, SIGTERM, an error) cancels every future of the sweep;
@@ -21,6 +22,7 @@ the application sweeps; this module adds what is the protocol's own.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import uuid
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nsde_coin.graph.experiment.runner import RunSpec, _fingerprint, resolve_device, run_one
+from nsde_coin.graph.experiment.runner import RunSpec, _fingerprint, resolve_device, run_one, run_split
 from nsde_coin.sweep import loads, open_client, submit_each_once, unpack
 
 __all__ = ["dask_records", "open_client"]
@@ -50,6 +52,12 @@ def _remote_run(blob: bytes, fingerprint: str, spec: RunSpec, s: int, i: int, ke
     return run_one(_graph_from(blob, fingerprint, spec.device), spec, s, i, key)
 
 
+def _remote_split(blob: bytes, fingerprint: str, spec: RunSpec, s: int, inits: list[int],
+                  keys: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
+    """The task of ``batch_inits``: a split's pending inits as one ensemble in a worker, their records returned."""
+    return run_split(_graph_from(blob, fingerprint, spec.device), spec, s, inits, keys)
+
+
 def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]],
                  keys: dict[tuple[int, int], str]) -> Iterator[dict[str, Any]]:
     """Submit each pending run once to ``client``'s cluster and yield the records as the runs finish.
@@ -64,11 +72,21 @@ def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]
     fp = _fingerprint(data)
     blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
     resources = {"GPU": 1} if torch.device(spec.device).type == "cuda" else None
-    done = submit_each_once(client, _remote_run, blob, [(fp, spec, s, i, keys[(s, i)]) for s, i in pending],
-                            [f"nsde-run-{keys[(s, i)]}" for s, i in pending],
-                            data_key=f"nsde-graph-{fp}-{uuid.uuid4().hex[:12]}", resources=resources)
+    data_key = f"nsde-graph-{fp}-{uuid.uuid4().hex[:12]}"
+    if spec.batch_inits:
+        by_split: dict[int, list[int]] = {}
+        for s, i in pending:
+            by_split.setdefault(s, []).append(i)
+        units = [(fp, spec, s, inits, {(s, i): keys[(s, i)] for i in inits}) for s, inits in by_split.items()]
+        names = [f"nsde-split-{hashlib.sha256(''.join(u[4].values()).encode()).hexdigest()[:24]}" for u in units]
+        done = submit_each_once(client, _remote_split, blob, units, names, data_key=data_key, resources=resources)
+    else:
+        done = submit_each_once(client, _remote_run, blob, [(fp, spec, s, i, keys[(s, i)]) for s, i in pending],
+                                [f"nsde-run-{keys[(s, i)]}" for s, i in pending], data_key=data_key,
+                                resources=resources)
     try:
-        for _, rec in done:
-            yield rec  # a run's exception (not a dead worker: those are retried) stops the sweep
+        for _, out in done:
+            # a unit's exception (not a dead worker: those are retried) stops the sweep
+            yield from (out if spec.batch_inits else [out])
     finally:
         done.close()

@@ -26,6 +26,7 @@ from nsde_coin._checks import is_int
 from nsde_coin._heap import keep_large_blocks
 from nsde_coin._threads import torch_threads
 from nsde_coin.graph.baselines import build_model, resolve_hparams
+from nsde_coin.graph.experiment.batched import BATCHABLE_MODELS, train_members
 from nsde_coin.graph.experiment.records import ResultsLog, SweepLock, run_key, summarize
 from nsde_coin.graph.experiment.train import TrainConfig, train_run
 from nsde_coin.graph.splits import Split, random_split
@@ -33,7 +34,7 @@ from nsde_coin.machine import l2_cache_bytes
 from nsde_coin.sweep import check_engine
 from nsde_coin.sweep import stop_on_sigterm as _stop_on_sigterm
 
-__all__ = ["RunSpec", "resolve_device", "run_one", "run_protocol"]
+__all__ = ["RunSpec", "resolve_device", "run_one", "run_protocol", "run_split"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -51,6 +52,7 @@ class RunSpec:
     device: str = "cpu"
     threads: int = 1
     dtype: str = "float32"
+    batch_inits: bool = False  # a split's inits trained as one COINEnsemble (nsde_coin.graph.experiment.batched)
 
     def settings(self) -> dict[str, Any]:
         """The execution settings that change results and differ from the defaults (part of the resume key)."""
@@ -63,6 +65,8 @@ class RunSpec:
             out["device"] = torch.device(self.device).type
         if self.dtype != "float32":
             out["dtype"] = self.dtype
+        if self.batch_inits:
+            out["batch_inits"] = True  # another optimiser path and early stopping in one loop: other trajectories
         return out
 
 
@@ -85,6 +89,7 @@ def run_protocol(
     workers: Optional[int] = None,
     client: Any = None,
     device: Optional[Union[str, torch.device]] = None,
+    batch_inits: bool = False,
 ) -> dict[str, Any]:
     """Run ``splits × inits`` trainings of ``model_name`` on ``dataset`` and summarise them.
 
@@ -107,10 +112,14 @@ def run_protocol(
         client: a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``) of an existing cluster.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` ... Initial weights are drawn on the CPU under the run's
             seed; GPU runs add ``cuda_peak_mb``; on Dask they go to workers that declare a ``GPU`` resource.
+        batch_inits: train the pending inits of each split together, as one
+            :class:`~nsde_coin.graph.ensemble.COINEnsemble` with per-member early stopping (model ``coin`` only;
+            one Dask task per split; see :mod:`nsde_coin.graph.experiment.batched`). Part of the key when on.
 
     Records are identical in every mode (each run is seeded by its split and init and runs with ``threads``
-    threads). Returns the summary (see :func:`summarize`) of all requested runs found in ``out`` after the call, with
-    ``dataset``, ``model``, ``hparams``, ``requested``, ``new_runs``, ``corrupt_lines`` and ``out``.
+    threads), except that ``batch_inits`` gives records of its own (their own key). Returns the summary (see
+    :func:`summarize`) of all requested runs found in ``out`` after the call, with ``dataset``, ``model``,
+    ``hparams``, ``requested``, ``new_runs``, ``corrupt_lines`` and ``out``.
     """
     from nsde_coin.graph.datasets import load_dataset
 
@@ -119,6 +128,9 @@ def run_protocol(
         raise ValueError(f"threads must be an int >= 1 (or None: leave torch's setting), got {threads!r}")
     check_engine(workers, client)
     hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
+    if batch_inits and model_name.lower() not in BATCHABLE_MODELS:
+        raise ValueError(f"batch_inits trains the inits of a split as one COIN ensemble; model {model_name!r} "
+                         f"cannot: valid models: {', '.join(BATCHABLE_MODELS)}")
     dev = resolve_device(device, here=client is None)  # a remote cluster's workers check CUDA themselves
     dtype = str(torch.get_default_dtype()).replace("torch.", "")
     if dtype not in _DTYPES:
@@ -134,7 +146,7 @@ def run_protocol(
     if not s_seeds or not i_seeds:
         raise ValueError(f"need at least one split and one init, got splits={len(s_seeds)}, inits={len(i_seeds)}")
     spec = RunSpec(name, src, model_name.lower(), hp, cfg, bool(fast), str(dev),
-                   int(threads) if threads is not None else torch.get_num_threads(), dtype)
+                   int(threads) if threads is not None else torch.get_num_threads(), dtype, bool(batch_inits))
     key_src = src if src != "arrays" else f"arrays:{_fingerprint(data)}"  # user graphs share the default name
     if getattr(data, "lcc", True) is False:
         key_src += ":full-graph"  # the whole graph, not its largest component: other runs (default keys unchanged)
@@ -182,6 +194,9 @@ def _local_records(data, spec: RunSpec, pending: list[tuple[int, int]],
         by_split.setdefault(s, []).append(i)
     for s, inits_todo in by_split.items():
         split = _split(data, s).to(dev)
+        if spec.batch_inits:
+            yield from run_split(on_dev, spec, s, inits_todo, keys, split)
+            continue
         for i in inits_todo:
             yield run_one(on_dev, spec, s, i, keys[(s, i)], split)
 
@@ -195,34 +210,73 @@ def run_one(data, spec: RunSpec, s: int, i: int, key: str, split: Optional[Split
 
     Sets the run's thread count and default dtype for its duration; the same function runs in a Dask worker.
     """
-    keep_large_blocks()  # per-epoch n×d tensors reuse heap blocks instead of page-faulting (nsde_coin._heap)
     dev = data.y.device
     split = (split or _split(data, s)).to(dev)
+    with _run_settings(spec, dev) as box, _seeded(s, i, dev):  # dropout masks included
+        net = build_model(spec.model, data, spec.hparams)  # drawn on the CPU: same start on any device
+        res = train_run(net.to(dev), data.y, split, spec.config, fast=spec.fast, keep_best=False)
+    return _record(data, spec, s, i, key, res, box)
+
+
+def run_split(data, spec: RunSpec, s: int, inits: list[int], keys: dict[tuple[int, int], str],
+              split: Optional[Split] = None) -> list[dict[str, Any]]:
+    """Train the runs (split ``s``, init i) for all ``inits`` as one ensemble
+    (:func:`~nsde_coin.graph.experiment.batched.train_members`: each member drawn as :func:`run_one` draws it);
+    their records, in the order of ``inits``, with ``wall_time_s`` the batch's shared out evenly."""
+    dev = data.y.device
+    split = (split or _split(data, s)).to(dev)
+    with _run_settings(spec, dev) as box:
+        nets = []
+        for i in inits:
+            with _seeded(s, i, dev):
+                nets.append(build_model(spec.model, data, spec.hparams))  # on the CPU, stacked, then moved
+        results = train_members(nets, data.y, split, spec.config)  # COIN: deterministic, no random numbers
+    box["wall"] /= len(inits)
+    return [_record(data, spec, s, i, keys[(s, i)], res, box) for i, res in zip(inits, results)]
+
+
+@contextlib.contextmanager
+def _seeded(s: int, i: int, dev: torch.device) -> Iterator[None]:
+    """The global random state seeded for run (s, i) inside the block, restored after (CUDA's too on a GPU)."""
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(1_000_003 * s + i)
+        yield
+
+
+@contextlib.contextmanager
+def _run_settings(spec: RunSpec, dev: torch.device) -> Iterator[dict[str, Any]]:
+    """The run's threads and default dtype (restored after), the heap setting, CUDA's peak counter; yields a dict
+    that receives ``wall`` (seconds), ``threads`` and (CUDA) ``cuda_peak_mb`` when the block ends."""
+    keep_large_blocks()  # per-epoch n×d tensors reuse heap blocks instead of page-faulting (nsde_coin._heap)
     cuda = dev.type == "cuda"
     before = torch.get_default_dtype()
+    box: dict[str, Any] = {}
     with torch_threads(spec.threads):
         torch.set_default_dtype(_DTYPES[spec.dtype])
         try:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
-            with torch.random.fork_rng(devices=[dev] if cuda else []):
-                torch.manual_seed(1_000_003 * s + i)
-                net = build_model(spec.model, data, spec.hparams)  # drawn on the CPU: same start on any device
-                res = train_run(net.to(dev), data.y, split, spec.config, fast=spec.fast, keep_best=False)
-            wall = time.perf_counter() - t0
-            threads = torch.get_num_threads()
+            yield box
+            box["wall"] = time.perf_counter() - t0
+            box["threads"] = torch.get_num_threads()
         finally:
             torch.set_default_dtype(before)
-    extra: dict[str, Any] = {"device": str(dev)}
     if cuda:
-        extra["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 3)
+        box["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 3)
+
+
+def _record(data, spec: RunSpec, s: int, i: int, key: str, res: dict[str, Any], box: dict[str, Any]
+            ) -> dict[str, Any]:
+    extra: dict[str, Any] = {"device": str(data.y.device)}
+    if "cuda_peak_mb" in box:
+        extra["cuda_peak_mb"] = box["cuda_peak_mb"]
     if spec.dtype != "float32":
         extra["dtype"] = spec.dtype
     return {
         "key": key, "dataset": spec.name, "source": spec.source, "nodes": int(data.num_nodes), "model": spec.model,
         "hparams": spec.hparams, **asdict(spec.config), "split_seed": s, "init_seed": i, **res,
-        "wall_time_s": round(wall, 6), "threads": threads, "fast": spec.fast,
+        "wall_time_s": round(box["wall"], 6), "threads": box["threads"], "fast": spec.fast,
         "torch": torch.__version__, "l2_cache_bytes": l2_cache_bytes(),  # the compiled kernel's panels follow it
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
     }

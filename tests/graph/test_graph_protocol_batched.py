@@ -1,0 +1,124 @@
+"""``batch_inits``: a split's inits trained as one COIN ensemble with per-member early stopping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from problems import sbm_graph
+
+from nsde_coin.cli import main
+from nsde_coin.graph.baselines import build_model
+from nsde_coin.graph.ensemble import COINEnsemble
+from nsde_coin.graph.experiment.batched import train_members
+from nsde_coin.graph.protocol import TrainConfig, run_protocol
+from nsde_coin.graph.splits import random_split
+
+HP = {"layer_num": 4, "sigma2": 0.3}
+CFG = TrainConfig(max_epochs=400, patience=8)
+
+
+def _records(path) -> dict[tuple[int, int], dict]:
+    return {(r["split_seed"], r["init_seed"]): r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_a_member_trains_as_it_would_alone_through_the_cuts():
+    """Member i of a batch of 4 gets the record it gets in a batch of its own: the other members share only the
+    diffusion call and the optimiser step, both column- and element-wise, and those that stop are cut out of the
+    stacked weights and Adam's state. A wrong cut (another member's rows or moments carried on) would change the
+    later members' runs. The members stop at different epochs, so the cuts run."""
+    data = sbm_graph()
+    split = random_split(data.y, 1)
+    batch = train_members([build_model("coin", data, HP, seed=i) for i in range(4)], data.y, split, CFG)
+    epochs = [r["epochs"] for r in batch]
+    assert len(set(epochs)) > 1, epochs
+    assert sum(r["train_time_s"] for r in batch) == pytest.approx(batch[0]["batch_train_time_s"], rel=1e-3,
+                                                                  abs=1e-5)  # the batch's time, by member-epochs
+    for i, b in enumerate(batch):
+        (alone,) = train_members([build_model("coin", data, HP, seed=i)], data.y, split, CFG)
+        assert b["batch"] == 4 and alone["batch"] == 1 and b["status"] == alone["status"] == "ok"
+        for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
+            assert b[key] == alone[key], (i, key)
+        assert b["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-5)
+
+
+def test_batched_runs_give_the_accuracy_of_separate_runs(tmp_path):
+    """The batch's path (full diffusion, torch's fused Adam) and a separate run's (read-out shortcut, Adam inside
+    the kernel's backward) agree per step to float rounding, which early stopping can turn into other epochs:
+    the records agree in distribution (here: the mean test accuracy of 8 runs), and have keys of their own."""
+    data = sbm_graph()
+    kw = dict(splits=2, inits=4, config=CFG, progress=False)
+    solo = run_protocol(data, "coin", HP, out=tmp_path / "solo.jsonl", **kw)
+    batched = run_protocol(data, "coin", HP, out=tmp_path / "batch.jsonl", batch_inits=True, **kw)
+    assert batched["runs"] == solo["runs"] == 8 and batched["failed"] == 0
+    assert abs(batched["test_acc_mean"] - solo["test_acc_mean"]) < 2.0  # points; both ~97 % here
+    a, b = _records(tmp_path / "solo.jsonl"), _records(tmp_path / "batch.jsonl")
+    assert set(a) == set(b) and all(a[k]["key"] != b[k]["key"] for k in a)
+    assert all(r["readout"] is False and r["batch"] == 4 for r in b.values())
+
+
+def test_batched_records_resume_under_their_own_key(tmp_path):
+    data = sbm_graph()
+    out = tmp_path / "runs.jsonl"
+    kw = dict(splits=1, inits=3, out=out, config=CFG, progress=False)
+    assert run_protocol(data, "coin", HP, batch_inits=True, **kw)["new_runs"] == 3
+    again = run_protocol(data, "coin", HP, batch_inits=True, **kw)
+    assert again["new_runs"] == 0 and again["runs"] == 3
+    assert run_protocol(data, "coin", HP, **kw)["new_runs"] == 3  # separate runs are other records
+    assert run_protocol(data, "coin", HP, batch_inits=True, **{**kw, "inits": 4})["new_runs"] == 1  # init 3 alone
+
+
+def test_a_member_whose_loss_becomes_nonfinite_fails_alone(monkeypatch):
+    """From epoch 3 member 1's log-probabilities are -inf (as an overflowing unstable diffusion gives): it is
+    recorded as failed at that epoch and cut out; the others train on as they would without it."""
+    data = sbm_graph()
+    split = random_split(data.y, 0)
+    draw = lambda: [build_model("coin", data, HP, seed=i) for i in range(3)]  # noqa: E731
+    clean = train_members(draw(), data.y, split, CFG)
+    calls = {"n": 0}
+    log_prob = COINEnsemble.log_prob
+
+    def poisoned(self, x, graph=None):
+        out = log_prob(self, x, graph)
+        calls["n"] += 1
+        if calls["n"] > 3 and self.num_models == 3:  # member 1 is row 1 while all three train
+            out = torch.where(torch.arange(3).view(3, 1, 1) == 1, float("-inf"), out)
+        return out
+
+    monkeypatch.setattr(COINEnsemble, "log_prob", poisoned)
+    res = train_members(draw(), data.y, split, CFG)
+    assert res[1]["status"] == "nonfinite_loss" and res[1]["epochs"] == 4 and res[1]["test_acc"] is None
+    assert res[1]["val_loss"] is None and "member loss inf at epoch 3" in res[1]["message"]
+    for i in (0, 2):
+        assert res[i]["status"] == "ok"
+        for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
+            assert res[i][key] == clean[i][key], (i, key)
+
+
+def test_batch_inits_refuses_other_models_with_the_valid_choice(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"model 'gcn' cannot: valid models: coin"):
+        run_protocol(sbm_graph(), "gcn", splits=1, inits=2, config=CFG, progress=False, batch_inits=True)
+    nets = [build_model("mlp", sbm_graph(), seed=0)]
+    with pytest.raises(ValueError, match=r"member 0 is a .*: valid models: coin"):
+        train_members(nets, sbm_graph().y, random_split(sbm_graph().y, 0), CFG)
+    assert main(["graph", "--dataset", "cora", "--model", "gcn", "--batch-inits", "--out",
+                 str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model gcn cannot: valid models: coin" in err[0]
+
+
+def test_on_dask_each_split_is_one_task_with_the_in_process_records(tmp_path):
+    """Two worker processes of an embedded cluster, one task per split: the records of the in-process batch."""
+    data = sbm_graph()
+    kw = dict(splits=3, inits=2, config=CFG, progress=False, batch_inits=True)
+    one = run_protocol(data, "coin", HP, out=tmp_path / "one.jsonl", **kw)
+    two = run_protocol(data, "coin", HP, out=tmp_path / "two.jsonl", workers=2, **kw)
+    assert two["runs"] == two["new_runs"] == 6 and two["failed"] == 0
+    a, b = _records(tmp_path / "one.jsonl"), _records(tmp_path / "two.jsonl")
+    assert set(a) == set(b) and len(a) == 6
+    for k in a:
+        assert a[k]["key"] == b[k]["key"] and b[k]["batch"] == 2
+        for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
+            assert a[k][key] == b[k][key], (k, key)
+    assert two["test_acc_mean"] == one["test_acc_mean"]
