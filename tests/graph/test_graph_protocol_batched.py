@@ -24,8 +24,10 @@ def _records(path) -> dict[tuple[int, int], dict]:
 
 
 def test_a_member_trains_as_it_would_alone_through_the_cuts():
-    """Member i of a batch of 4 gets the record it gets in a batch of its own: the other members share only the
-    diffusion call and the optimiser step, both column- and element-wise, and those that stop are cut out of the
+    """Member i of a batch of 4 gets the record it gets in a batch of its own on this small graph (on Cora torch's
+    fused Adam rounds stacked tensors of other sizes differently, so records there agree to rounding only): the
+    other members share only the diffusion call and the optimiser step, both column- and element-wise, and those
+    that stop are cut out of the
     stacked weights and Adam's state. A wrong cut (another member's rows or moments carried on) would change the
     later members' runs. The members stop at different epochs, so the cuts run."""
     data = sbm_graph()
@@ -77,16 +79,16 @@ def test_a_member_whose_loss_becomes_nonfinite_fails_alone(monkeypatch):
     draw = lambda: [build_model("coin", data, HP, seed=i) for i in range(3)]  # noqa: E731
     clean = train_members(draw(), data.y, split, CFG)
     calls = {"n": 0}
-    log_prob = COINEnsemble.log_prob
+    log_prob = COINEnsemble.log_prob_of_logits
 
-    def poisoned(self, x, graph=None):
-        out = log_prob(self, x, graph)
+    def poisoned(self, logits, graph=None):
+        out = log_prob(self, logits, graph)
         calls["n"] += 1
         if calls["n"] > 3 and self.num_models == 3:  # member 1 is row 1 while all three train
             out = torch.where(torch.arange(3).view(3, 1, 1) == 1, float("-inf"), out)
         return out
 
-    monkeypatch.setattr(COINEnsemble, "log_prob", poisoned)
+    monkeypatch.setattr(COINEnsemble, "log_prob_of_logits", poisoned)
     res = train_members(draw(), data.y, split, CFG)
     assert res[1]["status"] == "nonfinite_loss" and res[1]["epochs"] == 4 and res[1]["test_acc"] is None
     assert res[1]["val_loss"] is None and "member loss inf at epoch 3" in res[1]["message"]
@@ -94,6 +96,19 @@ def test_a_member_whose_loss_becomes_nonfinite_fails_alone(monkeypatch):
         assert res[i]["status"] == "ok"
         for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
             assert res[i][key] == clean[i][key], (i, key)
+
+
+def test_a_member_with_nonfinite_weights_fails_alone():
+    """A member whose base output is non-finite (the diffusion refuses such input) is recorded as failed at its
+    first epoch; the other members train on."""
+    data = sbm_graph()
+    split = random_split(data.y, 0)
+    nets = [build_model("coin", data, HP, seed=i) for i in range(3)]
+    with torch.no_grad():
+        nets[1].base.b2.fill_(float("inf"))
+    res = train_members(nets, data.y, split, CFG)
+    assert res[1]["status"] == "nonfinite_loss" and res[1]["epochs"] == 1 and res[1]["test_acc"] is None
+    assert all(res[i]["status"] == "ok" and res[i]["epochs"] > CFG.patience for i in (0, 2))
 
 
 def test_batch_inits_refuses_other_models_with_the_valid_choice(tmp_path, capsys):

@@ -16,10 +16,12 @@ batch ends when every member has stopped or at ``max_epochs``.
 
 Results: each member's step is a separate run's step to float rounding, not bit for bit (the separate run uses the
 read-out shortcut and Adam inside the kernel's backward pass; this one the full diffusion and torch's fused Adam),
-and early stopping can turn such rounding into a different best epoch; so batched records have their own resume
-key (``batch_inits`` in the run's settings) and agree with separate runs in distribution, not record by record.
-Times in a record are the batch's divided evenly among its members (``batch_train_time_s``: the whole batch's).
-Memory: I times one run's (Cora, I = 20: about 1 GB on CPU).
+and early stopping can turn such rounding into a different best epoch (torch's fused Adam also rounds a stacked
+tensor of another size differently, so a member's record can depend on which inits share its batch); so batched
+records have their own resume key (``batch_inits`` in the run's settings) and agree with separate runs in
+distribution, not record by record.
+Times in a record are the batch's shared out by member-epochs (``batch_train_time_s``: the whole batch's).
+Memory: I times one run's (Cora, I = 20: about 1 GB on CPU; Coauthor Physics would need over 20 GB).
 """
 
 from __future__ import annotations
@@ -77,8 +79,12 @@ def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[d
         return -lp.gather(2, labels.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).mean(1)
 
     def closure() -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        lp = ens.log_prob(x)  # (J, n, C): the running members' full diffusion on the whole graph
-        losses = nll(lp[:, tr], ytr)
+        logits = ens.logits(x)  # (J, n, C)
+        bad = ~torch.isfinite(logits.detach()).flatten(1).all(1)  # the diffusion refuses non-finite input
+        if bool(bad.any()):  # such a member fails alone: zeros stand in for it, its loss is set to inf below
+            logits = torch.where(bad.view(-1, 1, 1), torch.zeros_like(logits), logits)
+        lp = ens.log_prob_of_logits(logits)  # the running members' full diffusion on the whole graph
+        losses = torch.where(bad, torch.full_like(bad, float("inf"), dtype=lp.dtype), nll(lp[:, tr], ytr))
         return losses[torch.isfinite(losses.detach())].sum(), (lp.detach(), losses.detach())
 
     def members_stop(state: Epoch):
@@ -120,7 +126,7 @@ def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[d
     for i in range(n_members):
         rec: dict[str, Any] = {
             "status": status[i], "message": message[i], "epochs": epochs[i], "best_epoch": stoppers[i].best_epoch,
-            "readout": False, "setup_s": round(setup_s / n_members, 6),
+            "readout": False, "setup_s": round(setup_s * epochs[i] / member_epochs, 6),
             "train_time_s": round(train_s * epochs[i] / member_epochs, 6),
             "epoch_time_ms": round(1e3 * train_s / member_epochs, 4),
             "train_cpu_s": round(cpu_s * epochs[i] / member_epochs, 6),

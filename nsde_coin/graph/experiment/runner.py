@@ -168,7 +168,8 @@ def run_protocol(
             else:
                 from nsde_coin.graph.experiment import cluster
 
-                size = None if workers is None else min(int(workers), len(pending))  # no idle processes
+                units = len({s for s, _ in pending}) if spec.batch_inits else len(pending)  # one task per split
+                size = None if workers is None else min(int(workers), units)  # no idle processes
                 cl = stack.enter_context(cluster.open_client(size, client, gpu=dev.type == "cuda"))
                 records = stack.enter_context(contextlib.closing(
                     cluster.dask_records(cl, data, spec, pending, keys)))
@@ -222,7 +223,7 @@ def run_split(data, spec: RunSpec, s: int, inits: list[int], keys: dict[tuple[in
               split: Optional[Split] = None) -> list[dict[str, Any]]:
     """Train the runs (split ``s``, init i) for all ``inits`` as one ensemble
     (:func:`~nsde_coin.graph.experiment.batched.train_members`: each member drawn as :func:`run_one` draws it);
-    their records, in the order of ``inits``, with ``wall_time_s`` the batch's shared out evenly."""
+    their records, in the order of ``inits``, with ``wall_time_s`` the batch's shared out by member-epochs."""
     dev = data.y.device
     split = (split or _split(data, s)).to(dev)
     with _run_settings(spec, dev) as box:
@@ -231,8 +232,9 @@ def run_split(data, spec: RunSpec, s: int, inits: list[int], keys: dict[tuple[in
             with _seeded(s, i, dev):
                 nets.append(build_model(spec.model, data, spec.hparams))  # on the CPU, stacked, then moved
         results = train_members(nets, data.y, split, spec.config)  # COIN: deterministic, no random numbers
-    box["wall"] /= len(inits)
-    return [_record(data, spec, s, i, keys[(s, i)], res, box) for i, res in zip(inits, results)]
+    total = max(sum(r["epochs"] for r in results), 1)  # the wall time shared out by member-epochs, as the others
+    return [_record(data, spec, s, i, keys[(s, i)], res, {**box, "wall": box["wall"] * res["epochs"] / total})
+            for i, res in zip(inits, results)]
 
 
 @contextlib.contextmanager
