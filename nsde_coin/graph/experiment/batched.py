@@ -50,23 +50,22 @@ def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[d
 
     Members that have stopped are cut out of the stacked weights and Adam's state after the epoch they stopped in
     (:func:`_keep_members`), so every epoch computes only the members still training."""
-    from nsde_coin.graph.coin import COIN, COINBase
+    from nsde_coin.graph.coin import COIN, COINBase, node_nll_loss
     from nsde_coin.graph.ensemble import COINEnsemble
+    from nsde_coin.graph.experiment.train import check_split
 
     for i, net in enumerate(nets):
         if type(net) is not COIN or not isinstance(net.base, COINBase):
             raise ValueError(f"batch_inits trains COINs with the paper's base; member {i} is a "
                              f"{type(net).__name__}: valid models: {', '.join(BATCHABLE_MODELS)}")
-    for part in ("train", "val", "test"):
-        if getattr(split, part).numel() == 0:
-            raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()})")
+    check_split(split)
     t0 = time.perf_counter()
     x, graph = nets[0].graph_inputs
     ens = COINEnsemble.from_models(nets).to(x.device)  # the members' weights stacked, on the graph's device
     ens.set_graph(graph, x.shape[0])
     n_members = len(nets)
     tr, va, te = split.train, split.val, split.test
-    ytr, yva, yte = y[tr], y[va], y[te]
+    yva, yte = y[va], y[te]
     opt = make_optimizer(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     stoppers = [EarlyStopper(cfg.patience) for _ in range(n_members)]
     slots = list(range(n_members))  # slots[j]: the member in row j of the stacked weights
@@ -75,21 +74,18 @@ def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[d
     epochs, scores = [0] * n_members, [None] * n_members
     setup_s = time.perf_counter() - t0
 
-    def nll(lp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (J, m, C), (m,) -> (J,)
-        return -lp.gather(2, labels.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).mean(1)
-
     def closure() -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         logits = ens.logits(x)  # (J, n, C)
         bad = ~torch.isfinite(logits.detach()).flatten(1).all(1)  # the diffusion refuses non-finite input
         if bool(bad.any()):  # such a member fails alone: zeros stand in for it, its loss is set to inf below
             logits = torch.where(bad.view(-1, 1, 1), torch.zeros_like(logits), logits)
         lp = ens.log_prob_of_logits(logits)  # the running members' full diffusion on the whole graph
-        losses = torch.where(bad, torch.full_like(bad, float("inf"), dtype=lp.dtype), nll(lp[:, tr], ytr))
+        losses = torch.where(bad, torch.full_like(bad, float("inf"), dtype=lp.dtype), node_nll_loss(lp, y, tr))
         return losses[torch.isfinite(losses.detach())].sum(), (lp.detach(), losses.detach())
 
     def members_stop(state: Epoch):
         lp, losses = state.aux
-        vl, vacc = nll(lp[:, va], yva).tolist(), (lp[:, va].argmax(2) == yva).double().mean(1).tolist()
+        vl, vacc = node_nll_loss(lp, y, va).tolist(), (lp[:, va].argmax(2) == yva).double().mean(1).tolist()
         finite = torch.isfinite(losses).tolist()
         for j, i in enumerate(slots):
             epochs[i] = state.index + 1
@@ -143,9 +139,11 @@ def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[d
 def _keep_members(ens: Any, opt: torch.optim.Optimizer, keep: list[int], cfg: Any) -> torch.optim.Optimizer:
     """Cut ``ens`` down to the members in rows ``keep`` of its stacked weights, with their Adam state; returns the
     optimiser over the new parameters (each kept member's state and step count carried over unchanged)."""
+    from nsde_coin.graph.ensemble import _NAMES
+
     idx = torch.tensor(keep, device=ens.W1.device)
     states = []
-    for name, p in zip(("W1", "b1", "W2", "b2"), ens.stacked()):
+    for name, p in zip(_NAMES, ens.stacked()):
         state = opt.state.get(p, {})
         q = torch.nn.Parameter(p.detach().index_select(0, idx))
         setattr(ens, name, q)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nsde_coin.graph.experiment.runner import RunSpec, _fingerprint, resolve_device, run_one, run_split
+from nsde_coin.graph.experiment.runner import RunSpec, _by_split, _fingerprint, resolve_device, run_one, run_split
 from nsde_coin.sweep import loads, open_client, submit_each_once, unpack
 
 __all__ = ["dask_records", "open_client"]
@@ -74,10 +74,8 @@ def dask_records(client: Any, data, spec: RunSpec, pending: list[tuple[int, int]
     resources = {"GPU": 1} if torch.device(spec.device).type == "cuda" else None
     data_key = f"nsde-graph-{fp}-{uuid.uuid4().hex[:12]}"
     if spec.batch_inits:
-        by_split: dict[int, list[int]] = {}
-        for s, i in pending:
-            by_split.setdefault(s, []).append(i)
-        units = [(fp, spec, s, inits, {(s, i): keys[(s, i)] for i in inits}) for s, inits in by_split.items()]
+        units = [(fp, spec, s, inits, {(s, i): keys[(s, i)] for i in inits})
+                 for s, inits in _by_split(pending).items()]
         names = [f"nsde-split-{hashlib.sha256(''.join(u[4].values()).encode()).hexdigest()[:24]}" for u in units]
         done = submit_each_once(client, _remote_split, blob, units, names, data_key=data_key, resources=resources)
     else:

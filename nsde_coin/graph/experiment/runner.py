@@ -190,10 +190,7 @@ def _local_records(data, spec: RunSpec, pending: list[tuple[int, int]],
     """Train the pending runs here, one split at a time (the split and the device copy are made once)."""
     dev = torch.device(spec.device)
     on_dev = data if dev.type == "cpu" else data.clone().to(dev)
-    by_split: dict[int, list[int]] = {}
-    for s, i in pending:
-        by_split.setdefault(s, []).append(i)
-    for s, inits_todo in by_split.items():
+    for s, inits_todo in _by_split(pending).items():
         split = _split(data, s).to(dev)
         if spec.batch_inits:
             yield from run_split(on_dev, spec, s, inits_todo, keys, split)
@@ -204,6 +201,14 @@ def _local_records(data, spec: RunSpec, pending: list[tuple[int, int]],
 
 def _split(data, s: int) -> Split:
     return random_split(data.y, s, num_classes=int(getattr(data, "num_classes", int(data.y.max()) + 1)))
+
+
+def _by_split(pending: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """The pending (split, init) pairs grouped by split, splits and inits in their order in ``pending``."""
+    out: dict[int, list[int]] = {}
+    for s, i in pending:
+        out.setdefault(s, []).append(i)
+    return out
 
 
 def run_one(data, spec: RunSpec, s: int, i: int, key: str, split: Optional[Split] = None) -> dict[str, Any]:

@@ -52,15 +52,21 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------ training tasks
+def check_split(split: Split) -> None:
+    """Refuse a split with no train, validation or test nodes (the mean over no nodes would be a silent NaN
+    loss/accuracy)."""
+    for part in ("train", "val", "test"):
+        if getattr(split, part).numel() == 0:
+            raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()}); "
+                             f"every class needs more than train_per_class + val_per_class nodes")
+
+
 class _ModuleTask:
     """Generic task: ``net.log_prob(*inputs)`` gives log-probabilities of all nodes (``net()`` for a model of the old
     contract, bound to its graph: ``inputs`` is then ``None``)."""
 
     def __init__(self, net: nn.Module, y: torch.Tensor, split: Split, inputs: Optional[tuple] = None):
-        for part in ("train", "val", "test"):
-            if getattr(split, part).numel() == 0:  # the mean over no nodes would be a silent NaN loss/accuracy
-                raise ValueError(f"split {split.seed} has no {part} nodes (sizes train/val/test = {split.sizes()}); "
-                                 f"every class needs more than train_per_class + val_per_class nodes")
+        check_split(split)
         self.net, self.y, self.split = net, y, split
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.deterministic = bool(getattr(net, "deterministic", False))
