@@ -10,10 +10,12 @@ from problems import sbm_graph
 
 from nsde_coin.cli import main
 from nsde_coin.graph.baselines import build_model
+from nsde_coin.graph.coin import node_nll_loss
 from nsde_coin.graph.ensemble import COINEnsemble
-from nsde_coin.graph.experiment.batched import train_members
+from nsde_coin.graph.experiment.batched import _keep_members, train_members
 from nsde_coin.graph.protocol import TrainConfig, run_protocol
 from nsde_coin.graph.splits import random_split
+from nsde_coin.loop import make_optimizer
 
 HP = {"layer_num": 4, "sigma2": 0.3}
 CFG = TrainConfig(max_epochs=400, patience=8)
@@ -23,26 +25,54 @@ def _records(path) -> dict[tuple[int, int], dict]:
     return {(r["split_seed"], r["init_seed"]): r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def test_a_member_trains_as_it_would_alone_through_the_cuts():
-    """Member i of a batch of 4 gets the record it gets in a batch of its own on this small graph (on Cora torch's
-    fused Adam rounds stacked tensors of other sizes differently, so records there agree to rounding only): the
-    other members share only the diffusion call and the optimiser step, both column- and element-wise, and those
-    that stop are cut out of the
-    stacked weights and Adam's state. A wrong cut (another member's rows or moments carried on) would change the
-    later members' runs. The members stop at different epochs, so the cuts run."""
+def test_members_stop_apart_and_share_the_batch_time():
     data = sbm_graph()
     split = random_split(data.y, 1)
     batch = train_members([build_model("coin", data, HP, seed=i) for i in range(4)], data.y, split, CFG)
     epochs = [r["epochs"] for r in batch]
-    assert len(set(epochs)) > 1, epochs
+    assert len(set(epochs)) > 1, epochs  # the cuts ran
+    assert all(r["status"] == "ok" and r["batch"] == 4 and 0 <= r["best_epoch"] < r["epochs"] for r in batch)
     assert sum(r["train_time_s"] for r in batch) == pytest.approx(batch[0]["batch_train_time_s"], rel=1e-3,
                                                                   abs=1e-5)  # the batch's time, by member-epochs
-    for i, b in enumerate(batch):
-        (alone,) = train_members([build_model("coin", data, HP, seed=i)], data.y, split, CFG)
-        assert b["batch"] == 4 and alone["batch"] == 1 and b["status"] == alone["status"] == "ok"
-        for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
-            assert b[key] == alone[key], (i, key)
-        assert b["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-5)
+
+
+def test_the_cut_keeps_each_members_weights_and_adam_state():
+    """Cutting members 1 and 3 out carries members 0 and 2's weights, moments and step count over exactly, and
+    their next step is the step the uncut ensemble takes (to float rounding: torch's fused Adam may round a tensor
+    of another size differently, so the comparison is not bit for bit)."""
+    data = sbm_graph()
+    split = random_split(data.y, 1)
+    nets = [build_model("coin", data, HP, seed=i) for i in range(4)]
+    x, graph = nets[0].graph_inputs
+
+    def step(e, o):
+        o.zero_grad(set_to_none=True)
+        node_nll_loss(e.log_prob(x), data.y, split.train).sum().backward()
+        o.step()
+
+    def trained():  # the ensemble after 3 steps (the same computation each time)
+        e = COINEnsemble.from_models(nets)
+        e.set_graph(graph, x.shape[0])
+        o = make_optimizer(e.parameters(), lr=CFG.lr, weight_decay=CFG.weight_decay, fused=True)
+        for _ in range(3):
+            step(e, o)
+        return e, o
+
+    (ens, opt), (uncut, uncut_opt) = trained(), trained()
+    keep = [0, 2]
+    old = [(p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}) for p in ens.stacked()]
+    cut_opt = _keep_members(ens, opt, keep, CFG)
+    assert ens.num_models == 2
+    for p, (w, state) in zip(ens.stacked(), old):
+        assert torch.equal(p.detach(), w[keep])
+        new = cut_opt.state[p]
+        assert torch.equal(new["exp_avg"], state["exp_avg"][keep])
+        assert torch.equal(new["exp_avg_sq"], state["exp_avg_sq"][keep])
+        assert float(new["step"]) == float(state["step"]) == 3
+    step(ens, cut_opt)
+    step(uncut, uncut_opt)
+    for p, q in zip(ens.stacked(), uncut.stacked()):
+        torch.testing.assert_close(p.detach(), q.detach()[keep], rtol=1e-5, atol=1e-6)
 
 
 def test_batched_runs_give_the_accuracy_of_separate_runs(tmp_path):
@@ -73,7 +103,7 @@ def test_batched_records_resume_under_their_own_key(tmp_path):
 
 def test_a_member_whose_loss_becomes_nonfinite_fails_alone(monkeypatch):
     """From epoch 3 member 1's log-probabilities are -inf (as an overflowing unstable diffusion gives): it is
-    recorded as failed at that epoch and cut out; the others train on as they would without it."""
+    recorded as failed at that epoch and cut out; the others train on."""
     data = sbm_graph()
     split = random_split(data.y, 0)
     draw = lambda: [build_model("coin", data, HP, seed=i) for i in range(3)]  # noqa: E731
@@ -92,10 +122,9 @@ def test_a_member_whose_loss_becomes_nonfinite_fails_alone(monkeypatch):
     res = train_members(draw(), data.y, split, CFG)
     assert res[1]["status"] == "nonfinite_loss" and res[1]["epochs"] == 4 and res[1]["test_acc"] is None
     assert res[1]["val_loss"] is None and "member loss inf at epoch 3" in res[1]["message"]
-    for i in (0, 2):
-        assert res[i]["status"] == "ok"
-        for key in ("epochs", "best_epoch", "val_acc", "test_acc"):
-            assert res[i][key] == clean[i][key], (i, key)
+    for i in (0, 2):  # their runs go on (after the cut they equal the clean ones to rounding only, see above)
+        assert res[i]["status"] == clean[i]["status"] == "ok" and res[i]["epochs"] > CFG.patience
+        assert abs(res[i]["test_acc"] - clean[i]["test_acc"]) <= 0.1
 
 
 def test_a_member_with_nonfinite_weights_fails_alone():
