@@ -31,7 +31,7 @@ from typing import Any, Optional
 from nsde_coin.commands.common import THREADS_HELP, add_deprecated_alias, check_output
 from nsde_coin.graph.baselines import MODELS, default_hparams, resolve_hparams
 from nsde_coin.graph.datasets import DATASET_NAMES
-from nsde_coin.graph.experiment.batched import BATCHABLE_MODELS
+from nsde_coin.graph.experiment.batched import check_batchable
 
 GRID_LAYERS = (5, 10, 20, 40)
 GRID_SIGMA2 = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -155,9 +155,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = canonical_name(args.dataset)
     hp = _hparams(args)
     resolve_hparams(args.model, hp)  # fail fast on bad names / values
-    if args.batch_inits and args.model.lower() not in BATCHABLE_MODELS:
-        raise ValueError(f"--batch-inits trains the inits of a split as one COIN ensemble; --model {args.model} "
-                         f"cannot: valid models: {', '.join(BATCHABLE_MODELS)}")
+    if args.batch_inits:  # before the data are loaded
+        check_batchable(args.model, "--batch-inits", "--model")
     cfg = _config(args)
     check_output(args.out, append=True)  # the JSONL log is appended to, run by run
     _check_engine(args)

@@ -149,7 +149,18 @@ def test_batch_inits_refuses_other_models_with_the_valid_choice(tmp_path, capsys
     assert main(["graph", "--dataset", "cora", "--model", "gcn", "--batch-inits", "--out",
                  str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--model gcn cannot: valid models: coin" in err[0]
+    assert len(err) == 1 and "--batch-inits trains" in err[0] and "--model 'gcn' cannot: valid models: coin" in err[0]
+
+
+def test_no_fast_gives_a_batch_the_same_key(tmp_path):
+    """A batch never takes the read-out shortcut, so ``fast=False`` changes nothing there: its runs resume from the
+    records written with ``fast=True`` instead of running again under a second key."""
+    data = sbm_graph()
+    kw = dict(splits=1, inits=2, config=CFG, progress=False, batch_inits=True, out=tmp_path / "r.jsonl")
+    first = run_protocol(data, "coin", HP, **kw)
+    again = run_protocol(data, "coin", HP, fast=False, **kw)
+    assert first["new_runs"] == 2 and again["new_runs"] == 0 and again["runs"] == 2
+    assert again["test_acc_mean"] == first["test_acc_mean"]
 
 
 def test_on_dask_each_split_is_one_task_with_the_in_process_records(tmp_path):

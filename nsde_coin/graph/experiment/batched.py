@@ -34,9 +34,17 @@ import torch
 from nsde_coin.graph.splits import Split
 from nsde_coin.loop import STOP, Divergence, EarlyStopper, Epoch, make_optimizer, train
 
-__all__ = ["BATCHABLE_MODELS", "train_members"]
+__all__ = ["BATCHABLE_MODELS", "check_batchable", "train_members"]
 
 BATCHABLE_MODELS = ("coin",)  # models whose inits can train as one COINEnsemble
+
+
+def check_batchable(model_name: str, option: str = "batch_inits", model_option: str = "model") -> None:
+    """Refuse a model whose inits cannot train as one ensemble, in one line naming the valid choices (``option``
+    and ``model_option``: how the caller spells them, e.g. ``--batch-inits`` and ``--model`` on the CLI)."""
+    if str(model_name).lower() not in BATCHABLE_MODELS:
+        raise ValueError(f"{option} trains the inits of a split as one COIN ensemble; {model_option} "
+                         f"{model_name!r} cannot: valid models: {', '.join(BATCHABLE_MODELS)}")
 
 
 def train_members(nets: list, y: torch.Tensor, split: Split, cfg: Any) -> list[dict[str, Any]]:

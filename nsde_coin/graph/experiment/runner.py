@@ -26,7 +26,7 @@ from nsde_coin._checks import is_int
 from nsde_coin._heap import keep_large_blocks
 from nsde_coin._threads import torch_threads
 from nsde_coin.graph.baselines import build_model, resolve_hparams
-from nsde_coin.graph.experiment.batched import BATCHABLE_MODELS, train_members
+from nsde_coin.graph.experiment.batched import check_batchable, train_members
 from nsde_coin.graph.experiment.records import ResultsLog, SweepLock, run_key, summarize
 from nsde_coin.graph.experiment.train import TrainConfig, train_run
 from nsde_coin.graph.splits import Split, random_split
@@ -59,7 +59,7 @@ class RunSpec:
         out: dict[str, Any] = {}
         if self.threads != 1:
             out["threads"] = self.threads  # summation order of the intra-op kernels
-        if not self.fast:
+        if not self.fast and not self.batch_inits:  # a batch never takes the shortcut: fast changes nothing there
             out["fast"] = False  # the read-out shortcut sums in another order
         if torch.device(self.device).type != "cpu":
             out["device"] = torch.device(self.device).type
@@ -105,7 +105,8 @@ def run_protocol(
         config: optimiser / early-stopping settings (default: the paper's).
         threads: intra-op threads of each run (default 1; ``None``: torch's current setting). Part of the key.
         progress: show a tqdm bar on stderr (the driver's only, in every mode).
-        fast: use the COIN read-out shortcut where it applies. Part of the key when off.
+        fast: use the COIN read-out shortcut where it applies. Part of the key when off (not with
+            ``batch_inits``, which never takes the shortcut).
         workers: run on an embedded Dask ``LocalCluster`` of this many single-threaded worker processes
             (127.0.0.1, no dashboard), closed at the end. ``None`` (default): train in this process. The workers
             are spawned: a script that passes ``workers=`` needs the ``if __name__ == "__main__":`` guard.
@@ -128,9 +129,8 @@ def run_protocol(
         raise ValueError(f"threads must be an int >= 1 (or None: leave torch's setting), got {threads!r}")
     check_engine(workers, client)
     hp = resolve_hparams(model_name, hparams)  # bad model / hyper-parameters fail before any data is loaded
-    if batch_inits and model_name.lower() not in BATCHABLE_MODELS:
-        raise ValueError(f"batch_inits trains the inits of a split as one COIN ensemble; model {model_name!r} "
-                         f"cannot: valid models: {', '.join(BATCHABLE_MODELS)}")
+    if batch_inits:
+        check_batchable(model_name)
     dev = resolve_device(device, here=client is None)  # a remote cluster's workers check CUDA themselves
     dtype = str(torch.get_default_dtype()).replace("torch.", "")
     if dtype not in _DTYPES:
