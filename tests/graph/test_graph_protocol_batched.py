@@ -140,12 +140,16 @@ def test_a_member_with_nonfinite_weights_fails_alone():
     assert all(res[i]["status"] == "ok" and res[i]["epochs"] > CFG.patience for i in (0, 2))
 
 
-def test_batch_inits_refuses_other_models_with_the_valid_choice(tmp_path, capsys):
+def test_batch_inits_refuses_other_models_with_the_valid_choice(tmp_path, capsys, monkeypatch):
     with pytest.raises(ValueError, match=r"model 'gcn' cannot: valid models: coin"):
         run_protocol(sbm_graph(), "gcn", splits=1, inits=2, config=CFG, progress=False, batch_inits=True)
     nets = [build_model("mlp", sbm_graph(), seed=0)]
     with pytest.raises(ValueError, match=r"member 0 is a .*: valid models: coin"):
         train_members(nets, sbm_graph().y, random_split(sbm_graph().y, 0), CFG)
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the CLI loaded the data before refusing the model")
+
+    monkeypatch.setattr("nsde_coin.graph.datasets.load_dataset", no_loading)
     assert main(["graph", "--dataset", "cora", "--model", "gcn", "--batch-inits", "--out",
                  str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -161,6 +165,7 @@ def test_no_fast_gives_a_batch_the_same_key(tmp_path):
     again = run_protocol(data, "coin", HP, fast=False, **kw)
     assert first["new_runs"] == 2 and again["new_runs"] == 0 and again["runs"] == 2
     assert again["test_acc_mean"] == first["test_acc_mean"]
+    assert all(r["fast"] is False and r["readout"] is False for r in _records(tmp_path / "r.jsonl").values())
 
 
 def test_on_dask_each_split_is_one_task_with_the_in_process_records(tmp_path):

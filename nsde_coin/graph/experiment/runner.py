@@ -283,7 +283,8 @@ def _record(data, spec: RunSpec, s: int, i: int, key: str, res: dict[str, Any], 
     return {
         "key": key, "dataset": spec.name, "source": spec.source, "nodes": int(data.num_nodes), "model": spec.model,
         "hparams": spec.hparams, **asdict(spec.config), "split_seed": s, "init_seed": i, **res,
-        "wall_time_s": round(box["wall"], 6), "threads": box["threads"], "fast": spec.fast,
+        "wall_time_s": round(box["wall"], 6), "threads": box["threads"],
+        "fast": spec.fast and not spec.batch_inits,  # a batch never takes the read-out shortcut
         "torch": torch.__version__, "l2_cache_bytes": l2_cache_bytes(),  # the compiled kernel's panels follow it
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
     }
