@@ -16,6 +16,11 @@ one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept 
 written straight into ∇W1 (or into W1 through Adam): gathered from the n×k table g_z, or, where that table would
 outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator.
 
+:func:`readout_forward` / :func:`readout_backward` (``csrc/readout_head.c``) run the protocol's read-out head
+(softmax, the k steps, the read-out rows, floored log) in one call each way, and :func:`adam` one Adam update
+(``csrc/adam_row.h``, the same code the backward applies to W1's rows): see
+:mod:`nsde_coin.graph.experiment.readout` and :mod:`nsde_coin.graph.compiled_adam`.
+
 :func:`csr_power` runs all k steps ``u ← P u`` of :func:`nsde_coin.graph.sparse.propagate` in one call on a
 zero-padded copy of u in panels of up to 32 columns (rows of 8, 16 or 32 floats; Cora's 7 classes: two 80 KB
 buffers, in L2), each panel through all k steps, instead of k torch sparse matmuls that each convert P's int64
@@ -45,10 +50,11 @@ import torch
 
 from nsde_coin.errors import invalid_choice
 
-__all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "available", "backward", "csr_power", "forward", "isa",
-           "power_usable", "status", "supported_isas", "threads_for", "usable"]
+__all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "adam", "available", "backward", "csr_power", "forward", "isa",
+           "power_usable", "readout_backward", "readout_forward", "status", "supported_isas", "threads_for",
+           "usable"]
 
-ABI_VERSION = 7  # nsde_panel_abi_version() of csrc/module.c this module calls
+ABI_VERSION = 8  # nsde_panel_abi_version() of csrc/module.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
 ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
 ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
@@ -61,8 +67,13 @@ _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     + [_P] * 3 + [_I64, _P, _I64],
     "nsde_csr_power": [_I64] * 3 + [_P] * 6,
     "nsde_csr_power_work": [_I64] * 2,
+    "nsde_readout_forward": [_I64] * 3 + [_P] * 4 + [_I64, _P, ctypes.c_float] + [_P] * 4,
+    "nsde_readout_backward": [_I64] * 3 + [_P] * 4 + [_I64, _P, ctypes.c_float] + [_P] * 4,
+    "nsde_readout_work": [_I64] * 2,
+    "nsde_adam": [_I64] + [_P] * 5,
 }
-_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work")  # the scratch-size queries; the kernels return nothing
+# the scratch-size queries; the kernels return nothing
+_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work", "nsde_readout_work")
 _LIB: Optional[ctypes.CDLL] = None
 _BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
@@ -127,7 +138,8 @@ def isa() -> str:
 
 
 def _fn(name: str):
-    return getattr(_LIB, f"{name}_{isa()}")
+    build = isa()  # loads the library first
+    return getattr(_LIB, f"{name}_{build}")
 
 
 def status() -> str:
@@ -180,6 +192,42 @@ def csr_power(p: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
     crow, col, val = p.crow_indices(), p.col_indices(), p.values()
     _fn("nsde_csr_power")(n, m, k, _ptr(crow), _ptr(col), _ptr(val), _ptr(u), _ptr(out), _ptr(work))
     return out
+
+
+def readout_forward(p: torch.Tensor, logits: torch.Tensor, k: int, rows: torch.Tensor,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The read-out head's forward (``csrc/readout_head.c``): ``lu = log max((P^k softmax(logits))[rows], eps)``.
+
+    ``p`` float32 CSR (n, n) with int64 indices (:func:`power_usable`), ``logits`` (n, C) float32, ``k`` ≥ 1,
+    ``rows`` (m,) int64 in [0, n). Returns ``(lu, u0, ur)``: lu (m, C), and for :func:`readout_backward` the
+    softmax u0 (n, C) and the diffused rows ur (m, C); all new contiguous tensors."""
+    n, c = logits.shape
+    logits = logits.contiguous()
+    u0, ur, lu = torch.empty_like(logits), logits.new_empty(rows.numel(), c), logits.new_empty(rows.numel(), c)
+    work = logits.new_empty(_fn("nsde_readout_work")(n, c))
+    _fn("nsde_readout_forward")(n, c, k, _ptr(p.crow_indices()), _ptr(p.col_indices()), _ptr(p.values()),
+                                _ptr(logits), rows.numel(), _ptr(rows), eps, _ptr(u0), _ptr(ur), _ptr(lu), _ptr(work))
+    return lu, u0, ur
+
+
+def readout_backward(p_t: torch.Tensor, g: torch.Tensor, k: int, rows: torch.Tensor, eps: float, u0: torch.Tensor,
+                     ur: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`readout_forward`'s ``lu`` with respect to the logits: ``g`` (m, C) → (n, C), through
+    ``p_t`` = Pᵀ (float32 CSR, int64 indices) and the ``u0``, ``ur`` the forward returned."""
+    n, c = u0.shape
+    g = g.contiguous()
+    out = torch.empty_like(u0)
+    work = u0.new_empty(_fn("nsde_readout_work")(n, c))
+    _fn("nsde_readout_backward")(n, c, k, _ptr(p_t.crow_indices()), _ptr(p_t.col_indices()), _ptr(p_t.values()),
+                                 _ptr(g), rows.numel(), _ptr(rows), eps, _ptr(u0), _ptr(ur), _ptr(out), _ptr(work))
+    return out
+
+
+def adam(p: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, grad: torch.Tensor,
+         hyper: torch.Tensor) -> None:
+    """One Adam step on ``p`` in place (``csrc/adam_row.h``; contiguous float32 CPU tensors of one size, ``hyper``
+    as :meth:`~nsde_coin.graph.backward_adam.BackwardAdam.begin` returns it); updates the two moments too."""
+    _fn("nsde_adam")(p.numel(), _ptr(p), _ptr(exp_avg), _ptr(exp_avg_sq), _ptr(grad), _ptr(hyper))
 
 
 def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:

@@ -177,7 +177,7 @@ def test_both_readout_forms_refuse_a_diffusion_that_overflows(form, monkeypatch)
 
 @pytest.mark.parametrize("other_rows", ["zero", "nonzero", "nan"])
 def test_readout_backward_uses_the_training_rows_only_when_the_others_get_no_gradient(other_rows):
-    from nsde_coin.graph.experiment.train import _Readout
+    from nsde_coin.graph.experiment.readout import DenseReadout as _Readout
 
     gen = torch.Generator().manual_seed(0)
     m, n, c, r = 9, 13, 3, 4

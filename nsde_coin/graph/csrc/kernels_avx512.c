@@ -9,3 +9,4 @@
 #endif
 #include "panel_kernel.c"
 #include "csr_power.c"
+#include "readout_head.c"

@@ -6,3 +6,4 @@
 #define NSDE_VL 4 /* floats per vector register */
 #include "panel_kernel.c"
 #include "csr_power.c"
+#include "readout_head.c"

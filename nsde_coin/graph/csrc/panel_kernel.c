@@ -126,20 +126,7 @@ static inline __attribute__((always_inline)) void pass1_classes(const int M, int
     for (int q = 0; q < M; q++) ST(tile + (c + q) * k + t, a[q]);
 }
 
-/* Adam (torch.optim.Adam's update, L2 weight decay, no amsgrad) on m entries of one row of W1, from its gradient
- * g: hy = {lr, beta1, beta2, eps, weight_decay, 1 - beta1^t, sqrt(1 - beta2^t)} */
-static inline __attribute__((always_inline)) void adam_row(int64_t m, float *p, float *ma, float *va,
-                                                           const float *g, const float *hy) {
-    const float b1 = hy[1], b2 = hy[2], eps = hy[3], wd = hy[4], step = hy[0] / hy[5], bc2 = hy[6];
-    for (int64_t t = 0; t < m; t++) {
-        const float gr = g[t] + wd * p[t];
-        const float a = ma[t] + (1.f - b1) * (gr - ma[t]);
-        const float s = b2 * va[t] + (1.f - b2) * gr * gr;
-        ma[t] = a;
-        va[t] = s;
-        p[t] -= step * a / (__builtin_sqrtf(s) / bc2 + eps);
-    }
-}
+#include "adam_row.h"
 
 #ifndef PF_MOMENTS /* Adam's moments, rows ahead: hardware prefetchers stop at each 4 KiB page (16 rows of a 64-col */
 #define PF_MOMENTS 4 /* panel); backward 1.10-1.19x faster (AMD EPYC Zen 4), 2-16 rows ahead within 4 % of each other */

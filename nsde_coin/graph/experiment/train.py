@@ -5,7 +5,8 @@ epochs, early stopping with patience 50 where the counter resets whenever the va
 **or** the validation accuracy a new maximum; the test accuracy is the one of the weights of the last reset (measured
 with a saved copy, or read off that reset's own forward pass with ``keep_best=False``, the runner's choice).
 The speed devices (validation read off the training pass, the COIN read-out operator, no weight copy in sweeps,
-Adam for W1 inside the sparse kernel's backward pass: :mod:`nsde_coin.graph.backward_adam`)
+Adam for W1 inside the sparse kernel's backward pass: :mod:`nsde_coin.graph.backward_adam`, the read-out head and
+Adam for the other weights compiled: :mod:`nsde_coin.graph.experiment.readout`, :mod:`nsde_coin.graph.compiled_adam`)
 are described in :mod:`nsde_coin.graph.protocol`.
 """
 
@@ -22,7 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsde_coin.errors import warn_deprecated
+from nsde_coin.graph import native
 from nsde_coin.graph.baselines import takes_inputs
+from nsde_coin.graph.compiled_adam import CompiledAdam
+from nsde_coin.graph.experiment.readout import CompiledReadoutHead, DenseReadout
 from nsde_coin.graph.splits import Split
 from nsde_coin.loop import STOP, BestWeights, Diverged, Divergence, EarlyStopper, Epoch, make_optimizer, train
 
@@ -117,27 +121,6 @@ class _ModuleTask:
             return self._scores(self._out())
 
 
-class _Readout(torch.autograd.Function):
-    """``P @ u`` for a constant dense read-out ``P`` (m, n) and ``u`` (n, C), computed as wide products
-    ``(uᵀ Pᵀ)ᵀ`` / ``(gᵀ P)ᵀ`` (BLAS is slow on the skinny C-column forms). ``p_t`` is ``Pᵀ`` stored contiguous
-    (n, m): MKL's product with the transposed view ``P.t()`` took 6.4 ms on Cora (m = 640, C = 7, 1 thread, Intel
-    Xeon), with the contiguous copy 0.37 ms.
-
-    Only the first ``rows`` rows of ``P`` (the training nodes) get a gradient: the loss reads no other row, so the
-    backward multiplies by those rows alone (Cora: 140 of 640, 1.4 of the 6.4 MB ``P`` reads per epoch); a gradient
-    that is not zero on the other rows (a NaN there, another loss) takes the full product."""
-
-    @staticmethod
-    def forward(ctx, u, p, p_t, rows):  # noqa: D102
-        ctx.p, ctx.rows = p, rows
-        return torch.mm(u.t(), p_t).t()
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        r = ctx.rows if not bool(g[ctx.rows:].any()) else g.shape[0]
-        return torch.mm(g[:r].t(), ctx.p[:r]).t(), None, None, None
-
-
 def _steps_are_cheaper(op: Any, solver: str, layer_num: int, sigma2: float, rows: int, classes: int,
                        dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the read-out rows are cheaper as ``layer_num`` compiled explicit steps on the whole graph (then the
@@ -146,7 +129,6 @@ def _steps_are_cheaper(op: Any, solver: str, layer_num: int, sigma2: float, rows
     ``layer_num·nnz(I − σ²L) ≤ rows·n``.
     Cora (20 steps, 640 rows): 0.6 against 1.5 ms per epoch, forward and backward, and no 2 × 6.4 MB read-out to
     build and keep per run; Coauthor Physics (250 rows, nnz 530 k) keeps the read-out."""
-    from nsde_coin.graph import native
     from nsde_coin.graph.sparse import SMALL_WORK
 
     if solver != "explicit" or layer_num < 1 or torch.device(device).type != "cpu":
@@ -168,7 +150,7 @@ class _ReadoutCOINTask(_ModuleTask):
         super().__init__(net, y, split, inputs)
         coin = net
         self.coin, self.x = coin, self.inputs[0]
-        self.rows = rows = torch.cat([split.train, split.val])
+        self.rows = rows = torch.cat([split.train, split.val]).long()
         self.ntr = int(split.train.numel())
         op = self.op = coin._operator(self.inputs[1], self.x.shape[0])
         dtype, device = coin.base.W1.dtype, coin.base.W1.device
@@ -202,7 +184,7 @@ class _ReadoutCOINTask(_ModuleTask):
             from nsde_coin.graph.sparse import propagate
 
             return propagate(u0, self.steps[0], self.coin.layer_num, self.steps[1])[self.rows]
-        return _Readout.apply(u0, self.readout, self.readout_t, self.ntr)
+        return DenseReadout.apply(u0, self.readout, self.readout_t, self.ntr)
 
     @staticmethod
     def applies(net: nn.Module, inputs: Optional[tuple]) -> bool:
@@ -222,6 +204,8 @@ class _ReadoutCOINTask(_ModuleTask):
         self._seen = logits.detach()  # base logits of all nodes: scores_of diffuses them on the whole graph
         if self.coin.layer_num == 0:
             lu = head_log(logits[self.rows])
+        elif self.steps is not None and native.power_usable(logits, self.steps[0], True):
+            lu = CompiledReadoutHead.apply(logits, *self.steps, self.coin.layer_num, self.rows, self.coin.eps)
         else:  # the one COIN head, its diffusion restricted to the read-out rows
             u = head_outputs(logits, self._rows_of)
             lu = head_log(logits, u, self.coin.eps)
@@ -294,7 +278,9 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
     w1_before = getattr(getattr(net, "base", None), "w1_step", None)  # a user's own BackwardAdam, put back after
     w1_base = _attach_backward_adam(task, cfg) if use_readout else None
     params = [p for p in task.params if w1_base is None or p is not w1_base.W1]  # W1 is stepped in the backward
-    opt = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt: Any = (CompiledAdam(params, cfg.lr, weight_decay=cfg.weight_decay)  # W1 compiled: the others too
+                if w1_base is not None and native.available() and CompiledAdam.usable(params)
+                else make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True))
     best = BestWeights(task.params) if keep_best else None
     seen: Optional[torch.Tensor] = None  # keep_best=False: the all-node outputs of the last reset (n, C)
     stopper = EarlyStopper(cfg.patience)
