@@ -25,6 +25,7 @@ Measured in the same process:
   (:class:`nsde_coin.graph.sparse_base.SparseBase` on its pure-torch panels, ``NSDE_COIN_NATIVE=0``) and
   ``compiled`` (the same class on the compiled panel kernel, :mod:`nsde_coin.graph.native`, when it is built) and
   ``compiled_backward_adam`` (that kernel with W1's Adam step inside its backward pass, as the protocol runs it),
+  ``compiled_protocol`` (that, with the protocol's compiled head and Adam for the other weights),
   and ``compiled_backward_adam_<build>`` for each narrower build this CPU also runs (``NSDE_COIN_NATIVE_ISA``: the
   AVX2 and baseline SSE2 code on this machine's memory system, what a CPU without AVX-512 would execute),
   timed interleaved (one epoch of each per repeat, medians of wall and process CPU time) so that load from other
@@ -59,7 +60,9 @@ from bench_propagate import sparse_features as random_features  # noqa: E402
 from nsde_coin._heap import keep_large_blocks  # noqa: E402
 from nsde_coin.graph import native  # noqa: E402
 from nsde_coin.graph.backward_adam import BackwardAdam  # noqa: E402
+from nsde_coin.graph.compiled_adam import CompiledAdam  # noqa: E402
 from nsde_coin.graph.diffusion import diffuse  # noqa: E402
+from nsde_coin.graph.experiment.readout import CompiledReadoutHead  # noqa: E402
 from nsde_coin.graph.head import head_outputs  # noqa: E402
 from nsde_coin.graph.laplacian import laplacian_from_weights, to_scipy, torch_csr  # noqa: E402
 from nsde_coin.graph.sparse import small_work_threads  # noqa: E402
@@ -133,28 +136,37 @@ def cora_features():
 
 
 def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 0, compiled: str = "1",
-               backward_adam: bool = False, build: str = ""):
+               backward_adam: bool = False, build: str = "", protocol: bool = False):
     """One full-batch epoch closure with its own weights and fused Adam (same init for every kernel);
     ``compiled`` is the value of ``NSDE_COIN_NATIVE`` it runs under ("0": the torch panels); ``backward_adam``:
     W1 stepped inside the kernel's backward pass (:class:`~nsde_coin.graph.backward_adam.BackwardAdam`); ``build``:
-    the value of ``NSDE_COIN_NATIVE_ISA`` ("": the widest build this CPU runs)."""
+    the value of ``NSDE_COIN_NATIVE_ISA`` ("": the widest build this CPU runs); ``protocol`` (with
+    ``backward_adam``): the rest as the graph protocol runs it, the head on the training rows in one compiled call
+    each way (:class:`~nsde_coin.graph.experiment.readout.CompiledReadoutHead`: the same 20 steps on the whole
+    graph, then the rows) and b1, W2, b2 stepped by :class:`~nsde_coin.graph.compiled_adam.CompiledAdam`."""
     g = torch.Generator().manual_seed(seed)
     bound = 1.0 / d ** 0.5
     params = [torch.empty(s).uniform_(-bound, bound, generator=g).requires_grad_() for s in ((d, d), (d,), (c, d),
                                                                                              (c,))]
     step = BackwardAdam(lr=0.01, weight_decay=5e-4) if backward_adam else None
-    opt = torch.optim.Adam(params[1:] if step else params, lr=0.01, weight_decay=5e-4, fused=True)
+    rest = params[1:] if step else params
+    opt = (CompiledAdam(rest, 0.01, weight_decay=5e-4) if protocol
+           else torch.optim.Adam(rest, lr=0.01, weight_decay=5e-4, fused=True))
+    steps = tuple(op.step_matrix(0.35, torch.float32, torch.device("cpu"), transpose=t) for t in (False, True))
 
     def forward():
         os.environ[native.ENV], os.environ[native.ENV_ISA] = compiled, build  # this kernel's path and build
         logits = kernel.apply(*params, feats, None, step) if step else kernel.apply(*params, feats)
+        if protocol:  # log u on the training rows
+            return logits, CompiledReadoutHead.apply(logits, *steps, 20, train, 1e-12)
         u = head_outputs(logits, lambda u0: diffuse(u0, op, 0.35, 20, solver="explicit", allow_unstable=True))
         return logits, u
 
     def run():
         opt.zero_grad(set_to_none=True)
         _, u = forward()
-        loss = F.nll_loss(torch.log(u[train].clamp_min(1e-12)), y[train])
+        lu = u if protocol else torch.log(u[train].clamp_min(1e-12))
+        loss = F.nll_loss(lu, y[train])
         loss.backward()
         opt.step()
         return float(loss)
@@ -212,11 +224,14 @@ def main(argv=None) -> int:
     if native.available():
         kernels["compiled"] = (SparseBase, feats, "1")
         kernels["compiled_backward_adam"] = (SparseBase, feats, "1")
+        kernels["compiled_protocol"] = (SparseBase, feats, "1")
         for b in native.supported_isas()[:-1]:  # the narrower builds, on this CPU
             kernels[f"compiled_backward_adam_{b}"] = (SparseBase, feats, "1")
             builds[f"compiled_backward_adam_{b}"] = b
-    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s, backward_adam="backward_adam" in k,
-                          build=builds.get(k, "")) for k, (kern, f, s) in kernels.items()}
+    runs = {k: make_epoch(kern, f, op, y, train, n, d, c, compiled=s,
+                          backward_adam="backward_adam" in k or k == "compiled_protocol", build=builds.get(k, ""),
+                          protocol=k == "compiled_protocol")
+            for k, (kern, f, s) in kernels.items()}
 
     # same weights → same forward (float32 rounding of the output layer's sum only)
     with torch.no_grad():
@@ -290,7 +305,7 @@ def _figure(out: dict, path: Path) -> None:
             out["attainable_ms"]] + [out["kernels"][k]["epoch_cpu_ms"] for k in kern]
     ax.tick_params(axis="x", labelsize=7)
     ax.bar(names, vals, color=["0.3", "k", "0.5", "0.7", "0.15", "tab:red", "tab:orange", "tab:green", "tab:blue",
-                              "tab:cyan", "tab:purple"][: len(names)])
+                              "tab:cyan", "tab:purple", "tab:brown"][: len(names)])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("ms per epoch (CPU time, median)")
