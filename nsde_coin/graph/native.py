@@ -14,7 +14,8 @@ see ``benchmarks/bench_coin_epoch.py``): the panel copy of W1 into a contiguous 
 registers and the output layer in one pass per panel; in the backward ``(g W2_J) ⊙ [h_J > 0]`` and ``gᵀ h_J`` in
 one pass over h_J (recomputed 32 nodes at a time into L1 where the forward kept no activations), then ∇W1 = xᵀ g_z
 written straight into ∇W1 (or into W1 through Adam): gathered from the n×k table g_z, or, where that table would
-outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator.
+outgrow L2 (``sparse_base.SCATTER_TABLE_BYTES``), scattered along x's rows into a (d+1)×k accumulator. The residual
+branch ``x W2ᵀ + b2`` and its gradients run in the same two calls (``csrc/residual.c``).
 
 :func:`readout_forward` / :func:`readout_backward` (``csrc/readout_head.c``) run the protocol's read-out head
 (softmax, the k steps, the read-out rows, floored log) in one call each way, and :func:`adam` one Adam update
@@ -54,7 +55,7 @@ __all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "adam", "available", "backwa
            "power_usable", "readout_backward", "readout_forward", "status", "supported_isas", "threads_for",
            "usable"]
 
-ABI_VERSION = 8  # nsde_panel_abi_version() of csrc/module.c this module calls
+ABI_VERSION = 9  # nsde_panel_abi_version() of csrc/module.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
 ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
 ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
@@ -62,9 +63,10 @@ MAX_THREADS = 64  # NSDE_MAX_THREADS of csrc/kernel_common.h: threads of one bas
 _I64, _P = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     "nsde_panel_chunk": [],
-    "nsde_panel_forward": [_I64] * 4 + [_P] * 3 + [_I64] + [_P] * 3 + [_I64] + [_P] * 3 + [_I64, _P],
+    "nsde_panel_forward": [_I64] * 4 + [_P] * 3 + [_I64] + [_P] * 3 + [_I64] + [_P] * 3 + [_I64, _P, _P, _P],
     "nsde_panel_backward": [_I64] * 4 + [_P] * 3 + [_I64, _P, _I64] + [_P] * 7 + [_I64] + [_P] * 7 + [_I64]
-    + [_P] * 3 + [_I64, _P, _I64],
+    + [_P] * 3 + [_I64, _P, _I64, _P, _P],
+    "nsde_residual_work": [_I64] * 2,
     "nsde_csr_power": [_I64] * 3 + [_P] * 6,
     "nsde_csr_power_work": [_I64] * 2,
     "nsde_readout_forward": [_I64] * 3 + [_P] * 4 + [_I64, _P, ctypes.c_float] + [_P] * 4,
@@ -73,7 +75,7 @@ _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     "nsde_adam": [_I64] + [_P] * 5,
 }
 # the scratch-size queries; the kernels return nothing
-_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work", "nsde_readout_work")
+_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work", "nsde_readout_work", "nsde_residual_work")
 _LIB: Optional[ctypes.CDLL] = None
 _BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
@@ -256,9 +258,10 @@ def threads_for(d: int, panel: int, threads: Optional[int] = None) -> int:
 
 
 def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: torch.Tensor, panel: int,
-            h: Optional[torch.Tensor], threads: Optional[int] = None) -> None:
+            h: Optional[torch.Tensor], threads: Optional[int] = None, b2: Optional[torch.Tensor] = None) -> None:
     """All panels of width ``panel``: write ``h`` (their n×k blocks back to back; ``None``: not kept) and add
-    ``W2[:, J] h_J`` into ``out`` (n, C), on :func:`threads_for` threads.
+    ``W2[:, J] h_J`` into ``out`` (n, C), on :func:`threads_for` threads. With ``b2`` (C,), ``out`` is first set to
+    the residual branch and output bias ``x W2ᵀ + b2`` (its contents are not read).
 
     ``feats``: :class:`~nsde_coin.graph.sparse_base.SparseFeatures` with int32 indices; w1 (d, d), b1 (d,), w2 (C, d)
     contiguous float32; ``out`` contiguous (n, C) float32; ``h`` n·d floats.
@@ -267,16 +270,18 @@ def forward(feats, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, out: to
     threads = threads_for(d, panel, threads)
     pack = torch.empty(threads * (d + 1) * panel, dtype=w1.dtype)
     outx = torch.empty((threads - 1) * n * c, dtype=out.dtype) if threads > 1 else None  # other threads' sums
+    rwork = None if b2 is None else w1.new_empty(_fn("nsde_residual_work")(d + 1, c))
     _fn("nsde_panel_forward")(n, d, c, panel, _ptr(feats.offsets), _ptr(feats.cols), _ptr(feats.vals),
                               feats.cols.numel(), _ptr(w1), _ptr(b1), _ptr(w2), int(h is not None), _ptr(h),
-                              _ptr(out), _ptr(pack), threads, _ptr(outx))
+                              _ptr(out), _ptr(pack), threads, _ptr(outx), _ptr(b2), _ptr(rwork))
 
 
 def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], w2: torch.Tensor,
              gw1: Optional[torch.Tensor], gb1: torch.Tensor, gw2: torch.Tensor, panel: int,
              adam: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-             scatter: bool = False, threads: Optional[int] = None) -> None:
-    """All panels: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d).
+             scatter: bool = False, threads: Optional[int] = None, gb2: Optional[torch.Tensor] = None) -> None:
+    """All panels: write ``gw1[:, J]`` (d, d) and ``gb1[J]``, add ``gᵀ h_J`` into ``gw2[:, J]`` (C, d). With ``gb2``
+    (C,), ``gw2`` is first set to the residual branch's ``(xᵀ g)ᵀ`` and ``gb2`` to ``g``'s column sums.
 
     ``g`` (n, C) contiguous, ``h`` as :func:`forward` left it, or ``(w1, b1)``, the weights of the forward, to
     recompute each panel's activations in L1 (the forward kept none). With ``adam = (w1, exp_avg, exp_avg_sq,
@@ -296,9 +301,10 @@ def backward(feats, g: torch.Tensor, h: Union[torch.Tensor, tuple[torch.Tensor, 
     w1, m, v, hy = adam if adam is not None else (None, None, None, None)
     saved, (w1r, b1) = (h, (None, None)) if isinstance(h, torch.Tensor) else (None, h)
     pack = None if saved is not None else torch.empty(threads * (d + chunk) * panel, dtype=g.dtype)
+    rwork = None if gb2 is None else g.new_empty(_fn("nsde_residual_work")(n, c) + _fn("nsde_residual_work")(d + 1, c))
     _fn("nsde_panel_backward")(n, d, c, panel, _ptr(feats.t_offsets), _ptr(feats.t_rows), _ptr(feats.t_vals),
                                feats.t_rows.numel(), _ptr(g), int(saved is not None), _ptr(saved), _ptr(w2),
                                _ptr(gz), _ptr(gw1), _ptr(gb1), _ptr(gw2), _ptr(tile), int(adam is not None),
                                _ptr(w1), _ptr(m), _ptr(v), _ptr(hy), _ptr(feats.offsets), _ptr(feats.cols),
                                _ptr(feats.vals), feats.cols.numel(), _ptr(w1r), _ptr(b1), _ptr(pack), int(scatter),
-                               _ptr(acc), threads)
+                               _ptr(acc), threads, _ptr(gb2), _ptr(rwork))

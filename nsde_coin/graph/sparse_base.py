@@ -179,13 +179,15 @@ class SparseBase(torch.autograd.Function):
         with torch_threads(1 if compiled else threads):
             if panel is None:
                 panel = panel_width(feats.offsets.numel(), d, w1.element_size(), compiled)
-            res = feats.gather(torch.cat([w2.t(), b2[None]]))  # x W2ᵀ + b2: the residual branch, output bias (n, C)
-            keep = res.shape[0] * d * w1.element_size() <= SAVE_LIMIT_BYTES
-            if compiled:  # accumulates into res, (n, C)
-                w1, b1, w2 = w1.contiguous(), b1.contiguous(), w2.contiguous()
-                hs = _native_hidden(feats, w1, b1, w2, res, panel, keep, threads)
+            n = feats.offsets.numel()
+            keep = n * d * w1.element_size() <= SAVE_LIMIT_BYTES
+            if compiled:  # sets res to x W2ᵀ + b2 (the residual branch, output bias), then accumulates into it
+                w1, b1, w2, b2 = w1.contiguous(), b1.contiguous(), w2.contiguous(), b2.contiguous()
+                res = w1.new_empty(n, w2.shape[0])
+                hs = _native_hidden(feats, w1, b1, w2, res, panel, keep, threads, b2)
                 out_t = res.t()
-            else:  # accumulates into its transpose, (C, n): the wide product form
+            else:  # x W2ᵀ + b2 (n, C), accumulated into its transpose, (C, n): the wide product form
+                res = feats.gather(torch.cat([w2.t(), b2[None]]))
                 out_t = res.t().contiguous()
                 hs = []
                 for j in _panels(d, panel):
@@ -216,19 +218,20 @@ class SparseBase(torch.autograd.Function):
         g = g.contiguous()
         d = ctx.d
         with torch_threads(1) if ctx.compiled else small_work_threads(w2):
-            t = feats.t_gather(g)  # (d+1, C): xᵀ g (residual branch) and g.sum(0) (output bias)
-            gw2 = t[:d].t().contiguous()
-            gb2 = t[d]
             step = ctx.w1_step
             gb1 = g.new_empty(d)
-            if ctx.compiled:
+            if ctx.compiled:  # the kernel also gives the residual branch's xᵀ g and the output bias's g.sum(0)
                 adam = None
                 if step is not None:
                     hy = step.begin(ctx.w1, ctx.panel)
                     adam = (ctx.w1, step.exp_avg, step.exp_avg_sq, hy)
                 gw1 = None if step is not None else g.new_empty(d, d)
-                _native_backward(ctx, feats, g, w2, hs if ctx.keep else (w1, b1), gw1, gb1, gw2, adam)
+                gw2, gb2 = g.new_empty(w2.shape), g.new_empty(w2.shape[0])
+                _native_backward(ctx, feats, g, w2, hs if ctx.keep else (w1, b1), gw1, gb1, gw2, adam, gb2)
                 return gw1, gb1, gw2, gb2, None, None, None
+            t = feats.t_gather(g)  # (d+1, C): xᵀ g (residual branch) and g.sum(0) (output bias)
+            gw2 = t[:d].t().contiguous()
+            gb2 = t[d]
             gw1 = g.new_empty(d, d)
             g_t = g.t()
             for i, j in enumerate(_panels(d, ctx.panel)):
@@ -246,18 +249,19 @@ class SparseBase(torch.autograd.Function):
 
 
 def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool,
-                   threads: int) -> list[torch.Tensor]:
-    """Compiled forward (:mod:`nsde_coin.graph.native`, on up to ``threads`` threads) into ``out`` (n, C); returns
-    the saved activations: all panels in one n×d buffer when ``keep``, else nothing (the backward recomputes them)."""
+                   threads: int, b2=None) -> list[torch.Tensor]:
+    """Compiled forward (:mod:`nsde_coin.graph.native`, on up to ``threads`` threads) into ``out`` (n, C) (first set
+    to ``x W2ᵀ + b2`` when ``b2`` is given); returns the saved activations: all panels in one n×d buffer when
+    ``keep``, else nothing (the backward recomputes them)."""
     n, d = out.shape[0], w1.shape[0]
     h = w1.new_empty(n * d) if keep else None
-    native.forward(feats, w1, b1, w2, out, panel, h, threads)
+    native.forward(feats, w1, b1, w2, out, panel, h, threads, b2)
     return [] if h is None else [h]
 
 
-def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, adam) -> None:
+def _native_backward(ctx, feats: SparseFeatures, g, w2, saved, gw1, gb1, gw2, adam, gb2=None) -> None:
     """Compiled backward of all panels: from the saved activations, or recomputing each panel's h_J in L1 from
     ``saved = (w1, b1)`` (each panel before its columns of W1 are updated, when ``adam`` is given)."""
     h = saved[0] if ctx.keep else (saved[0].contiguous(), saved[1].contiguous())
     scatter = g.shape[0] * ctx.panel * g.element_size() > SCATTER_TABLE_BYTES
-    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, adam, scatter, ctx.threads)
+    native.backward(feats, g, h, w2, gw1, gb1, gw2, ctx.panel, adam, scatter, ctx.threads, gb2)

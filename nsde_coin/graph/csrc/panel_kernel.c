@@ -127,6 +127,7 @@ static inline __attribute__((always_inline)) void pass1_classes(const int M, int
 }
 
 #include "adam_row.h"
+#include "residual.c"
 
 #ifndef PF_MOMENTS /* Adam's moments, rows ahead: hardware prefetchers stop at each 4 KiB page (16 rows of a 64-col */
 #define PF_MOMENTS 4 /* panel); backward 1.10-1.19x faster (AMD EPYC Zen 4), 2-16 rows ahead within 4 % of each other */
@@ -240,12 +241,14 @@ static void *forward_panels(void *arg) {
  * streamed out to h when kept).  threads > 1: thread t runs panels t, t + threads, ... (nsde_run_jobs); thread 0
  * adds into out, thread t > 0 into outx[(t - 1)·n·C ...) (zeroed here; (threads - 1)·n·C floats), added to out in
  * thread order after all have finished, so a result depends on the thread count (float rounding of out's sums) but
- * not on timing. */
+ * not on timing.  b2 != NULL: out is first set to x1 [W2^T; b2] (the residual branch and output bias; rwork:
+ * nsde_residual_work(d + 1, C) floats), then accumulated into; b2 == NULL: rwork is not touched. */
 API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t panel, const int32_t *off,
                                    const int32_t *cols, const float *vals, int64_t nnz, const float *W1,
                                    const float *b1, const float *W2, int64_t keep, float *h, float *out,
-                                   float *pack, int64_t threads, float *outx) {
+                                   float *pack, int64_t threads, float *outx, const float *b2, float *rwork) {
     const int64_t T = threads < 1 ? 1 : threads > NSDE_MAX_THREADS ? NSDE_MAX_THREADS : threads;
+    if (b2) residual_forward(n, d, C, off, cols, vals, nnz, W2, b2, out, rwork); /* out = x1 [W2^T; b2] first */
     struct fwd_job jobs[NSDE_MAX_THREADS];
     for (int64_t t = 0; t < T; t++) {
         float *o = t ? outx + (t - 1) * n * C : out;
@@ -261,7 +264,9 @@ API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t pane
 }
 
 /* Backward over all panels: g (n×C), h as the forward left it; writes gW1[:, J] (d×d row-major), gb1[J] and
- * adds g^T h_J into gW2[:, J] (C×d).  tile: C×panel + panel floats of scratch.
+ * adds g^T h_J into gW2[:, J] (C×d).  tile: C×panel + panel floats of scratch.  gb2 != NULL: gW2 is first set to
+ * the residual branch's (x^T g)^T and gb2 (C) to g's column sums (rwork: nsde_residual_work(n, C) +
+ * nsde_residual_work(d + 1, C) floats); gb2 == NULL: gW2 is only added into and rwork is not touched.
  *
  * [gW1[:, J]; gb1[J]] = x1^T gz_J runs in one of two forms:
  *   scatter == 0: gather: gz (n×panel scratch) holds gz_J after pass 1, then each row of x1^T (toff, trows, tvals,
@@ -372,8 +377,9 @@ API void ENTRY(nsde_panel_backward)(int64_t n, int64_t d, int64_t C, int64_t pan
                                     float *gW2, float *tile, int64_t adam, float *W1, float *M, float *V,
                                     const float *hy, const int32_t *off, const int32_t *cols, const float *vals,
                                     int64_t nnz, const float *W1r, const float *b1, float *pack, int64_t scatter,
-                                    float *acc, int64_t threads) {
+                                    float *acc, int64_t threads, float *gb2, float *rwork) {
     const int64_t T = threads < 1 ? 1 : threads > NSDE_MAX_THREADS ? NSDE_MAX_THREADS : threads;
+    if (gb2) residual_backward(n, d, C, toff, trows, tvals, tnnz, g, gW2, gb2, rwork); /* gW2 = (x^T g)^T first */
     const int64_t gzn = (scatter ? CHUNK : n) * panel, tilen = (C + 1) * panel, packn = (d + CHUNK) * panel,
                   accn = (d + 1) * panel;
     struct bwd_job jobs[NSDE_MAX_THREADS];
