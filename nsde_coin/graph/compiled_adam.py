@@ -7,7 +7,7 @@ Right after the base layer's kernels have streamed ~60 MB through the caches, th
 Cora epoch for the 11.5 k weights (AMD EPYC, 1 thread; 49 µs when warm), against a few µs for their compiled update.
 
 The update is ``torch.optim.Adam``'s (L2 weight decay added to the gradient, no amsgrad, both bias corrections, a
-step count per parameter): the same numbers to float32 rounding (tests/graph/test_graph_ops_backward_adam.py). The
+step count per parameter): the same numbers to float32 rounding (tests/graph/test_graph_protocol_readout.py). The
 object offers what :func:`nsde_coin.loop.train` calls, ``zero_grad`` and ``step``, plus ``state`` (the moments).
 """
 

@@ -55,7 +55,7 @@ __all__ = ["ENV", "ENV_ISA", "ISAS", "MAX_THREADS", "adam", "available", "backwa
            "power_usable", "readout_backward", "readout_forward", "status", "supported_isas", "threads_for",
            "usable"]
 
-ABI_VERSION = 9  # nsde_panel_abi_version() of csrc/module.c this module calls
+ABI_VERSION = 10  # nsde_panel_abi_version() of csrc/module.c this module calls
 ENV = "NSDE_COIN_NATIVE"  # "0" disables the compiled kernels (the torch panels and torch's sparse product run)
 ENV_ISA = "NSDE_COIN_NATIVE_ISA"  # one of ISAS: run that build of the kernels instead of the CPU's widest
 ISAS = ("baseline", "avx2", "avx512")  # the builds, by the level nsde_kernel_best_isa() returns
@@ -74,8 +74,9 @@ _ARGTYPES = {  # each entry point's arguments, in the order of its C signature
     "nsde_readout_work": [_I64] * 2,
     "nsde_adam": [_I64] + [_P] * 5,
 }
-# the scratch-size queries; the kernels return nothing
-_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work", "nsde_readout_work", "nsde_residual_work")
+# the scratch-size queries and the read-out head's row check; the other kernels return nothing
+_RETURNS_I64 = ("nsde_panel_chunk", "nsde_csr_power_work", "nsde_readout_work", "nsde_residual_work",
+                "nsde_readout_forward", "nsde_readout_backward")
 _LIB: Optional[ctypes.CDLL] = None
 _BEST = 0  # the widest build this CPU runs (an index into ISAS)
 _WHY = ""
@@ -203,25 +204,53 @@ def readout_forward(p: torch.Tensor, logits: torch.Tensor, k: int, rows: torch.T
     ``p`` float32 CSR (n, n) with int64 indices (:func:`power_usable`), ``logits`` (n, C) float32, ``k`` ≥ 1,
     ``rows`` (m,) int64 in [0, n). Returns ``(lu, u0, ur)``: lu (m, C), and for :func:`readout_backward` the
     softmax u0 (n, C) and the diffused rows ur (m, C); all new contiguous tensors."""
+    rows = _readout_args(p, logits, k, rows)
     n, c = logits.shape
     logits = logits.contiguous()
     u0, ur, lu = torch.empty_like(logits), logits.new_empty(rows.numel(), c), logits.new_empty(rows.numel(), c)
     work = logits.new_empty(_fn("nsde_readout_work")(n, c))
-    _fn("nsde_readout_forward")(n, c, k, _ptr(p.crow_indices()), _ptr(p.col_indices()), _ptr(p.values()),
-                                _ptr(logits), rows.numel(), _ptr(rows), eps, _ptr(u0), _ptr(ur), _ptr(lu), _ptr(work))
+    _row_check(_fn("nsde_readout_forward")(n, c, k, _ptr(p.crow_indices()), _ptr(p.col_indices()), _ptr(p.values()),
+                                           _ptr(logits), rows.numel(), _ptr(rows), eps, _ptr(u0), _ptr(ur), _ptr(lu),
+                                           _ptr(work)), rows, n)
     return lu, u0, ur
+
+
+def _readout_args(p: torch.Tensor, x: torch.Tensor, k: int, rows: torch.Tensor) -> torch.Tensor:
+    """Refuse what the read-out kernels cannot take (one line naming it); returns ``rows`` as contiguous int64."""
+    n = x.shape[0] if x.dim() == 2 else -1
+    if not (x.dim() == 2 and x.shape[1] >= 1 and x.dtype == torch.float32 and x.device.type == "cpu"):
+        raise ValueError(f"the read-out head needs float32 CPU node values (n, C) with C >= 1, got "
+                         f"{tuple(x.shape)} {x.dtype} on {x.device}")
+    if not power_usable(x, p, True):
+        raise ValueError(f"the read-out head needs a float32 CSR step matrix ({n}, {n}) with int64 indices on the "
+                         f"CPU and the compiled kernels ({status()}); got {p.layout} {tuple(p.shape)} {p.dtype}")
+    if not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"the read-out head needs k >= 1 steps, got {k!r}")
+    if rows.dim() != 1 or rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
+        raise ValueError(f"rows must be a 1-D integer tensor of node indices, got {tuple(rows.shape)} {rows.dtype}")
+    return rows.to(torch.int64).contiguous()
+
+
+def _row_check(code: int, rows: torch.Tensor, n: int) -> None:
+    if code:
+        raise ValueError(f"rows[{code - 1}] = {int(rows[code - 1])} is not a node index in [0, {n})")
 
 
 def readout_backward(p_t: torch.Tensor, g: torch.Tensor, k: int, rows: torch.Tensor, eps: float, u0: torch.Tensor,
                      ur: torch.Tensor) -> torch.Tensor:
     """The gradient of :func:`readout_forward`'s ``lu`` with respect to the logits: ``g`` (m, C) → (n, C), through
     ``p_t`` = Pᵀ (float32 CSR, int64 indices) and the ``u0``, ``ur`` the forward returned."""
+    rows = _readout_args(p_t, u0, k, rows)
     n, c = u0.shape
+    if not (g.dtype == torch.float32 and tuple(g.shape) == tuple(ur.shape) == (rows.numel(), c)):
+        raise ValueError(f"the read-out gradient needs float32 (m, C) = ({rows.numel()}, {c}) tensors g and ur, got "
+                         f"{tuple(g.shape)} {g.dtype} and {tuple(ur.shape)}")
     g = g.contiguous()
     out = torch.empty_like(u0)
     work = u0.new_empty(_fn("nsde_readout_work")(n, c))
-    _fn("nsde_readout_backward")(n, c, k, _ptr(p_t.crow_indices()), _ptr(p_t.col_indices()), _ptr(p_t.values()),
-                                 _ptr(g), rows.numel(), _ptr(rows), eps, _ptr(u0), _ptr(ur), _ptr(out), _ptr(work))
+    _row_check(_fn("nsde_readout_backward")(n, c, k, _ptr(p_t.crow_indices()), _ptr(p_t.col_indices()),
+                                            _ptr(p_t.values()), _ptr(g), rows.numel(), _ptr(rows), eps, _ptr(u0),
+                                            _ptr(ur.contiguous()), _ptr(out), _ptr(work)), rows, n)
     return out
 
 

@@ -6,10 +6,10 @@
 
 #include "kernel_common.h"
 
-/* Bumped whenever an entry point's name, arguments or scratch sizes change (9: the residual branch inside the
- * base layer's calls, the read-out head of readout_head.c, nsde_adam); nsde_coin/graph/native.py refuses a build of another version (a stale .so left by an editable
+/* Bumped whenever an entry point's name, arguments or scratch sizes change (10: the read-out head's row check;
+ * 9: the residual branch inside the base layer's calls, the read-out head of readout_head.c, nsde_adam); nsde_coin/graph/native.py refuses a build of another version (a stale .so left by an editable
  * install after a pull) instead of passing it mismatched arguments. */
-API int64_t nsde_panel_abi_version(void) { return 9; }
+API int64_t nsde_panel_abi_version(void) { return 10; }
 
 /* The widest kernel build this CPU runs: 2 = _avx512 (x86-64-v4), 1 = _avx2 (x86-64-v3), 0 = _baseline.  Where the
  * builds are not specialised (another compiler or architecture: all three are the same generic code) it is 0. */

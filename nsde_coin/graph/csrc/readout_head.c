@@ -1,4 +1,5 @@
-/* The COIN head of the protocol's read-out training in one call each way, float32 (nsde_coin/graph/readout.py):
+/* The COIN head of the protocol's read-out training in one call each way, float32
+ * (nsde_coin/graph/experiment/readout.py):
  *
  *   forward   lu = log max(u[rows], eps),  u = P^k u0,  u0 = softmax(logits) over each row's C classes;
  *   backward  g_logits = u0 * (g0 - <g0, u0>),  g0 = (P^T)^k s,  s[rows[i]] += g[i] / u[rows[i]] where u >= eps.
@@ -33,9 +34,13 @@ typedef float hvu __attribute__((vector_size(4 * NSDE_VL), aligned(4), may_alias
 
 /* e^t for t <= 0 (t - max of a row); below -87.3 the result is 0 (float32 underflow); NaN stays NaN */
 static EXACT_ORDER hv exp_neg(hv t) {
+#if defined(__clang__)
+#pragma clang fp reassociate(off)
+#endif
     const hvi under = t < -87.3f; /* lanes that underflow: set to -87.3 here (NaN is not touched), to 0 at the end */
     t = (hv)(((hvi)t & ~under) | ((hvi)((hv){0} - 87.3f) & under));
-    const hv kf = __builtin_convertvector(__builtin_convertvector(t * 1.44269504f - 0.5f, hvi), hv);
+    const hv tk = (hv)((hvi)t & (hvi)(t == t)); /* NaN lanes as 0 for the integer conversion (it stays in t) */
+    const hv kf = __builtin_convertvector(__builtin_convertvector(tk * 1.44269504f - 0.5f, hvi), hv);
     const hv r = (t - kf * 0.693145752f) - kf * 1.42860677e-6f; /* ln2 split in two (Cody-Waite) */
     hv p = (hv){0} + 1.f / 5040.f;
     p = p * r + 1.f / 720.f;
@@ -55,8 +60,8 @@ static void softmax_rows(int64_t n, int64_t C, const float *x, float *u0, float 
     for (int64_t i = 0; i < n; i++) {
         float m = x[i * C];
         for (int64_t c = 1; c < C; c++) m = x[i * C + c] > m ? x[i * C + c] : m;
-        if (m != m) m = 0.f; /* a NaN first entry: the NaN then reaches every lane through x - m */
-        for (int64_t c = 0; c < C; c++) t[i * C + c] = x[i * C + c] - m;
+        const float nan = __builtin_nanf("");
+        for (int64_t c = 0; c < C; c++) t[i * C + c] = m == m ? x[i * C + c] - m : nan; /* NaN first: all NaN */
     }
     int64_t j = 0;
     for (; j + NSDE_VL <= total; j += NSDE_VL) *(hvu *)(u0 + j) = exp_neg((hv)(*(const hvu *)(t + j)));
@@ -77,11 +82,21 @@ static void softmax_rows(int64_t n, int64_t C, const float *x, float *u0, float 
 /* Floats of scratch nsde_readout_forward / _backward need for n x C (the caller sizes `work` with this). */
 API int64_t ENTRY(nsde_readout_work)(int64_t n, int64_t C) { return n * C + ENTRY(nsde_csr_power_work)(n, C); }
 
+/* 0 when every one of the m rows lies in [0, n), else 1 + the position of the first that does not */
+static int64_t bad_row(int64_t n, int64_t m, const int64_t *rows) {
+    for (int64_t i = 0; i < m; i++)
+        if (rows[i] < 0 || rows[i] >= n) return i + 1;
+    return 0;
+}
+
 /* Forward: logits (n x C) -> u0 (n x C, kept for the backward), ur = u[rows] (m x C, kept) and lu (m x C).
- * P: CSR (crow, col, val; n x n, int64 indices), k >= 1 steps; rows: m indices in [0, n); work: see above. */
-API void ENTRY(nsde_readout_forward)(int64_t n, int64_t C, int64_t k, const int64_t *crow, const int64_t *col,
+ * P: CSR (crow, col, val; n x n, int64 indices), k >= 1 steps; rows: m indices; work: see above.  Returns 0, or
+ * (nothing computed) 1 + the position of the first row outside [0, n). */
+API int64_t ENTRY(nsde_readout_forward)(int64_t n, int64_t C, int64_t k, const int64_t *crow, const int64_t *col,
                                      const float *val, const float *logits, int64_t m, const int64_t *rows,
                                      float eps, float *u0, float *ur, float *lu, float *work) {
+    const int64_t bad = bad_row(n, m, rows);
+    if (bad) return bad;
     float *u = work, *scratch = work + n * C;
     softmax_rows(n, C, logits, u0, u);
     ENTRY(nsde_csr_power)(n, C, k, crow, col, val, u0, u, scratch);
@@ -93,13 +108,16 @@ API void ENTRY(nsde_readout_forward)(int64_t n, int64_t C, int64_t k, const int6
             lu[i * C + c] = logf(v >= eps ? v : v != v ? v : eps); /* log max(u, eps); NaN stays */
         }
     }
+    return 0;
 }
 
 /* Backward: g (m x C, the gradient of lu) -> g_logits (n x C).  P^T: CSR (crow_t, col_t, val_t); u0, ur as the
- * forward left them; rows may repeat (their gradients add). */
-API void ENTRY(nsde_readout_backward)(int64_t n, int64_t C, int64_t k, const int64_t *crow_t, const int64_t *col_t,
+ * forward left them; rows may repeat (their gradients add).  Returns as the forward does. */
+API int64_t ENTRY(nsde_readout_backward)(int64_t n, int64_t C, int64_t k, const int64_t *crow_t, const int64_t *col_t,
                                       const float *val_t, const float *g, int64_t m, const int64_t *rows, float eps,
                                       const float *u0, const float *ur, float *g_logits, float *work) {
+    const int64_t bad = bad_row(n, m, rows);
+    if (bad) return bad;
     float *s = work, *scratch = work + n * C;
     memset(s, 0, (size_t)(n * C) * sizeof(float));
     for (int64_t i = 0; i < m; i++)
@@ -113,4 +131,5 @@ API void ENTRY(nsde_readout_backward)(int64_t n, int64_t C, int64_t k, const int
         for (int64_t c = 0; c < C; c++) dot += s[i * C + c] * u0[i * C + c];
         for (int64_t c = 0; c < C; c++) g_logits[i * C + c] = u0[i * C + c] * (s[i * C + c] - dot);
     }
+    return 0;
 }

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["CompiledReadoutHead", "DenseReadout"]
 
@@ -54,6 +55,7 @@ class CompiledReadoutHead(torch.autograd.Function):
         return lu
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):  # noqa: D102
         from nsde_coin.graph import native
 

@@ -278,8 +278,8 @@ def train_run(net: nn.Module, y: torch.Tensor, split: Split, cfg: TrainConfig = 
     w1_before = getattr(getattr(net, "base", None), "w1_step", None)  # a user's own BackwardAdam, put back after
     w1_base = _attach_backward_adam(task, cfg) if use_readout else None
     params = [p for p in task.params if w1_base is None or p is not w1_base.W1]  # W1 is stepped in the backward
-    opt: Any = (CompiledAdam(params, cfg.lr, weight_decay=cfg.weight_decay)  # W1 compiled: the others too
-                if w1_base is not None and native.available() and CompiledAdam.usable(params)
+    opt: Any = (CompiledAdam(params, cfg.lr, weight_decay=cfg.weight_decay)  # W1 stepped in the backward
+                if w1_base is not None and CompiledAdam.usable(params)
                 else make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True))
     best = BestWeights(task.params) if keep_best else None
     seen: Optional[torch.Tensor] = None  # keep_best=False: the all-node outputs of the last reset (n, C)
