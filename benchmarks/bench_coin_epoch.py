@@ -152,7 +152,8 @@ def make_epoch(kernel, feats, op, y, train, n: int, d: int, c: int, seed: int = 
     rest = params[1:] if step else params
     opt = (CompiledAdam(rest, 0.01, weight_decay=5e-4) if protocol
            else torch.optim.Adam(rest, lr=0.01, weight_decay=5e-4, fused=True))
-    steps = tuple(op.step_matrix(0.35, torch.float32, torch.device("cpu"), transpose=t) for t in (False, True))
+    steps = tuple(op.step_matrix(0.35, torch.float32, torch.device("cpu"), transpose=t) for t in (False, True)
+                  ) if protocol else ()
 
     def forward():
         os.environ[native.ENV], os.environ[native.ENV_ISA] = compiled, build  # this kernel's path and build
