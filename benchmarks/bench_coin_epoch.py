@@ -29,7 +29,10 @@ Measured in the same process:
   and ``compiled_backward_adam_<build>`` for each narrower build this CPU also runs (``NSDE_COIN_NATIVE_ISA``: the
   AVX2 and baseline SSE2 code on this machine's memory system, what a CPU without AVX-512 would execute),
   timed interleaved (one epoch of each per repeat, medians of wall and process CPU time) so that load from other
-  processes hits all alike; each speed-up is the median of the per-repeat ratios against ``legacy``.
+  processes hits all alike; each speed-up is the median of the per-repeat ratios against ``legacy``;
+* **checks** — at the same weights, each kernel's logits against ``legacy``'s (``forward_rel_diff_vs_legacy``) and
+  ``compiled_protocol``'s compiled head (log u on the training rows) against torch's
+  ``log max(u, 1e-12)`` of the legacy epoch (``head_log_u_rel_diff_vs_legacy``), relative to the largest entry.
 
 Usage::
 
@@ -235,9 +238,13 @@ def main(argv=None) -> int:
             for k, (kern, f, s) in kernels.items()}
 
     # same weights → same forward (float32 rounding of the output layer's sum only)
+    # and the same head: the compiled one's log u on the training rows against log max(u, eps) of torch's
     with torch.no_grad():
-        lg = {k: r.forward()[0] for k, r in runs.items()}
+        fw = {k: r.forward() for k, r in runs.items()}
+    lg = {k: v[0] for k, v in fw.items()}
     fwd_diff = {k: float((lg[k] - lg["legacy"]).abs().max() / lg["legacy"].abs().max()) for k in lg if k != "legacy"}
+    ref_lu = torch.log(fw["legacy"][1][train].clamp_min(1e-12))
+    head_diff = {k: float((fw[k][1] - ref_lu).abs().max() / ref_lu.abs().max()) for k in fw if k == "compiled_protocol"}
 
     limits = machine_limits(args.copy_mib, args.mm)
     work = epoch_work(n, d, c, feats.cols.numel() - n, op.scipy.nnz, 20)
@@ -282,7 +289,7 @@ def main(argv=None) -> int:
            "bandwidth_gb_s": bw, "inplace_gb_s": inplace, "peak_gflop_s": peak, "gather_limit": gather,
            "work": work, **roof,
            "protocol_floor": protocol,
-           "forward_rel_diff_vs_legacy": fwd_diff,
+           "forward_rel_diff_vs_legacy": fwd_diff, "head_log_u_rel_diff_vs_legacy": head_diff,
            "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),
            "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
            "speedup_wall_median_of_ratios": ratio_wall}
