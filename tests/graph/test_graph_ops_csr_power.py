@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from compiled import NATIVE_ONLY
 
 from nsde_coin.graph import native
 from nsde_coin.graph.diffusion import diffuse
 from nsde_coin.graph.laplacian import laplacian_from_weights, torch_csr
 from nsde_coin.graph.sparse import SMALL_WORK, propagate
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
+pytestmark = NATIVE_ONLY
 
 
 def _matrix(n: int, seed: int = 0) -> sp.csr_matrix:

@@ -7,6 +7,7 @@ built."""
 import numpy as np
 import pytest
 import torch
+from compiled import NATIVE_ONLY
 from problems import bag_of_words
 
 from nsde_coin.graph import native
@@ -15,8 +16,7 @@ from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features
 from nsde_coin.machine import l2_cache_bytes
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
+pytestmark = NATIVE_ONLY
 
 
 @pytest.fixture(autouse=True, params=["gather", "scatter"])

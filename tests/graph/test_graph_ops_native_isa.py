@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from compiled import NATIVE_ONLY, RUNS_HERE
 from problems import bag_of_words
 
 from nsde_coin.graph import native
@@ -15,16 +16,11 @@ from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.laplacian import torch_csr
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
-
-RUNS_HERE = native.supported_isas()
+pytestmark = [*NATIVE_ONLY, pytest.mark.usefixtures("compiled_path")]
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv(native.ENV, "1")
-    monkeypatch.delenv(native.ENV_ISA, raising=False)
+def one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -7,6 +7,7 @@ here without OpenMP) gives the same numbers. Skips where the kernel was not buil
 import numpy as np
 import pytest
 import torch
+from compiled import NATIVE_ONLY
 from problems import bag_of_words
 
 from nsde_coin.graph import native
@@ -14,8 +15,7 @@ from nsde_coin.graph import sparse as sp
 from nsde_coin.graph.backward_adam import BackwardAdam
 from nsde_coin.graph.sparse_base import SparseBase, sparse_features
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
+pytestmark = NATIVE_ONLY
 
 N, D, C, PANEL = 70, 150, 7, 16  # 10 panels, the last 6 wide: every thread count below splits them unevenly
 

@@ -9,22 +9,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from compiled import NATIVE_ONLY, RUNS_HERE
 
 from nsde_coin.graph import native
 from nsde_coin.graph.compiled_adam import CompiledAdam
 from nsde_coin.graph.experiment.readout import CompiledReadoutHead
 from nsde_coin.graph.laplacian import laplacian_from_weights
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-              pytest.mark.skipif(not native.available(), reason=f"compiled kernel: {native.status()}")]
-
-RUNS_HERE = native.supported_isas()
-
-
-@pytest.fixture(autouse=True)
-def compiled(monkeypatch):
-    monkeypatch.setenv(native.ENV, "1")
-    monkeypatch.delenv(native.ENV_ISA, raising=False)
+pytestmark = [*NATIVE_ONLY, pytest.mark.usefixtures("compiled_path")]
 
 
 def _steps(n=300, sigma2=0.35, seed=0):
@@ -42,7 +34,7 @@ def _reference(logits, s64, k, rows, eps):
     """float64 head: log max((Sᵏ softmax(logits))[rows], eps), as a differentiable function of the logits."""
     u = torch.softmax(logits, -1)
     s = torch.sparse_csr_tensor(torch.from_numpy(s64.indptr).long(), torch.from_numpy(s64.indices).long(),
-                                torch.from_numpy(s64.data), s64.shape)
+                                torch.from_numpy(s64.data), s64.shape, check_invariants=True)
     for _ in range(k):
         u = s @ u
     return torch.log(u[rows].clamp_min(eps))
@@ -67,7 +59,7 @@ def test_the_head_equals_the_float64_reference(build, c, scale, monkeypatch):
     assert lu.shape == (90, c) and gl.shape == (n, c)
     # float32 through softmax and 6 steps: measured ≤ 3e-7 of the scale (log u) and ≤ 1.3e-6 (gradient)
     np.testing.assert_allclose(lu.detach().double().numpy(), ref.detach().numpy(), rtol=0,
-                               atol=1e-5 * max(float(ref.abs().max()), 1.0))
+                               atol=1e-5 * max(float(ref.detach().abs().max()), 1.0))
     np.testing.assert_allclose(gl.double().numpy(), gref.numpy(), rtol=0, atol=1e-5 * float(gref.abs().max()))
 
 
@@ -92,7 +84,7 @@ def test_floored_entries_get_no_gradient_and_repeated_rows_add(build, monkeypatc
 
 def _identity(n):
     i = torch.arange(n + 1)
-    return torch.sparse_csr_tensor(i, torch.arange(n), torch.ones(n), (n, n))
+    return torch.sparse_csr_tensor(i, torch.arange(n), torch.ones(n), (n, n), check_invariants=True)
 
 
 @pytest.mark.parametrize("build", RUNS_HERE)
@@ -198,7 +190,7 @@ def test_the_protocol_run_takes_the_compiled_head_and_adam(monkeypatch):
 
     def recording(self):
         loss, aux = forward(self)
-        seen.append(float(loss))
+        seen.append(float(loss.detach()))
         return loss, aux
 
     monkeypatch.setattr(train_mod._ReadoutCOINTask, "train_forward", recording)
