@@ -173,6 +173,7 @@ class SparseBase(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w1, b1, w2, b2, feats: SparseFeatures, panel: Optional[int] = None,  # noqa: D102
                 w1_step: Optional[BackwardAdam] = None):
+        _check_shapes(w1, b1, w2, b2, feats)
         d, w1_param = w1.shape[1], w1
         compiled = native.usable(w1, feats.cols.dtype, b1, w2, b2, feats.vals)
         threads = work_threads(w1)  # the compiled kernel's own threads; torch's small (n, C) ops then run on one
@@ -246,6 +247,18 @@ class SparseBase(torch.autograd.Function):
             step.apply(ctx.w1, gw1, ctx.panel)
             gw1 = None
         return gw1, gb1, gw2, gb2, None, None, None
+
+
+def _check_shapes(w1, b1, w2, b2, feats: SparseFeatures) -> None:
+    """Refuse weights that do not fit the features, in one line, on either path: the compiled kernel reads
+    ``W2`` as C×d and ``b2[c]`` for every class c without looking at their shapes (a (1,) b2 read past its end)."""
+    d = feats.dim
+    c = w2.shape[0] if w2.dim() == 2 else None
+    if not (tuple(w1.shape) == (d, d) and tuple(b1.shape) == (d,) and c is not None and w2.shape[1] == d
+            and tuple(b2.shape) == (c,)):
+        raise ValueError(f"the sparse base layer needs W1 ({d}, {d}), b1 ({d},), W2 (C, {d}) and b2 (C,) for {d} "
+                         f"features; got W1 {tuple(w1.shape)}, b1 {tuple(b1.shape)}, W2 {tuple(w2.shape)}, "
+                         f"b2 {tuple(b2.shape)}")
 
 
 def _native_hidden(feats: SparseFeatures, w1, b1, w2, out, panel: int, keep: bool,

@@ -102,6 +102,35 @@ def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
     assert bool(torch.isnan(out[reads]).all()) and not bool(torch.isnan(out[~reads]).any())
 
 
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_nan_in_the_upstream_gradient_reaches_every_gradient_it_feeds(use_native, monkeypatch):
+    """A NaN in g at (node r, class c): the output bias's gradient gb2[c] (the residual branch alone decides it) and
+    W2's row c turn NaN, as do W1's and b1's gradients; gb2's other classes stay finite."""
+    n, d, c, r, k = 12, 18, 3, 4, 1
+    x = bag_of_words(n, d, zero_rows=())
+    up = torch.randn(n, c, generator=torch.Generator().manual_seed(6))
+    up[r, k] = float("nan")
+    _, gw1, gb1, gw2, gb2 = _run(x, _params(d, c), up, 16, use_native, monkeypatch)
+    assert bool(torch.isnan(gb2[k])) and not bool(torch.isnan(gb2[torch.arange(c) != k]).any())
+    assert bool(torch.isnan(gw2[k]).all()) and not bool(torch.isnan(gw2[torch.arange(c) != k]).any())
+    assert bool(torch.isnan(gw1[x[r] != 0]).any()) and bool(torch.isnan(gb1).any())
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("which, shape", [("b2", (1,)), ("b2", (4,)), ("b2", (1, 3)), ("w2", (3, 17)),
+                                          ("w2", (3,)), ("b1", (17,)), ("w1", (18, 19))])
+def test_weights_that_do_not_fit_the_features_are_refused_in_one_line(use_native, which, shape, monkeypatch):
+    """Found by review: the compiled path read W2 as C×d and b2[c] for every class without checking their shapes
+    (a (1,) b2 was read past its end, silently giving logits ~1e30); both paths now name the shapes."""
+    monkeypatch.setenv(native.ENV, "1" if use_native else "0")
+    params = dict(zip(("w1", "b1", "w2", "b2"), _params(18, 3)))
+    params[which] = torch.zeros(shape, requires_grad=True)
+    with pytest.raises(ValueError) as err:
+        SparseBase.apply(*params.values(), sparse_features(bag_of_words(6, 18).float().to_sparse_csr()), 16)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{which.upper() if which[0] == 'w' else which} {shape}" in msg and "b2 (C,)" in msg, msg
+
+
 @pytest.mark.parametrize("n, d, panel", [(30, 50, 16), (75, 150, 64)])  # one chunk of nodes; 3 chunks, the last short
 def test_recomputing_path_for_wide_graphs_gives_the_same_numbers(monkeypatch, n, d, panel):
     monkeypatch.setenv(native.ENV, "1")
