@@ -7,6 +7,7 @@ import pytest
 import torch
 from problems import bag_of_words
 
+from nsde_coin.graph import native
 from nsde_coin.graph.coin import COINBase
 from nsde_coin.graph.sparse_base import PANEL, SparseBase, panel_width, sparse_features
 
@@ -126,3 +127,18 @@ def test_recomputed_activations_give_the_same_gradients(monkeypatch):
         res.append([out.detach(), *torch.autograd.grad(out, params, up)])
     for a, b in zip(*res):  # identical operations in the same order: equal to rounding (measured: bitwise)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("use_native", [False] + ([True] if native.available() else []))
+@pytest.mark.parametrize("which, shape", [("b2", (1,)), ("b2", (4,)), ("b2", (1, 3)), ("w2", (3, 17)),
+                                          ("w2", (3,)), ("b1", (17,)), ("w1", (18, 19))])
+def test_weights_that_do_not_fit_the_features_are_refused_in_one_line(use_native, which, shape, monkeypatch):
+    """Found by review: the compiled path read W2 as C×d and b2[c] for every class without checking their shapes
+    (a (1,) b2 was read past its end, silently giving logits ~1e30); both paths now name the shapes."""
+    monkeypatch.setenv(native.ENV, "1" if use_native else "0")
+    params = dict(zip(("w1", "b1", "w2", "b2"), [p.detach().float().requires_grad_() for p in _params(18, 3)]))
+    params[which] = torch.zeros(shape, requires_grad=True)
+    with pytest.raises(ValueError) as err:
+        SparseBase.apply(*params.values(), sparse_features(bag_of_words(6, 18).float().to_sparse_csr()), 16)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{which.upper() if which[0] == 'w' else which} {shape}" in msg and "b2 (C,)" in msg, msg
