@@ -24,6 +24,19 @@ __all__ = ["SLOPE_BLOCK", "StateDiagonalDiffusion"]
 SLOPE_BLOCK = 1 << 18  # elements of one (rows, d, width) block of a gradient-free evaluation (1 MiB in float32)
 
 
+def _tanh_(t: Tensor) -> Tensor:
+    """tanh of ``t`` in place, as 2·sigmoid(2t) − 1 (gradient-free evaluations only: the in-place chain has no
+    backward). torch's tanh kernel took 2.8 ns per float32 element on an AMD EPYC (AVX-512), this 0.66 ns, for an
+    absolute error ≤ 2e-7 (float32; tanh's own 3e-8) — the tanh was most of the README's Milstein example."""
+    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+def _dot_last(h: Tensor, w: Tensor) -> Tensor:
+    """Σ_k h[..., i, k] w[i, k]: (B, d, width) · (d, width) → (B, d). ``einsum("bdw,dw->bd")`` ran it as a batched
+    matrix product, 4.5x slower on one cache block (322 against 72 µs, AMD EPYC)."""
+    return torch.linalg.vecdot(h, w)
+
+
 class StateDiagonalDiffusion(Diffusion):
     """A learned state-dependent diagonal σ_i(x_i, t) > 0 (noise type ``"diagonal"``, m = d).
 
@@ -84,8 +97,9 @@ class StateDiagonalDiffusion(Diffusion):
         # one pass over the (B, d, width) temporary for each of: the affine map, tanh (in place: its backward needs
         # only the output), the contraction with w2 — a Monte Carlo batch of 32k paths makes it 64 MB (float32)
         shift = self.b1 if self.wt is None else self.b1 + t * self.wt  # (d, width)
-        h = torch.addcmul(shift, x.unsqueeze(-1), self.w1).tanh_()  # (B, d, width)
-        s = torch.einsum("bdw,dw->bd", h, self.w2) + self.b2  # (B, d)
+        h = torch.addcmul(shift, x.unsqueeze(-1), self.w1)  # (B, d, width)
+        h = h.tanh_() if torch.is_grad_enabled() else _tanh_(h)
+        s = _dot_last(h, self.w2) + self.b2  # (B, d)
         return h, s
 
     def _block_rows(self) -> int:
@@ -140,7 +154,7 @@ class StateDiagonalDiffusion(Diffusion):
             rows = self._block_rows()
             for lo in range(0, x.shape[0], rows):
                 h, s[lo:lo + rows] = self._pre(t, x[lo:lo + rows])
-                torch.sub(total, torch.einsum("bdw,dw->bd", h.mul_(h), w12), out=ds_dx[lo:lo + rows])
+                torch.sub(total, _dot_last(h.mul_(h), w12), out=ds_dx[lo:lo + rows])
             if self.sigma_max is None:
                 return F.softplus(s), ds_dx.mul_(torch.sigmoid(s))
             p = torch.sigmoid(s)

@@ -105,14 +105,21 @@ def test_nan_weights_propagate_instead_of_vanishing(monkeypatch):
 @pytest.mark.parametrize("use_native", [True, False])
 def test_a_nan_in_the_upstream_gradient_reaches_every_gradient_it_feeds(use_native, monkeypatch):
     """A NaN in g at (node r, class c): the output bias's gradient gb2[c] (the residual branch alone decides it) and
-    W2's row c turn NaN, as do W1's and b1's gradients; gb2's other classes stay finite."""
+    W2's row c turn NaN, as do W1's and b1's gradients; gb2's other classes stay finite.
+
+    Only entries whose sum multiplies the NaN by a non-zero are asserted NaN: whether a BLAS turns 0·NaN into NaN
+    (torch's path) is its own business, so W2[c, j] for a j where node r's input x + relu(z) is 0 may go either way."""
     n, d, c, r, k = 12, 18, 3, 4, 1
     x = bag_of_words(n, d, zero_rows=())
+    params = _params(d, c)
     up = torch.randn(n, c, generator=torch.Generator().manual_seed(6))
     up[r, k] = float("nan")
-    _, gw1, gb1, gw2, gb2 = _run(x, _params(d, c), up, 16, use_native, monkeypatch)
+    _, gw1, gb1, gw2, gb2 = _run(x, params, up, 16, use_native, monkeypatch)
+    w1, b1 = params[0].detach().double(), params[1].detach().double()
+    feeds = (x[r] + torch.relu(x[r] @ w1 + b1)) != 0  # the columns j of W2 whose gradient sum reads g[r, k]
+    assert int(feeds.sum()) >= d // 2  # the assertion below covers most of the row
     assert bool(torch.isnan(gb2[k])) and not bool(torch.isnan(gb2[torch.arange(c) != k]).any())
-    assert bool(torch.isnan(gw2[k]).all()) and not bool(torch.isnan(gw2[torch.arange(c) != k]).any())
+    assert bool(torch.isnan(gw2[k, feeds]).all()) and not bool(torch.isnan(gw2[torch.arange(c) != k]).any())
     assert bool(torch.isnan(gw1[x[r] != 0]).any()) and bool(torch.isnan(gb1).any())
 
 

@@ -156,6 +156,7 @@ class _ReadoutCOINTask(_ModuleTask):
         dtype, device = coin.base.W1.dtype, coin.base.W1.device
         self.readout: Optional[torch.Tensor] = None
         self.steps: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (I − σ²L, its transpose) for the steps form
+        self.compiled_head = False
         if coin.layer_num == 0:
             return
         from nsde_coin.graph.diffusion import diffuse
@@ -170,6 +171,9 @@ class _ReadoutCOINTask(_ModuleTask):
                 diffuse(probe, op, coin.sigma2, coin.layer_num, **options)
             self.steps = (op.step_matrix(coin.sigma2, dtype, device),
                           op.step_matrix(coin.sigma2, dtype, device, transpose=True))
+            # the whole head (softmax, steps, rows, log) in one compiled call each way: decided once per run
+            self.compiled_head = native.power_usable(torch.empty(op.n, coin.base.W2.shape[0], dtype=dtype),
+                                                     self.steps[0], True)
             return
         eye = torch.zeros(op.n, rows.numel(), dtype=dtype, device=device)
         eye[rows, torch.arange(rows.numel(), device=device)] = 1.0
@@ -204,7 +208,7 @@ class _ReadoutCOINTask(_ModuleTask):
         self._seen = logits.detach()  # base logits of all nodes: scores_of diffuses them on the whole graph
         if self.coin.layer_num == 0:
             lu = head_log(logits[self.rows])
-        elif self.steps is not None and native.power_usable(logits, self.steps[0], True):
+        elif self.compiled_head:
             lu = CompiledReadoutHead.apply(logits, *self.steps, self.coin.layer_num, self.rows, self.coin.eps)
         else:  # the one COIN head, its diffusion restricted to the read-out rows
             u = head_outputs(logits, self._rows_of)
