@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nsde_coin._fast_tanh import tanh
 from nsde_coin._field_args import TimeLike, _as_tensor, _check_finite, _check_int
 
 __all__ = ["ACTIVATIONS", "LinearDrift", "MLPDrift", "ZeroDrift"]
 
 ACTIVATIONS = {
-    "tanh": torch.tanh,
+    "tanh": tanh,  # 2·sigmoid(2x) − 1: torch's tanh kernel is 2.4x slower (see nsde_coin._fast_tanh)
     "relu": torch.relu,
     "softplus": F.softplus,
     "silu": F.silu,

@@ -150,19 +150,6 @@ def test_closed_form_slope_is_the_autograd_jacobian():
             torch.testing.assert_close(f(0.7, x), ref.detach(), rtol=1e-12, atol=1e-14)
 
 
-def test_gradient_free_tanh_is_tanh():
-    """The gradient-free blocks' tanh (2·sigmoid(2t) − 1 in place) against torch.tanh in float64, over the range a
-    hidden unit sees, including the tails and ±0; float32: absolute error ≤ 2e-7 (measured 1.8e-7)."""
-    from nsde_coin.state_diffusion import _tanh_
-
-    t = torch.cat([torch.linspace(-30, 30, 20001, dtype=F64), torch.tensor([0.0, -0.0, 1e-30, -1e-8], dtype=F64)])
-    ref = torch.tanh(t)
-    torch.testing.assert_close(_tanh_(t.clone()), ref, rtol=0, atol=4e-16)
-    got32 = _tanh_(t.float()).double()
-    assert float((got32 - ref).abs().max()) <= 2.5e-7 and bool((got32.abs() <= 1).all())
-    assert bool(torch.isnan(_tanh_(torch.tensor([float("nan")]))).all())
-
-
 def test_gradient_free_milstein_matches_the_autograd_vjp():
     """Under no_grad Milstein's g·∂g comes from the closed form; with grad on it is torchsde's vjp through the
     network. Same seed, same SDE: the two agree to float64 round-off."""
