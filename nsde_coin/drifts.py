@@ -19,7 +19,7 @@ from nsde_coin._field_args import TimeLike, _as_tensor, _check_finite, _check_in
 __all__ = ["ACTIVATIONS", "LinearDrift", "MLPDrift", "ZeroDrift"]
 
 ACTIVATIONS = {
-    "tanh": tanh,  # 2·sigmoid(2x) − 1: torch's tanh kernel is 2.4x slower (see nsde_coin._fast_tanh)
+    "tanh": tanh,  # 2·sigmoid(2x) − 1 on large tensors (see nsde_coin._fast_tanh)
     "relu": torch.relu,
     "softplus": F.softplus,
     "silu": F.silu,

@@ -1,15 +1,23 @@
 """nsde_coin._fast_tanh: tanh as 2·sigmoid(2x) − 1 (the drift and diffusion networks' default activation) against
 torch.tanh — values over the whole range, its gradient and second derivative, vmap, and that it leaves its input
-alone — and MLPDrift with it against the same network written with torch.tanh."""
+alone — MLPDrift with it against the same network written with torch.tanh, and which sizes take which path."""
 
 import pytest
 import torch
 from torch.func import grad, vmap
 
+import nsde_coin._fast_tanh as fast_tanh
 from nsde_coin import MLPDrift
 from nsde_coin._fast_tanh import tanh, tanh_
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def identity_at_every_size(monkeypatch):
+    """Small tensors go to torch.tanh (cheaper to dispatch); these tests take the identity at every size."""
+    monkeypatch.setattr(fast_tanh, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast_tanh, "MIN_ELEMENTS_GRAD", 0)
 
 
 def _grid(dtype):
@@ -72,3 +80,14 @@ def test_mlp_drift_equals_the_same_network_with_torch_tanh():
     want = torch.autograd.grad(ref, [x, *net.parameters()], up)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+def test_small_tensors_take_torch_tanh_and_large_ones_the_identity(monkeypatch):
+    monkeypatch.setattr(fast_tanh, "MIN_ELEMENTS", 100)
+    monkeypatch.setattr(fast_tanh, "MIN_ELEMENTS_GRAD", 1000)
+    small, large = torch.randn(99), torch.randn(100)
+    assert torch.equal(tanh(small), torch.tanh(small))
+    assert torch.equal(tanh(large), torch.mul(large, 2).sigmoid_().mul_(2).sub_(1))
+    with_grad = torch.randn(999, requires_grad=True)
+    assert tanh(with_grad).grad_fn.name() == "TanhBackward0"
+    assert tanh(torch.randn(1000, requires_grad=True)).grad_fn.name() != "TanhBackward0"
