@@ -13,7 +13,7 @@ The example: ``StateDiagonalDiffusion(16)``, 32 inputs × 1000 samples (B = 32 0
   (``FeynmanKacSDE(closed_form_slope=False)``), whole-batch (32 000, 16, 32) temporaries (``SLOPE_BLOCK`` = ∞),
   torch's tanh and ``einsum``.
 
-Both give the same estimate up to float32 round-off (reported). Goal: ≤ 5 s. Usage:
+All three give the same estimate up to float32 round-off (reported). Goal: ≤ 5 s. Usage:
 ``python benchmarks/bench_readme_fk.py [--repeats 3] [--threads 1]``; writes benchmarks/results/bench_readme_fk.json.
 """
 

@@ -48,12 +48,47 @@ def test_out_of_place_form_leaves_its_input_alone():
 
 def test_gradient_and_second_derivative_are_tanh_s():
     x = torch.randn(6, 4, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    assert torch.autograd.gradcheck(tanh, (x,)) and torch.autograd.gradgradcheck(tanh, (x,))
+    assert torch.autograd.gradcheck(tanh, (x,), check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(tanh, (x,), check_fwd_over_rev=True)
     (g,) = torch.autograd.grad(tanh(x).sum(), x, create_graph=True)
     (gg,) = torch.autograd.grad(g.sum(), x)
     y = torch.tanh(x.detach())
     torch.testing.assert_close(g.detach(), 1 - y * y, rtol=0, atol=1e-15)
     torch.testing.assert_close(gg, -2 * y * (1 - y * y), rtol=0, atol=1e-15)
+
+
+def test_forward_mode_and_hessian_through_mlp_drift():
+    """Forward-mode AD (jvp) and torch.func.hessian through the drift network, against the same network with
+    torch.tanh."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import hessian
+
+    torch.manual_seed(2)
+    net = MLPDrift(3, width=8, depth=2).double()
+    x, v = torch.randn(7, 3, dtype=F64), torch.randn(7, 3, dtype=F64)
+    with fwAD.dual_level():
+        got = fwAD.unpack_dual(net(0.2, fwAD.make_dual(x, v))).tangent
+    ref = torch.func.jvp(lambda z: _with_torch_tanh(net, 0.2, z), (x,), (v,))[1]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-14)
+    h = hessian(lambda z: net(0.2, z.unsqueeze(0)).sum())(x[0])
+    h_ref = hessian(lambda z: _with_torch_tanh(net, 0.2, z.unsqueeze(0)).sum())(x[0])
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-13)
+
+
+def _with_torch_tanh(net, t, x):
+    h = torch.tanh(net.inp(x) + t * net.time_weight)
+    for layer in net.hidden:
+        h = torch.tanh(layer(h))
+    return net.out(h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])
+def test_half_precision_and_integers_keep_torch_tanh(dtype):
+    x = (torch.randn(64) * 3).to(dtype)
+    want = torch.tanh(x)
+    assert torch.equal(tanh(x), want) and tanh(x).dtype == want.dtype
+    if dtype.is_floating_point:
+        assert torch.equal(tanh_(x.clone()), torch.tanh(x))
 
 
 def test_vmap_of_its_gradient():
@@ -67,13 +102,7 @@ def test_mlp_drift_equals_the_same_network_with_torch_tanh():
     net = MLPDrift(5, width=16, depth=3).double()
     x = torch.randn(40, 5, dtype=F64, requires_grad=True)
 
-    def reference(t, x):
-        h = torch.tanh(net.inp(x) + t * net.time_weight)
-        for layer in net.hidden:
-            h = torch.tanh(layer(h))
-        return net.out(h)
-
-    out, ref = net(0.3, x), reference(0.3, x)
+    out, ref = net(0.3, x), _with_torch_tanh(net, 0.3, x)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
     up = torch.randn_like(out)
     got = torch.autograd.grad(out, [x, *net.parameters()], up)

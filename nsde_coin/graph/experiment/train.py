@@ -172,8 +172,8 @@ class _ReadoutCOINTask(_ModuleTask):
             self.steps = (op.step_matrix(coin.sigma2, dtype, device),
                           op.step_matrix(coin.sigma2, dtype, device, transpose=True))
             # the whole head (softmax, steps, rows, log) in one compiled call each way: decided once per run
-            self.compiled_head = native.power_usable(torch.empty(op.n, coin.base.W2.shape[0], dtype=dtype),
-                                                     self.steps[0], True)
+            self.compiled_head = native.power_usable(
+                torch.empty(op.n, coin.base.W2.shape[0], dtype=dtype, device=device), self.steps[0], True)
             return
         eye = torch.zeros(op.n, rows.numel(), dtype=dtype, device=device)
         eye[rows, torch.arange(rows.numel(), device=device)] = 1.0
