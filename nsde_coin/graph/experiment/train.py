@@ -144,7 +144,8 @@ class _ReadoutCOINTask(_ModuleTask):
     """COIN trained through the m×n read-out rows of its (linear, symmetric) diffusion map (see module doc), in one
     of two forms: the dense rows ``P`` (m × n, built once per run), or — where :func:`_steps_are_cheaper` — the
     explicit solver's compiled steps on the whole graph followed by taking the m rows (the same map, to float
-    rounding)."""
+    rounding), the whole head in one compiled call each way (:class:`CompiledReadoutHead`: ``_steps_are_cheaper``
+    admits the steps form only where those kernels run)."""
 
     def __init__(self, net: nn.Module, y: torch.Tensor, split: Split, inputs: Optional[tuple] = None):
         super().__init__(net, y, split, inputs)
@@ -156,7 +157,6 @@ class _ReadoutCOINTask(_ModuleTask):
         dtype, device = coin.base.W1.dtype, coin.base.W1.device
         self.readout: Optional[torch.Tensor] = None
         self.steps: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (I − σ²L, its transpose) for the steps form
-        self.compiled_head = False
         if coin.layer_num == 0:
             return
         from nsde_coin.graph.diffusion import diffuse
@@ -171,9 +171,6 @@ class _ReadoutCOINTask(_ModuleTask):
                 diffuse(probe, op, coin.sigma2, coin.layer_num, **options)
             self.steps = (op.step_matrix(coin.sigma2, dtype, device),
                           op.step_matrix(coin.sigma2, dtype, device, transpose=True))
-            # the whole head (softmax, steps, rows, log) in one compiled call each way: decided once per run
-            self.compiled_head = native.power_usable(
-                torch.empty(op.n, coin.base.W2.shape[0], dtype=dtype, device=device), self.steps[0], True)
             return
         eye = torch.zeros(op.n, rows.numel(), dtype=dtype, device=device)
         eye[rows, torch.arange(rows.numel(), device=device)] = 1.0
@@ -183,11 +180,7 @@ class _ReadoutCOINTask(_ModuleTask):
         self.readout_t = cols.contiguous()  # (n, m), for the forward product
 
     def _rows_of(self, u0: torch.Tensor) -> torch.Tensor:
-        """The diffusion map's m read-out rows of ``u0`` (n, C) → (m, C), in this task's form."""
-        if self.steps is not None:
-            from nsde_coin.graph.sparse import propagate
-
-            return propagate(u0, self.steps[0], self.coin.layer_num, self.steps[1])[self.rows]
+        """The diffusion map's m read-out rows of ``u0`` (n, C) → (m, C) in the dense form."""
         return DenseReadout.apply(u0, self.readout, self.readout_t, self.ntr)
 
     @staticmethod
@@ -208,9 +201,9 @@ class _ReadoutCOINTask(_ModuleTask):
         self._seen = logits.detach()  # base logits of all nodes: scores_of diffuses them on the whole graph
         if self.coin.layer_num == 0:
             lu = head_log(logits[self.rows])
-        elif self.compiled_head:
+        elif self.steps is not None:  # the steps form: softmax, steps, rows and log in one compiled call
             lu = CompiledReadoutHead.apply(logits, *self.steps, self.coin.layer_num, self.rows, self.coin.eps)
-        else:  # the one COIN head, its diffusion restricted to the read-out rows
+        else:  # the one COIN head, its diffusion restricted to the dense read-out rows
             u = head_outputs(logits, self._rows_of)
             lu = head_log(logits, u, self.coin.eps)
         loss = F.nll_loss(lu[: self.ntr], self.ytr)
