@@ -24,6 +24,8 @@
   ``floor_ms`` the same with ``floor_bytes`` at the larger (in-place) bandwidth, and, given a gather rate,
   ``attainable_ms``: the two products at that rate plus the other flops at the peak (both run on the same vector
   units), or the floor's bytes if those take longer (memory traffic overlaps the arithmetic).
+* :func:`goal_check` — issue 12.1's targets (2× the bound, a third of the legacy kernel) as epoch times, and the
+  stricter one over ``attainable_ms``: below 1, meeting it needs gathers faster than torch's own.
 
 An epoch faster than ``floor_ms`` would need more than the measured bandwidth or matmul rate, as long as Adam's state
 (3·4 bytes per parameter) does not stay in the last-level cache between epochs: 24.8 MB on Cora (49.5 MB for the
@@ -38,7 +40,7 @@ import statistics
 import time
 from typing import Optional
 
-__all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "gather_rate", "machine_limits"]
+__all__ = ["bounds", "concurrent_bandwidth", "epoch_work", "gather_rate", "goal_check", "machine_limits"]
 
 
 def _stream_pass(a, b) -> tuple[float, float]:
@@ -200,3 +202,13 @@ def bounds(work: dict, bandwidth_gb_s: float, peak_gflop_s: float, inplace_gb_s:
         t_rest = (work["total_flops"] - products) / peak_gflop_s / 1e6
         out.update(gathers_ms=t_gathers, attainable_ms=max(t_gathers + t_rest, t_floor))
     return out
+
+
+def goal_check(bound_ms: float, attainable_ms: float, legacy_ms: float) -> dict:
+    """Issue 12.1's two targets as epoch times, next to what this machine's gathers allow: ``target_ms`` is the
+    stricter of 2× the bound and a third of the legacy kernel's time; ``target_over_attainable`` < 1 says the target
+    lies below ``attainable_ms`` (the two nnz(X)·d products at torch's measured gather rate plus the other flops at
+    the peak), i.e. a kernel meeting it would gather faster than torch's own gather-sum over the same rows."""
+    target = min(2.0 * bound_ms, legacy_ms / 3.0)
+    return {"two_x_bound_ms": 2.0 * bound_ms, "third_of_legacy_ms": legacy_ms / 3.0, "target_ms": target,
+            "attainable_ms": attainable_ms, "target_over_attainable": target / attainable_ms}

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit_json, out_file, save_figure  # noqa: E402
-from _roofline import bounds, concurrent_bandwidth, epoch_work, gather_rate, machine_limits  # noqa: E402
+from _roofline import bounds, concurrent_bandwidth, epoch_work, gather_rate, goal_check, machine_limits  # noqa: E402
 from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
 
@@ -281,6 +281,7 @@ def main(argv=None) -> int:
     ratio_cpu = {k: statistics.median(a_ / b_ for a_, b_ in zip(cpu["legacy"], cpu[k])) for k in runs if k != "legacy"}
     ratio_wall = {k: statistics.median(a_ / b_ for a_, b_ in zip(wall["legacy"], wall[k])) for k in runs
                   if k != "legacy"}
+    goals = goal_check(bound_ms, roof["attainable_ms"], res["legacy"]["epoch_cpu_ms"])
     out = {"graph": graph, "n": n, "d": d, "classes": c, "nnz_x": feats.cols.numel() - n, "nnz_l": op.scipy.nnz,
            "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
            "python": sys.version.split()[0], "cpu": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
            "protocol_floor": protocol,
            "forward_rel_diff_vs_legacy": fwd_diff, "head_log_u_rel_diff_vs_legacy": head_diff,
            "compiled_kernel": native.status(), "compiled_builds": list(native.supported_isas()),
-           "kernels": res, "speedup_cpu_median_of_ratios": ratio_cpu,
+           "kernels": res, "goals": goals, "speedup_cpu_median_of_ratios": ratio_cpu,
            "speedup_wall_median_of_ratios": ratio_wall}
     emit_json(out, args.out)
     _figure(out, args.out.with_suffix(".png"))

@@ -129,3 +129,14 @@ def test_compare_ratios_at_the_roofline(bench):
     assert r["coin_at_floor_over_gcn_cpu"] == pytest.approx(130.0 * roof["floor_ms"] / 1e3 / 6.5)
     assert r["coin_at_floor_over_gcn_cpu"] <= r["coin_at_bound_over_gcn_cpu"]
     assert r["coin_epoch_over_bound"] == pytest.approx(20.0 / roof["bound_ms"])
+
+
+def test_goal_check_takes_the_stricter_target_against_the_attainable_time(bench):
+    from _roofline import goal_check
+
+    g = goal_check(bound_ms=5.0, attainable_ms=8.0, legacy_ms=33.0)  # 2x bound 10 ms, a third of legacy 11 ms
+    assert g["two_x_bound_ms"] == pytest.approx(10.0) and g["third_of_legacy_ms"] == pytest.approx(11.0)
+    assert g["target_ms"] == pytest.approx(10.0)
+    assert g["target_over_attainable"] == pytest.approx(1.25)
+    g = goal_check(bound_ms=5.0, attainable_ms=12.0, legacy_ms=27.0)  # a third of legacy is the stricter: 9 ms
+    assert g["target_ms"] == pytest.approx(9.0) and g["target_over_attainable"] == pytest.approx(0.75)
