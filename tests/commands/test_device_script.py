@@ -1,0 +1,69 @@
+"""``scripts/device_cora_protocol.sh`` (issue 12.3's GPU run, prepared for a lent machine) run for real on the CPU:
+its summary counts the records it wrote and their accuracy, a budget too short for the protocol is reported as a cut
+(the records of the smoke split stay), and a run without the prepared data fails in one line before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from problems import DATA, REPO, needs_data
+
+SCRIPT = REPO / "scripts" / "device_cora_protocol.sh"
+
+
+def _run(tmp_path, **env):
+    """The script's ``run`` step with ``env`` on top of a CPU setting (records, output and data under tmp_path)."""
+    full = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+            "RECORDS_DIR": str(tmp_path / "records"), "ROOT": str(tmp_path / "data"), **env}
+    return subprocess.run(["bash", str(SCRIPT), "run"], env=full, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def cora_root(tmp_path):
+    if DATA is None or not (DATA / "npz" / "cora.npz").is_file():
+        pytest.skip("shared data folder with npz/cora.npz is absent")
+    (tmp_path / "data" / "npz").mkdir(parents=True)
+    shutil.copy(DATA / "npz" / "cora.npz", tmp_path / "data" / "npz")
+    return tmp_path
+
+
+@needs_data
+def test_run_writes_a_summary_of_the_records_it_made(cora_root):
+    r = _run(cora_root, SPLITS="1", INITS="2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((cora_root / "out" / "summary.json").read_text())
+    recs = [json.loads(line) for line in (cora_root / "records" / "cora_cpu.jsonl").read_text().splitlines()]
+    assert s["requested"] == 2 and s["recorded"] == len(recs) == 2 and s["ok"] == 2 and s["failed"] == 0
+    assert s["complete"] and not s["cut_by_budget"] and s["rc"] == 0
+    acc = [100 * r["test_acc"] for r in recs]
+    assert s["test_acc_mean"] == pytest.approx(sum(acc) / 2)
+    assert 75.0 < s["test_acc_mean"] < 88.0  # Cora COIN, paper setting: 82.3 ± 1.0 % over the 2000 runs
+    assert all(r["device"] == "cpu" and r["batch"] == 2 for r in recs)  # the inits ran as one batched model
+    env = json.loads((cora_root / "out" / "env.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+
+
+@needs_data
+def test_a_budget_too_short_is_reported_as_a_cut(cora_root):
+    r = _run(cora_root, SPLITS="3", INITS="1", BUDGET_S="1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((cora_root / "out" / "summary.json").read_text())
+    assert s["cut_by_budget"] and s["rc"] == 124 and not s["complete"]
+    assert s["recorded"] < 3 and s["requested"] == 3
+
+
+def test_run_without_the_prepared_data_fails_in_one_line(tmp_path):
+    r = _run(tmp_path)
+    assert r.returncode == 2
+    assert "cora.npz not found" in r.stderr and "prepare" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "records").exists() or not any((tmp_path / "records").iterdir())
+
+
+def test_an_unknown_step_names_the_valid_ones(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT), "go"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "prepare|run" in r.stderr and "'go'" in r.stderr
