@@ -1,28 +1,16 @@
-/* out_dots, the output layer's dot products of one row of h_J with up to 8 rows of W2, for panel_kernel.c: one
- * reduction tree of two-input shuffles per vector width (VL 16, 8, 4 floats).  Included by panel_kernel.c after its
- * vector types (vf, vfi, LD) and VL are defined; not a separate translation unit. */
+/* out_dots, the output layer's dot products of one row of h_J with up to 8 rows of W2, for panel_kernel.c, and its
+ * reduction dots_reduce (one tree of two-input shuffles per vector width, VL 16, 8, 4 floats).  Included by
+ * panel_kernel.c after its vector types (vf, vfi, LD) and VL are defined; not a separate translation unit. */
 #if defined(__clang__)
 #define SHUF2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define SHUF2(a, b, ...) __builtin_shuffle(a, b, (vfi){__VA_ARGS__})
 #endif
 
-/* o[c] += W2[c, J] . h_J[v] for the M <= 8 classes of one group (w2: W2[c0, j0], row stride d; hv: one row of h_J):
- * M vector partial sums in parallel (independent FMA chains, hv loaded once), then all of them reduced together by
- * a tree of two-input shuffles (AVX-512: 23 vector operations for 8 sums where 8 separate horizontal sums took 64),
- * with no long dependency chain per class. */
-static inline __attribute__((always_inline)) void out_dots(const int M, const float *hv, const float *w2, int64_t d,
-                                                           int64_t k, float *o) {
-    vf s[8];
-    float tail[8];
-    for (int c = 0; c < 8; c++) { s[c] = (vf){0}; tail[c] = 0.f; }
-    int64_t q = 0;
-    for (; q + VL <= k; q += VL) {
-        const vf hq = LD(hv + q);
-        for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q);
-    }
-    for (; q < k; q++)
-        for (int c = 0; c < M; c++) tail[c] += hv[q] * w2[c * d + q];
+/* o[c] += (the lanes of s[c] summed) + tail[c] for the M <= 8 classes of one group: all 8 vector partial sums
+ * reduced together by a tree of two-input shuffles (AVX-512: 23 vector operations for 8 sums where 8 separate
+ * horizontal sums took 64), with no long dependency chain per class; s[c] for c >= M must be zero. */
+static inline __attribute__((always_inline)) void dots_reduce(const int M, const vf *s, const float *tail, float *o) {
     /* level 1: the lower half of x_j's lanes holds partials of s_2j, the upper half those of s_2j+1 */
     vf x[4], y[2];
 #if VL == 16
@@ -60,4 +48,21 @@ static inline __attribute__((always_inline)) void out_dots(const int M, const fl
     static const int lane[4] = {0, 2, 1, 3};
     for (int c = 0; c < M; c++) o[c] += y[c / 4][lane[c % 4]] + tail[c];
 #endif
+}
+
+/* o[c] += W2[c, J] . h_J[v] for the M <= 8 classes of one group (w2: W2[c0, j0], row stride d; hv: one row of h_J):
+ * M vector partial sums in parallel (independent FMA chains, hv loaded once), then dots_reduce. */
+static inline __attribute__((always_inline)) void out_dots(const int M, const float *hv, const float *w2, int64_t d,
+                                                           int64_t k, float *o) {
+    vf s[8];
+    float tail[8];
+    for (int c = 0; c < 8; c++) { s[c] = (vf){0}; tail[c] = 0.f; }
+    int64_t q = 0;
+    for (; q + VL <= k; q += VL) {
+        const vf hq = LD(hv + q);
+        for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q);
+    }
+    for (; q < k; q++)
+        for (int c = 0; c < M; c++) tail[c] += hv[q] * w2[c * d + q];
+    dots_reduce(M, s, tail, o);
 }

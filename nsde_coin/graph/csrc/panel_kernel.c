@@ -5,7 +5,8 @@
  *   forward  (per column panel J of width k):  copy W1[:, J] into a contiguous d×k table (its rows then lie on few
  *            pages: gathering from the strided matrix directly was ~1.6x slower, TLB misses), then for each node v
  *            h_J[v] = ReLU(b1[J] + sum_e x_ve W1[col_e, J]) in registers, stored once (streamed past the caches
- *            when kept), and out[v] += W2[:, J] h_J[v];
+ *            when kept), and out[v] += W2[:, J] h_J[v] (on AVX-512, node v's dots overlap node v+1's gather:
+ *            pipelined.h);
  *   backward (per panel):  gz_J = (g W2[:, J]) * [h_J > 0] and gW2[:, J] += g^T h_J in one pass over h_J (chunks of
  *            nodes, the W2 panel and the gW2 tile in registers), then [gW1[:, J]; gb1[J]] = x1^T gz_J as a gather
  *            from the n×k table gz_J, or (where that table would not fit in L2) as a scatter of each chunk's rows
@@ -144,6 +145,8 @@ static inline __attribute__((always_inline)) void prefetch_row(const float *row,
     }
 }
 
+#include "pipelined.h"
+
 static void pack_panel(int64_t d, int64_t j0, int64_t k, const float *W1, float *pack) {
     for (int64_t i = 0; i < d; i++) {
         if (i + PF_ROWS < d) prefetch_row(W1 + (i + PF_ROWS) * d + j0, k, 0);
@@ -210,6 +213,13 @@ static void *forward_panels(void *arg) {
         /* a kept row is built in L1 (the output layer reads it there) and streamed out; a panel whose rows are not
          * whole aligned vectors (the last, narrower one) is stored in place */
         const int stream = a->keep && k % VL == 0 && (uintptr_t)hp % (4 * VL) == 0;
+#ifdef NSDE_PIPELINED
+        if (k == BLK && C <= 8) {
+            forward_panel_pipelined(n, d, C, j0, a->off, a->cols, a->vals, a->nnz, a->b1, pack, a->W2, hp, stream,
+                                    a->out);
+            continue;
+        }
+#endif
         for (int64_t v = 0; v < n; v++) {
             float *hv = a->keep && !stream ? hp + v * k : pack + d * k;
             hidden_rows(v, v + 1, n, k, j0, a->off, a->cols, a->vals, a->nnz, a->b1, pack, hv);
@@ -252,7 +262,7 @@ API void ENTRY(nsde_panel_forward)(int64_t n, int64_t d, int64_t C, int64_t pane
     struct fwd_job jobs[NSDE_MAX_THREADS];
     for (int64_t t = 0; t < T; t++) {
         float *o = t ? outx + (t - 1) * n * C : out;
-        if (t && n * C) memset(o, 0, (size_t)(n * C) * sizeof(float)); /* n = 0: outx may be NULL */
+        if (t && n * C != 0) memset(o, 0, (size_t)(n * C) * sizeof(float)); /* n = 0: outx may be NULL */
         jobs[t] = (struct fwd_job){n, d, C, panel, nnz, keep, t, T, off, cols, vals, W1, b1, W2, h, o,
                                    pack + t * (d + 1) * panel};
     }
