@@ -40,8 +40,8 @@ CSRC = "nsde_coin/graph/csrc"
 PANEL_KERNEL = Extension(
     "nsde_coin.graph._panel_kernel",
     sources=[f"{CSRC}/module.c", f"{CSRC}/kernels_avx512.c", f"{CSRC}/kernels_avx2.c", f"{CSRC}/kernels_baseline.c"],
-    depends=[f"{CSRC}/{f}" for f in ("panel_kernel.c", "out_dots.h", "adam_row.h", "csr_power.c", "readout_head.c",
-                                      "residual.c", "kernel_common.h")],
+    depends=[f"{CSRC}/{f}" for f in ("panel_kernel.c", "out_dots.h", "pipelined.h", "adam_row.h", "csr_power.c",
+                                      "readout_head.c", "residual.c", "kernel_common.h")],
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
                         "-fvisibility=hidden", "-Wno-psabi", "-pthread"],
     extra_link_args=["-pthread"],

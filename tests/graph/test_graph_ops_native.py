@@ -64,6 +64,32 @@ def test_forward_and_gradients_equal_the_float64_reference(n, d, c, panel, monke
         np.testing.assert_allclose(a.double().numpy(), b.numpy(), rtol=0, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("c", [1, 7, 8, 9])
+@pytest.mark.parametrize("keep", [True, False])
+def test_rows_of_every_length_in_full_panels_equal_the_float64_reference(c, keep, monkeypatch):
+    """Full 64-column panels with up to 8 classes run the AVX-512 build's pipelined forward (csrc/pipelined.h: a
+    node's dots inside the next node's first gather iterations): rows with 0-5 features (fewer than the 4 iterations
+    the dots ride in, and more) and long rows, consecutive; 9 classes take the plain loop. Kept activations and
+    recomputed ones (the backward's first pass reads what the forward stored)."""
+    n, d = 48, 192
+    g = torch.Generator().manual_seed(c)
+    b = torch.zeros(n, d, dtype=torch.float64)
+    for i in range(n):
+        k = i % 6 if i % 12 < 6 else 40 + i
+        b[i, torch.randperm(d, generator=g)[:k]] = 1.0
+    x = b / b.sum(1, keepdim=True).clamp_min(1)
+    monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", sb.SAVE_LIMIT_BYTES if keep else 0)
+    params = _params(d, c, seed=c + 10)
+    up = torch.randn(n, c, generator=g)
+    got = _run(x, params, up, 64, True, monkeypatch)
+    p64 = [p.detach().double().requires_grad_() for p in params]
+    ref = _reference(x, *p64)
+    want = [ref.detach(), *torch.autograd.grad(ref, p64, up.double())]
+    for a, b_ in zip(got, want):  # float32 sums against float64, as above
+        scale = max(float(b_.abs().max()), 1e-3)
+        np.testing.assert_allclose(a.double().numpy(), b_.numpy(), rtol=0, atol=1e-5 * scale)
+
+
 def test_compiled_and_torch_panels_agree_and_the_switch_works(monkeypatch):
     n, d, c = 80, 200, 7
     x = bag_of_words(n, d, seed=3)

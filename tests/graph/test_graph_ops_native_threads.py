@@ -126,16 +126,36 @@ def test_a_forked_child_runs_the_kernel_on_one_thread_instead_of_hanging():
     assert queue.get(timeout=10) is True
 
 
-def _setup_compile_args() -> list[str]:
-    """The kernel's compile flags as setup.py gives them to its Extension (read, not copied)."""
+def _setup_extension_arg(name: str):
+    """One keyword of the kernel's Extension in setup.py, evaluated with CSRC bound (read, not copied)."""
     import ast
     from pathlib import Path
 
     tree = ast.parse((Path(__file__).resolve().parents[2] / "setup.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension":
-            return next(ast.literal_eval(k.value) for k in node.keywords if k.arg == "extra_compile_args")
-    raise AssertionError("setup.py has no Extension(..., extra_compile_args=...)")
+            kw = next((k.value for k in node.keywords if k.arg == name), None)
+            if kw is None:
+                break
+            code = compile(ast.Expression(kw), "setup.py", "eval")
+            return eval(code, {"CSRC": "nsde_coin/graph/csrc"})  # noqa: S307 - the repository's own setup.py
+    raise AssertionError(f"setup.py has no Extension(..., {name}=...)")
+
+
+def _setup_compile_args() -> list[str]:
+    """The kernel's compile flags as setup.py gives them to its Extension."""
+    return _setup_extension_arg("extra_compile_args")
+
+
+def test_every_kernel_file_is_a_source_or_a_dependency_of_the_build():
+    """setuptools rebuilds the library when a file in ``depends`` changes: a header left out (pipelined.h was, at
+    first) keeps a stale kernel after an edit, and is left out of a source distribution."""
+    from pathlib import Path
+
+    csrc = Path(native.__file__).resolve().parent / "csrc"
+    listed = set(_setup_extension_arg("sources")) | set(_setup_extension_arg("depends"))
+    on_disk = {f"nsde_coin/graph/csrc/{p.name}" for p in csrc.iterdir() if p.suffix in (".c", ".h")}
+    assert on_disk == listed
 
 
 @pytest.fixture(scope="module")
