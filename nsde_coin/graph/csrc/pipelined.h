@@ -4,7 +4,7 @@
  * window does not reach across a whole row's gather by itself).  Same sums in the same order as the plain loop, so
  * results are equal bit for bit.  Measured on Cora (AMD EPYC Zen 4, 1 thread, the kernel calls alone, interleaved):
  * base forward 5.2-6.1 -> 4.5-5.7 ms.  The same overlap in the backward's second pass (row i's gather of x1^T gz with
- * row i-1's Adam step, one vector per gather iteration or the whole row after 0-4 iterations) made it 7-18 % slower,
+ * row i-1's Adam step, one vector per gather iteration or the whole row after 0-4 iterations) made it 7-15 % slower,
  * and was dropped.
  *
  * Included by panel_kernel.c after its vector types, relu, row_end, dots_reduce (out_dots.h) and STREAM are defined;
