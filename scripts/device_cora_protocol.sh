@@ -15,11 +15,13 @@
 # split (1 × INITS, must finish in SMOKE_S seconds), then the protocol under a wall-clock budget of BUDGET_S seconds
 # (timeout; the records already written stay: the protocol resumes from its --out file, which lives under runs/ in
 # the working tree and so survives on a warm machine, and a second `run` continues where the first was cut), and
-# writes $OUT/summary.json: runs recorded, failed, test accuracy mean ± std, epochs, wall time, whether the budget cut
-# it, runs per second in this call and the time all requested runs would take at that rate; $OUT/cora_<device>.jsonl
-# holds the records.
+# writes $OUT/summary.json (scripts/device_summary.py): runs recorded, failed, test accuracy mean ± std, epochs,
+# wall time, whether the budget or a signal stopped it, runs per second in this call and the time all requested runs
+# would take at that rate; $OUT/cora_<device>.jsonl holds the records, full.err and smoke.err the commands' stderr.
+# A TERM (the device tool's own limit) still copies the records and writes the summary.  The defaults (90 s smoke,
+# 360 s budget) leave ~2 minutes of a 600 s call for installing, starting and summarising.
 #
-# Settings (environment): DEVICE (cuda), SPLITS (100), INITS (20), BUDGET_S (420), SMOKE_S (120), ROOT (.devdata),
+# Settings (environment): DEVICE (cuda), SPLITS (100), INITS (20), BUDGET_S (360), SMOKE_S (90), ROOT (.devdata),
 # RECORDS_DIR (runs/device, git-ignored), PYTHON (python3), OUT (the device tool sets it; default ./device_out).
 # The same command runs on a CPU as a check of the script itself (tests/commands/test_device_script.py), e.g.
 # `DEVICE=cpu SPLITS=1 INITS=2 bash scripts/device_cora_protocol.sh run`.
@@ -35,7 +37,7 @@ prepare() {
         return 2
     fi
     mkdir -p "$ROOT/npz" .whl
-    cp "$src/npz/cora.npz" "$ROOT/npz/"
+    cp -f "$src/npz/cora.npz" "$ROOT/npz/" || return 1
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux2014_x86_64 -d .whl torchsde==0.2.6 trampoline==0.1.2 || return 1
     echo "prepared: $ROOT/npz/cora.npz and $(ls .whl | tr '\n' ' ')"
@@ -43,9 +45,9 @@ prepare() {
 
 run() {
     local out=${OUT:-$PWD/device_out} device=${DEVICE:-cuda} splits=${SPLITS:-100} inits=${INITS:-20}
-    local budget=${BUDGET_S:-420} smoke_s=${SMOKE_S:-120} dir=${RECORDS_DIR:-runs/device}
+    local budget=${BUDGET_S:-360} smoke_s=${SMOKE_S:-90} dir=${RECORDS_DIR:-runs/device}
     local tag=${device//[^A-Za-z0-9]/_}  # cuda:0 -> cuda_0: files from $OUT come back only with plain names
-    local records=$dir/cora_$tag.jsonl
+    local records=$dir/cora_$tag.jsonl summary=scripts/device_summary.py
     if [[ ! -f $ROOT/npz/cora.npz ]]; then
         echo "run: $ROOT/npz/cora.npz not found: run 'bash scripts/device_cora_protocol.sh prepare' here first and" \
             "carry $ROOT" >&2
@@ -57,8 +59,8 @@ run() {
             .whl/*.whl || return 1
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
-    export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-    "$PY" - "$out/env.json" "$device" <<'EOF' || return 1
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    "$PY" - "$out/env.json" "$device" <<'PYEND' || return 1
 import json, os, platform, sys
 import torch
 dev = sys.argv[2]
@@ -70,51 +72,33 @@ if dev.startswith("cuda"):
     info["gpu"] = torch.cuda.get_device_name(0)
 json.dump(info, open(sys.argv[1], "w"), indent=1)
 print(json.dumps(info))
-EOF
+PYEND
     local common=(--dataset cora --root "$ROOT" --model coin --layer-num 20 --sigma2 0.35 --allow-unstable
                   --device "$device" --batch-inits --no-progress --json)
-    local t0 rc
+    local t0 rc before pid
     t0=$SECONDS
     timeout "$smoke_s" "$PY" -m nsde_coin.cli graph "${common[@]}" --splits 1 --inits "$inits" \
-        --out "$dir/smoke_$tag.jsonl" >"$out/smoke.json"
+        --out "$dir/smoke_$tag.jsonl" >"$out/smoke.json" 2>"$out/smoke.err"
     rc=$?
     echo "smoke: rc $rc in $((SECONDS - t0)) s"
-    [[ $rc -eq 0 ]] || { cat "$out/smoke.json"; return 1; }
-    local before
-    before=$(cat "$records" 2>/dev/null | grep -c .)  # records of an earlier, cut call (the protocol resumes)
+    [[ $rc -eq 0 ]] || { tail -5 "$out/smoke.err" >&2; return 1; }
+    before=$("$PY" "$summary" count "$records")  # records of an earlier, cut call: the protocol resumes
     t0=$SECONDS
+    # in the background and waited for, so that a TERM from outside (the device tool's own time limit) runs the
+    # trap at once: the records written so far and their summary still reach $OUT
     timeout "$budget" "$PY" -m nsde_coin.cli graph "${common[@]}" --splits "$splits" --inits "$inits" \
-        --out "$records" >"$out/full.json"
+        --out "$records" >"$out/full.json" 2>"$out/full.err" &
+    pid=$!
+    finish() {
+        cp "$records" "$out/cora_$tag.jsonl" 2>/dev/null
+        "$PY" "$summary" summary "$records" "$out/summary.json" "$1" "$((SECONDS - t0))" "$budget" "$splits" \
+            "$inits" "$before"
+    }
+    trap 'kill "$pid" 2>/dev/null; wait "$pid"; finish 143; exit 143' TERM INT
+    wait "$pid"
     rc=$?
-    local wall=$((SECONDS - t0))
-    cp "$records" "$out/cora_$tag.jsonl" 2>/dev/null
-    "$PY" - "$records" "$out/summary.json" "$rc" "$wall" "$budget" "$splits" "$inits" "$before" <<'EOF'
-import json, statistics, sys
-path, dest, rc, wall, budget, splits, inits, before = sys.argv[1:]
-recs = []
-try:
-    lines = open(path).read().splitlines()
-except FileNotFoundError:  # cut before the first batch finished
-    lines = []
-for line in lines:
-    try:
-        recs.append(json.loads(line))
-    except ValueError:  # a line cut by the budget
-        pass
-ok = [r for r in recs if r.get("status") == "ok"]
-acc = [100 * r["test_acc"] for r in ok]
-out = {"requested": int(splits) * int(inits), "recorded": len(recs), "ok": len(ok), "failed": len(recs) - len(ok),
-       "test_acc_mean": statistics.fmean(acc) if acc else None,
-       "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else None,
-       "epochs_mean": statistics.fmean(r["epochs"] for r in ok) if ok else None,
-       "this_call_wall_s": float(wall), "budget_s": int(budget), "cut_by_budget": rc == "124", "rc": int(rc),
-       "complete": len(recs) >= int(splits) * int(inits), "recorded_before_this_call": int(before)}
-new = len(recs) - int(before)
-out["runs_per_s_this_call"] = new / float(wall) if new > 0 and float(wall) > 0 else None
-out["projected_s_for_all"] = out["requested"] / out["runs_per_s_this_call"] if out["runs_per_s_this_call"] else None
-json.dump(out, open(dest, "w"), indent=1)
-print(json.dumps(out))
-EOF
+    trap - TERM INT
+    finish "$rc"
 }
 
 case ${1:-run} in

@@ -7,7 +7,7 @@ here without OpenMP) gives the same numbers. Skips where the kernel was not buil
 import numpy as np
 import pytest
 import torch
-from compiled import NATIVE_ONLY
+from compiled import NATIVE_ONLY, build_library, setup_extension_arg
 from problems import bag_of_words
 
 from nsde_coin.graph import native
@@ -126,34 +126,13 @@ def test_a_forked_child_runs_the_kernel_on_one_thread_instead_of_hanging():
     assert queue.get(timeout=10) is True
 
 
-def _setup_extension_arg(name: str):
-    """One keyword of the kernel's Extension in setup.py, evaluated with CSRC bound (read, not copied)."""
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse((Path(__file__).resolve().parents[2] / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension":
-            kw = next((k.value for k in node.keywords if k.arg == name), None)
-            if kw is None:
-                break
-            code = compile(ast.Expression(kw), "setup.py", "eval")
-            return eval(code, {"CSRC": "nsde_coin/graph/csrc"})  # noqa: S307 - the repository's own setup.py
-    raise AssertionError(f"setup.py has no Extension(..., {name}=...)")
-
-
-def _setup_compile_args() -> list[str]:
-    """The kernel's compile flags as setup.py gives them to its Extension."""
-    return _setup_extension_arg("extra_compile_args")
-
-
 def test_every_kernel_file_is_a_source_or_a_dependency_of_the_build():
     """setuptools rebuilds the library when a file in ``depends`` changes: a header left out (pipelined.h was, at
     first) keeps a stale kernel after an edit, and is left out of a source distribution."""
     from pathlib import Path
 
     csrc = Path(native.__file__).resolve().parent / "csrc"
-    listed = set(_setup_extension_arg("sources")) | set(_setup_extension_arg("depends"))
+    listed = set(setup_extension_arg("sources")) | set(setup_extension_arg("depends"))
     on_disk = {f"nsde_coin/graph/csrc/{p.name}" for p in csrc.iterdir() if p.suffix in (".c", ".h")}
     assert on_disk == listed
 
@@ -161,26 +140,10 @@ def test_every_kernel_file_is_a_source_or_a_dependency_of_the_build():
 @pytest.fixture(scope="module")
 def pthread_build(tmp_path_factory):
     """The library built as a compiler without OpenMP builds it (module.c's POSIX-threads nsde_run_jobs)."""
-    import os
-    import shutil
-    import subprocess
-    import sysconfig
-    from pathlib import Path
-
-    # the compiler setuptools used for the installed build: $CC, else Python's own (same code, same numbers)
-    cc = shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler to build the POSIX-threads fallback")
-    src = Path(native.__file__).resolve().parent / "csrc"
     out = tmp_path_factory.mktemp("pthreads") / "kernel_pthreads.so"
-    sources = [src / f for f in ("module.c", "kernels_avx512.c", "kernels_avx2.c", "kernels_baseline.c")]
-    flags = [f for f in _setup_compile_args() if f != "-fopenmp"]
-    subprocess.run([cc, "-shared", "-fPIC", *flags, *map(str, sources), "-o", str(out), "-pthread"], check=True,
-                   timeout=300)
-    import ctypes
-
+    lib = build_library(out)
     assert b"GOMP_parallel" not in out.read_bytes()  # really the fallback: no OpenMP region in it
-    return native._bind(ctypes.CDLL(str(out)))
+    return lib
 
 
 @pytest.mark.parametrize("keep, scatter, adam", [(True, False, True), (False, True, False)],

@@ -214,8 +214,8 @@ static void *forward_panels(void *arg) {
          * whole aligned vectors (the last, narrower one) is stored in place */
         const int stream = a->keep && k % VL == 0 && (uintptr_t)hp % (4 * VL) == 0;
 #ifdef NSDE_PIPELINED
-        if (k == BLK && C <= 8) {
-            forward_panel_pipelined(n, d, C, j0, a->off, a->cols, a->vals, a->nnz, a->b1, pack, a->W2, hp, stream,
+        if (pipelined_panel(k, C)) {
+            forward_panel_pipelined(k, n, d, C, j0, a->off, a->cols, a->vals, a->nnz, a->b1, pack, a->W2, hp, stream,
                                     a->out);
             continue;
         }

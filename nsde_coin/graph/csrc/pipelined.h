@@ -8,23 +8,28 @@
  * and was dropped.
  *
  * Included by panel_kernel.c after its vector types, relu, row_end, dots_reduce (out_dots.h) and STREAM are defined;
- * not a separate translation unit.  Narrower builds, panels narrower than BLK and more than 8 classes keep the plain
- * loop (forward_panels). */
-#if VL == 16 && !defined(NSDE_NO_PIPELINE)
+ * not a separate translation unit.  It runs for panels of BLK or 2·BLK columns (64 or 128: the EPYC's and the Xeon's
+ * Cora panels) and 1-8 classes; narrower builds (and a compiler that did not take the AVX-512 target), the narrow
+ * last panel and more classes keep the plain loop (forward_panels). */
+#if VL == 16 && defined(__AVX512F__) && !defined(NSDE_NO_PIPELINE)
 #define NSDE_PIPELINED 1
 
-/* The forward of one full-width panel (k == BLK) for C <= 8 classes, AVX-512 only (its 32 registers hold both
- * sets of accumulators): node v's output-layer dots (out_dots' M FMA chains over the BLK columns, in the same order)
- * ride in the first iterations of node v+1's gather, which waits on L2 while the dots keep the FMA units busy; the
- * rows of h alternate between two L1 buffers.  Results equal the plain loop's bit for bit.  hp: the panel's kept
- * n×k block (NULL: not kept); stream: write it with streaming stores. */
-static inline __attribute__((always_inline)) void panel_rows_pipelined(const int M, int64_t n, int64_t d, int64_t C,
-                                                                       int64_t j0, const int32_t *off,
-                                                                       const int32_t *cols, const float *vals,
-                                                                       int64_t nnz, const float *b1,
-                                                                       const float *pack, const float *W2,
-                                                                       float *hp, const int stream, float *out) {
-    float buf[2][BLK] __attribute__((aligned(64)));
+/* The forward of one full-width panel (k = NV·VL columns, NV = 4 or 8: BLK or 2·BLK) for 1 <= M = C <= 8 classes:
+ * node v's output-layer dots (out_dots' M FMA chains over the k columns, in the same order) ride in the first NV
+ * iterations of node v+1's gather, which waits on L2 while the dots keep the FMA units busy; the rows of h alternate
+ * between two L1 buffers.  The gather keeps all NV vectors of the row in registers over the row's non-zeros, where
+ * the plain loop runs one BLK-column block at a time: each vector's sum still adds the same terms in the same
+ * order.  Results equal the plain loop's bit for bit.  hp: the panel's kept n×k block (NULL: not kept); stream:
+ * write it with streaming stores. */
+static inline __attribute__((always_inline)) void panel_rows_pipelined(const int NV, const int M, int64_t n,
+                                                                       int64_t d, int64_t C, int64_t j0,
+                                                                       const int32_t *off, const int32_t *cols,
+                                                                       const float *vals, int64_t nnz,
+                                                                       const float *b1, const float *pack,
+                                                                       const float *W2, float *hp, const int stream,
+                                                                       float *out) {
+    const int64_t k = NV * VL;
+    float buf[2][2 * BLK] __attribute__((aligned(64)));
     const float *w2 = W2 + j0, *base = b1 + j0;
     static const float zero_tail[8] = {0};
     for (int64_t v = 0; v <= n; v++) {
@@ -36,30 +41,30 @@ static inline __attribute__((always_inline)) void panel_rows_pipelined(const int
         if (v < n) {
             const int64_t e1 = row_end(off, v, n, nnz) - 1; /* the row's last entry: the ones column */
             int64_t e = off[v];
-            vf a[NB];
-            for (int t = 0; t < NB; t++) a[t] = LD(base + t * VL);
+            vf a[8];
+            for (int t = 0; t < NV; t++) a[t] = LD(base + t * VL);
             if (v > 0)
-                for (; e < e1 && q < NB; e++, q++) {
+                for (; e < e1 && q < NV; e++, q++) {
                     const float w = vals[e];
-                    const float *r = pack + (int64_t)cols[e] * BLK;
-                    for (int t = 0; t < NB; t++) a[t] += w * LD(r + t * VL);
+                    const float *r = pack + (int64_t)cols[e] * k;
+                    for (int t = 0; t < NV; t++) a[t] += w * LD(r + t * VL);
                     const vf hq = LD(prev + q * VL);
                     for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q * VL);
                 }
             for (; e < e1; e++) {
                 const float w = vals[e];
-                const float *r = pack + (int64_t)cols[e] * BLK;
-                for (int t = 0; t < NB; t++) a[t] += w * LD(r + t * VL);
+                const float *r = pack + (int64_t)cols[e] * k;
+                for (int t = 0; t < NV; t++) a[t] += w * LD(r + t * VL);
             }
-            for (int t = 0; t < NB; t++) ST(cur + t * VL, relu(a[t]));
+            for (int t = 0; t < NV; t++) ST(cur + t * VL, relu(a[t]));
             if (hp)
-                for (int t = 0; t < NB; t++) {
-                    if (stream) STREAM(hp + v * BLK + t * VL, LD(cur + t * VL));
-                    else ST(hp + v * BLK + t * VL, LD(cur + t * VL));
+                for (int t = 0; t < NV; t++) {
+                    if (stream) STREAM(hp + v * k + t * VL, LD(cur + t * VL));
+                    else ST(hp + v * k + t * VL, LD(cur + t * VL));
                 }
         }
         if (v > 0) {
-            for (; q < NB; q++) {
+            for (; q < NV; q++) {
                 const vf hq = LD(prev + q * VL);
                 for (int c = 0; c < M; c++) s[c] += hq * LD(w2 + c * d + q * VL);
             }
@@ -68,21 +73,32 @@ static inline __attribute__((always_inline)) void panel_rows_pipelined(const int
     }
 }
 
-/* panel_rows_pipelined for the C <= 8 classes at hand (a compile-time count of FMA chains in each case) */
-static void forward_panel_pipelined(int64_t n, int64_t d, int64_t C, int64_t j0, const int32_t *off,
+/* Whether forward_panel_pipelined takes a panel of k columns with C classes */
+static inline int pipelined_panel(int64_t k, int64_t C) { return (k == BLK || k == 2 * BLK) && C >= 1 && C <= 8; }
+
+/* panel_rows_pipelined for the panel width and class count at hand (compile-time counts of vectors and FMA chains
+ * in each case); only for pipelined_panel(k, C) */
+static void forward_panel_pipelined(int64_t k, int64_t n, int64_t d, int64_t C, int64_t j0, const int32_t *off,
                                     const int32_t *cols, const float *vals, int64_t nnz, const float *b1,
                                     const float *pack, const float *W2, float *hp, const int stream, float *out) {
-#define ROWS(M) panel_rows_pipelined(M, n, d, C, j0, off, cols, vals, nnz, b1, pack, W2, hp, stream, out)
-    switch (C) {
-    case 8: ROWS(8); break;
-    case 7: ROWS(7); break;
-    case 6: ROWS(6); break;
-    case 5: ROWS(5); break;
-    case 4: ROWS(4); break;
-    case 3: ROWS(3); break;
-    case 2: ROWS(2); break;
-    default: ROWS(1); break;
+#define ROWS(NV, M) panel_rows_pipelined(NV, M, n, d, C, j0, off, cols, vals, nnz, b1, pack, W2, hp, stream, out)
+#define CLASSES(NV)                                                                                            \
+    switch (C) {                                                                                               \
+    case 8: ROWS(NV, 8); break;                                                                                \
+    case 7: ROWS(NV, 7); break;                                                                                \
+    case 6: ROWS(NV, 6); break;                                                                                \
+    case 5: ROWS(NV, 5); break;                                                                                \
+    case 4: ROWS(NV, 4); break;                                                                                \
+    case 3: ROWS(NV, 3); break;                                                                                \
+    case 2: ROWS(NV, 2); break;                                                                                \
+    default: ROWS(NV, 1); break;                                                                               \
     }
+    if (k == BLK) {
+        CLASSES(BLK / VL)
+    } else {
+        CLASSES(2 * BLK / VL)
+    }
+#undef CLASSES
 #undef ROWS
 }
 #endif
