@@ -34,15 +34,15 @@ def setup_extension_arg(name: str):
 
 
 def build_library(out: Path, *extra: str) -> ctypes.CDLL:
-    """The kernel library built again into ``out`` with setup.py's flags (without OpenMP: module.c's POSIX-threads
-    nsde_run_jobs) and ``extra`` compiler arguments, bound as :mod:`nsde_coin.graph.native` binds its own; skips
-    the test where there is no C compiler. The compiler is the one setuptools used for the installed build ($CC,
-    else Python's own): same code and flags, same numbers."""
+    """The kernel library built again into ``out`` from setup.py's sources and flags (without OpenMP: module.c's
+    POSIX-threads nsde_run_jobs) and ``extra`` compiler arguments, bound as :mod:`nsde_coin.graph.native` binds its
+    own; skips the test where there is no C compiler. The compiler is the one setuptools used for the installed
+    build ($CC, else Python's own): same code and flags, same numbers."""
     cc = shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler to build the kernel library again")
-    src = Path(native.__file__).resolve().parent / "csrc"
-    sources = [src / f for f in ("module.c", "kernels_avx512.c", "kernels_avx2.c", "kernels_baseline.c")]
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / f for f in setup_extension_arg("sources")]
     flags = [f for f in setup_extension_arg("extra_compile_args") if f != "-fopenmp"]
     subprocess.run([cc, "-shared", "-fPIC", *extra, *flags, *map(str, sources), "-o", str(out), "-pthread"],
                    check=True, timeout=300)

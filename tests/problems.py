@@ -33,6 +33,16 @@ needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (<repo>
 """Skip marker of the tests that read the real data sets (they copy them to a temp dir before PyG writes)."""
 
 
+def ragged_rows(n: int, d: int, g: torch.Generator) -> torch.Tensor:
+    """(n, d) float64 row-normalised binary features whose rows alternate, six at a time, between 0-5 features and
+    long rows of 40 + i: the compiled forward's pipelined gather (csrc/pipelined.h) carries the previous node's dots
+    in its first iterations, so rows shorter than those and rows far longer both matter. Draws from ``g``."""
+    b = torch.zeros(n, d, dtype=torch.float64)
+    for i in range(n):
+        b[i, torch.randperm(d, generator=g)[: i % 6 if i % 12 < 6 else 40 + i]] = 1.0
+    return b / b.sum(1, keepdim=True).clamp_min(1)
+
+
 def ring_graph(n: int, extra: int, seed: int = 0) -> torch.Tensor:
     """edge_index (2, n + extra): a ring over n nodes (so the graph is connected) plus ``extra`` seeded random edges
     (self-loops and duplicates included, which every Laplacian constructor must drop or collapse)."""

@@ -19,11 +19,16 @@ from problems import DATA, REPO, needs_data
 SCRIPT = REPO / "scripts" / "device_cora_protocol.sh"
 
 
-def _run(tmp_path, **env):
-    """The script's ``run`` step with ``env`` on top of a CPU setting (records, output and data under tmp_path)."""
-    full = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+def _env(tmp_path, **env) -> dict:
+    """The script's environment: a CPU setting with records, output and data under tmp_path, ``env`` on top."""
+    return {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
             "RECORDS_DIR": str(tmp_path / "records"), "ROOT": str(tmp_path / "data"), **env}
-    return subprocess.run(["bash", str(SCRIPT), "run"], env=full, capture_output=True, text=True, timeout=300)
+
+
+def _run(tmp_path, **env):
+    """The script's ``run`` step to its end, under :func:`_env`."""
+    return subprocess.run(["bash", str(SCRIPT), "run"], env=_env(tmp_path, **env), capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.fixture
@@ -76,10 +81,8 @@ def test_an_unknown_step_names_the_valid_ones(tmp_path):
 def test_a_term_from_outside_still_leaves_the_records_and_their_summary(cora_root):
     """The device tool ends a command past its limit: the script's trap stops the protocol, copies the records and
     writes the summary (rc 143) instead of losing the call's work."""
-    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(cora_root / "out"),
-           "RECORDS_DIR": str(cora_root / "records"), "ROOT": str(cora_root / "data"), "SPLITS": "50", "INITS": "1"}
-    proc = subprocess.Popen(["bash", str(SCRIPT), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(["bash", str(SCRIPT), "run"], env=_env(cora_root, SPLITS="50", INITS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         full = cora_root / "records" / "cora_cpu.jsonl"

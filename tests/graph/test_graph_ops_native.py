@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from compiled import NATIVE_ONLY
-from problems import bag_of_words
+from problems import bag_of_words, ragged_rows
 
 from nsde_coin.graph import native
 from nsde_coin.graph import sparse_base as sb
@@ -73,11 +73,7 @@ def test_rows_of_every_length_in_full_panels_equal_the_float64_reference(c, keep
     recomputed ones (the backward's first pass reads what the forward stored)."""
     n, d = 48, 192
     g = torch.Generator().manual_seed(c)
-    b = torch.zeros(n, d, dtype=torch.float64)
-    for i in range(n):
-        k = i % 6 if i % 12 < 6 else 40 + i
-        b[i, torch.randperm(d, generator=g)[:k]] = 1.0
-    x = b / b.sum(1, keepdim=True).clamp_min(1)
+    x = ragged_rows(n, d, g)
     monkeypatch.setattr(sb, "SAVE_LIMIT_BYTES", sb.SAVE_LIMIT_BYTES if keep else 0)
     params = _params(d, c, seed=c + 10)
     up = torch.randn(n, c, generator=g)

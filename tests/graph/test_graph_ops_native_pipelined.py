@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from compiled import NATIVE_ONLY, build_library
+from problems import ragged_rows
 
 from nsde_coin.graph import native
 from nsde_coin.graph.backward_adam import BackwardAdam
@@ -27,10 +28,7 @@ def plain_build(tmp_path_factory):
 
 def _problem(n: int, d: int, c: int, seed: int):
     g = torch.Generator().manual_seed(seed)
-    b = torch.zeros(n, d)
-    for i in range(n):
-        b[i, torch.randperm(d, generator=g)[: i % 6 if i % 12 < 6 else 40 + i]] = 1.0
-    x = (b / b.sum(1, keepdim=True).clamp_min(1)).to_sparse_csr()
+    x = ragged_rows(n, d, g).float().to_sparse_csr()
     w1 = torch.randn(d, d, generator=g) * 0.05
     b1, w2, b2 = torch.randn(d, generator=g) * 0.1, torch.randn(c, d, generator=g) * 0.05, torch.randn(c, generator=g)
     return sparse_features(x), w1, b1, w2, b2, torch.randn(n, c, generator=g)
