@@ -60,8 +60,10 @@ class FixedGridBrownian(BaseBrownian):
         grid_tol: how far (in units of dt) a query time may be from a grid point.
         commutative: the noise is commutative (diagonal, additive or scalar), so a solver's Lévy-area term
             vanishes identically (torchsde's log_ode multiplies A by ∂σ, zero for such noise): A is then returned as
-            zeros of shape (batch, m, m) without drawing or storing it (a stride-0 view). W and U are unchanged —
-            they come first from each step's stream — so the path is the same as with ``commutative=False``.
+            zeros of shape (batch, m, m) without drawing or storing it (a stride-0 view), and the space-time area
+            that only U and A use is drawn only when U is asked for (log_ode asks for W and A: one normal draw per
+            step instead of two). W and U are unchanged — they come first from each step's stream — so the path
+            is the same as with ``commutative=False``.
         rows: ``(lo, hi)``: answer only rows ``lo..hi-1`` of the ``size`` draw (shape (hi − lo, m)) — the paths
             those rows get in the whole batch, for a data-parallel rank that holds a shard of it.
     """
@@ -108,6 +110,7 @@ class FixedGridBrownian(BaseBrownian):
         self._have_H = levy_area != "none"
         self._have_A = levy_area in ("davie", "foster")
         self._draw_A = self._have_A and not commutative
+        self._lazy_H = self._have_A and commutative  # H then feeds U only: drawn when U is asked for
         self._seed = seed
         self._grid_tol = float(grid_tol)
         self._gen = torch.Generator(device=self._device)
@@ -165,9 +168,13 @@ class FixedGridBrownian(BaseBrownian):
                 f"torchsde.BrownianInterval for adaptive or off-grid solvers")
         return k
 
-    def _draw(self, k: int) -> tuple:
-        """(W, H, N) of step k: increment, standardised space-time area (or None), Lévy-area noise (or None)."""
-        if k == self._cache_k:
+    def _draw(self, k: int, with_H: bool = True) -> tuple:
+        """(W, H, N) of step k: increment, standardised space-time area (or None), Lévy-area noise (or None).
+
+        ``with_H=False``: the caller needs no U, so commutative noise (whose A is zero) skips drawing H; a later
+        call that needs it draws the step again (W first, so the same W)."""
+        want_H = self._have_H and (with_H or not self._lazy_H)
+        if k == self._cache_k and (self._cache[1] is not None or not want_H):
             return self._cache
         self.draws += 1
         gen = self._gen
@@ -175,7 +182,7 @@ class FixedGridBrownian(BaseBrownian):
         h = self._dt
         W = torch.empty(self._size, dtype=self._dtype, device=self._device).normal_(0.0, math.sqrt(h), generator=gen)
         H = N = None
-        if self._have_H:
+        if want_H:
             H = torch.empty(self._size, dtype=self._dtype, device=self._device).normal_(
                 0.0, math.sqrt(h / 12.0), generator=gen)
         if self._draw_A:
@@ -221,7 +228,7 @@ class FixedGridBrownian(BaseBrownian):
             out = self(ta, tb, return_U=return_U)
             return (*out, zero_area) if return_U else (out, zero_area)
         if kb == ka + 1:
-            W, H, N = self._draw(ka)
+            W, H, N = self._draw(ka, return_U or return_A)
             U = h * (0.5 * W + H) if return_U else None
             A = self._area(W, H, N, h) if return_A else None
         else:
@@ -229,7 +236,7 @@ class FixedGridBrownian(BaseBrownian):
             U = torch.zeros_like(W) if return_U else None
             A = W.new_zeros((*self._out, self._out[-1])) if return_A else None
             for k in range(ka, kb):
-                Wk, Hk, Nk = self._draw(k)
+                Wk, Hk, Nk = self._draw(k, return_U or return_A)
                 if return_A:
                     # Chen: A_{s,t} = A_{s,u} + A_{u,t} + ½ (W_{s,u} ⊗ W_{u,t} − W_{u,t} ⊗ W_{s,u})
                     A = A + self._area(Wk, Hk, Nk, h) + 0.5 * (W.unsqueeze(-1) * Wk.unsqueeze(-2)

@@ -62,3 +62,21 @@ def test_commutative_brownian_keeps_the_path_and_returns_a_zero_area():
         assert A.shape == A_full.shape == (6, 3, 3) and not A.any() and A_full.abs().max() > 0
         W2, A2 = comm(ta, tb, return_A=True)
         assert torch.equal(W2, W_full) and A2.shape == (6, 3, 3)
+
+
+def test_commutative_brownian_draws_the_space_time_area_only_for_U():
+    """log_ode asks a commutative Brownian motion for W and A only: H (which only U and A use) is not drawn then, and
+    a later request for U on the same step draws the step again, with the same W and the U of the full path."""
+    kw = dict(steps=8, seed=4, dtype=F64, levy_area="foster")
+    full = FixedGridBrownian(0.0, 1.0, (6, 3), **kw)
+    comm = FixedGridBrownian(0.0, 1.0, (6, 3), commutative=True, **kw)
+    W_full, U_full = full(0.25, 0.375, return_U=True)
+    W, A = comm(0.25, 0.375, return_A=True)
+    assert comm.draws == 1 and torch.equal(W, W_full) and not A.any()
+    assert comm._cache[1] is None  # the step's space-time area was not drawn
+    W2, U = comm(0.25, 0.375, return_U=True)
+    assert comm.draws == 2 and torch.equal(W2, W_full) and torch.equal(U, U_full)
+    comm(0.25, 0.375, return_A=True)  # the cached step now has H: no third draw
+    assert comm.draws == 2
+    Wm, Am = comm(0.0, 0.5, return_A=True)  # a multi-step increment on the same path
+    assert torch.equal(Wm, full(0.0, 0.5)) and Am.shape == (6, 3, 3)
