@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"embedded spirals: {d['classes']} classes, dim {d['dim']}, {d['n_train']} train / {d['n_test']} test, "
           f"{d['label_noise_train']:.0%} training labels flipped, seed {d['seed']}")
     print(format_table(results))
-    print(f"wall time {results['wall_time_s']:.1f} s ({results['environment']['threads']} threads); "
+    threads = results['environment']['threads']
+    print(f"wall time {results['wall_time_s']:.1f} s ({threads} thread{'' if threads == 1 else 's'}); "
           f"results: {json_path}" + (f"; plot: {results['plot']}" if results["plot"] else ""))
     sys.stdout.flush()
     return rc
