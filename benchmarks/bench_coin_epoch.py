@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit_json, out_file, save_figure  # noqa: E402
+from _report import emit_json, median_round_ratio, out_file, save_figure  # noqa: E402
 from _roofline import bounds, concurrent_bandwidth, epoch_work, gather_rate, goal_check, machine_limits  # noqa: E402
 from bench_propagate import cora_adjacency  # noqa: E402
 from bench_propagate import sparse_features as random_features  # noqa: E402
@@ -278,9 +278,8 @@ def main(argv=None) -> int:
                   "fraction_of_bound_cpu": bound_ms / med_cpu, "times_bound_cpu": med_cpu / bound_ms,
                   "times_bound_wall": med_wall / bound_ms,  # with --threads > 1: wall time against the limits
                   "times_attainable_cpu": med_cpu / roof["attainable_ms"]}
-    ratio_cpu = {k: statistics.median(a_ / b_ for a_, b_ in zip(cpu["legacy"], cpu[k])) for k in runs if k != "legacy"}
-    ratio_wall = {k: statistics.median(a_ / b_ for a_, b_ in zip(wall["legacy"], wall[k])) for k in runs
-                  if k != "legacy"}
+    ratio_cpu = {k: median_round_ratio(cpu["legacy"], cpu[k]) for k in runs if k != "legacy"}
+    ratio_wall = {k: median_round_ratio(wall["legacy"], wall[k]) for k in runs if k != "legacy"}
     goals = goal_check(bound_ms, roof["attainable_ms"], res["legacy"]["epoch_cpu_ms"])
     out = {"graph": graph, "n": n, "d": d, "classes": c, "nnz_x": feats.cols.numel() - n, "nnz_l": op.scipy.nnz,
            "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torchsde
-from _report import out_folder, save_figure, write_json
+from _report import median_round_ratio, out_folder, save_figure, write_json
 
 from nsde_coin import FixedGridBrownian, GeneralDiffusion, MLPDrift, ScalarDiffusion, feynman_kac, get_solver
 from nsde_coin.machine import cpu_model
@@ -72,14 +72,6 @@ def _case(d: int, solver: str, mode: str):
         mean.sum().backward()
 
     return run
-
-
-def median_round_ratio(times: list[float], base: list[float]) -> float:
-    """Median over rounds r of ``times[r] / base[r]``: two cases timed in the same rounds (equal lengths), each
-    round's pair close together in time, so a drift of the machine's speed between rounds does not enter the ratio."""
-    if len(times) != len(base) or not times:
-        raise ValueError(f"need the same positive number of rounds, got {len(times)} and {len(base)}")
-    return statistics.median(t / b for t, b in zip(times, base))
 
 
 def bench(dims: list[int], repeats: int, warmup: int) -> dict:

@@ -1,5 +1,6 @@
-"""``bench_constant_noise``'s solver / euler ratio is the median over rounds of the two times taken in the same round
-(issue 12.4): a host whose speed drifts between rounds must not move it, where a ratio of the two medians moves."""
+"""``_report.median_round_ratio``, the solver / euler ratio of ``bench_constant_noise`` (issue 12.4) and the
+speed-ups of ``bench_coin_epoch``: the median over rounds of the two times taken in the same round. A host whose
+speed drifts between rounds must not move it, where a ratio of the two medians moves."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 
 def test_a_drift_between_rounds_cancels(bench):
-    from bench_constant_noise import median_round_ratio
+    from _report import median_round_ratio
 
     base = [1.0, 1.0, 3.0, 3.0, 3.0]  # the host slows down threefold after two rounds
     times = [1.8 * b for b in base]
@@ -22,7 +23,7 @@ def test_a_drift_between_rounds_cancels(bench):
 
 @pytest.mark.parametrize("times, base", [([1.0, 2.0], [1.0]), ([], [])])
 def test_rounds_must_pair_up(bench, times, base):
-    from bench_constant_noise import median_round_ratio
+    from _report import median_round_ratio
 
     with pytest.raises(ValueError, match="same positive number of rounds"):
         median_round_ratio(times, base)
